@@ -1,0 +1,211 @@
+"""The `mmq` command line: the local stack, running tasks and pipelines, reading jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmq.tasks.catalogue import describe_all, lookup
+from mmq.tasks.errors import InvalidInput, JobTimeout, MMQError
+from mmq.tasks.jobs import JobStatus
+from mmq.tasks.settings import TINY
+from mmq.tasks.specialisations import SPECIALISATIONS
+
+EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "data_dir", None):
+        os.environ["MMQ_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    try:
+        return args.handler(args)
+    except InvalidInput as exc:
+        print(f"mmq: invalid input: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JobTimeout as exc:
+        print(f"mmq: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except MMQError as exc:
+        print(f"mmq: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmq", description="A job system for multimodal foundation models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the embedded local stack (Redis, S3, workers)")
+    up.add_argument("--models", choices=[TINY, "hub"], default=TINY,
+                    help="model source of each specialisation whose MMQ_<NAME>_MODEL is unset")
+    up.add_argument("--data-dir", help="where the stack keeps its data (default .mmq)")
+    up.add_argument("--only", default=",".join(SPECIALISATIONS), help="specialisations to start")
+    up.set_defaults(handler=_up)
+
+    down = commands.add_parser("down", help="stop what `mmq up` started")
+    down.add_argument("--data-dir")
+    down.set_defaults(handler=_down)
+
+    run = commands.add_parser("run", help="submit a task or pipeline: mmq run NAME key=value key=@file")
+    run.add_argument("name")
+    run.add_argument("inputs", nargs="*", metavar="key=value")
+    _add_wait_options(run)
+    run.set_defaults(handler=_run)
+
+    jobs = commands.add_parser("jobs", help="read jobs")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    for name, handler in (("get", _jobs_get), ("wait", _jobs_wait)):
+        sub = jobs_commands.add_parser(name)
+        sub.add_argument("id")
+        sub.add_argument("--json", action="store_true")
+        sub.add_argument("--data-dir")
+        if name == "wait":
+            sub.add_argument("--timeout", type=float, default=None, help="seconds")
+        sub.set_defaults(handler=handler)
+
+    pipelines = commands.add_parser("pipelines", help="the tasks and pipelines with their inputs")
+    pipelines.add_argument("--json", action="store_true")
+    pipelines.set_defaults(handler=_pipelines)
+
+    worker = commands.add_parser("worker", help="run a worker of one specialisation")
+    worker.add_argument("specialisation", choices=sorted(SPECIALISATIONS))
+    worker.add_argument("--gpus", default="", help="GPU indices, e.g. 0,1: one pinned process each")
+    worker.add_argument("--data-dir")
+    worker.set_defaults(handler=_worker)
+
+    demo = commands.add_parser("demo", help="up (tiny models), remix a sample image, print, down")
+    demo.add_argument("--image", default=None, help="image to remix (default: the shipped sample)")
+    demo.add_argument("--data-dir")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="wait for the job to end")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--data-dir")
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .stack import LocalStack
+
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in only if name not in SPECIALISATIONS]
+    if unknown:
+        raise InvalidInput(f"unknown specialisation {unknown[0]!r}; known: {', '.join(SPECIALISATIONS)}")
+    stack = LocalStack(os.environ.get("MMQ_DATA_DIR", ".mmq"))
+    stack.up(models=args.models, specialisations=only)
+    print(f"mmq is up; settings in {stack.data_dir / 'stack.json'}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from .stack import LocalStack
+
+    LocalStack(os.environ.get("MMQ_DATA_DIR", ".mmq")).down()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    inputs = parse_inputs(args.name, args.inputs)
+    client = Client.from_env()
+    job = client.submit(args.name, **inputs)
+    if not args.wait:
+        _print_job(job.to_dict(), args.json)
+        return 0
+    return _wait_and_print(job, args.timeout, args.json)
+
+
+def _jobs_get(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    job = Client.from_env().job(args.id)
+    _print_job(job.to_dict(), args.json)
+    return 0
+
+
+def _jobs_wait(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    return _wait_and_print(Client.from_env().job(args.id), args.timeout, args.json)
+
+
+def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool) -> int:
+    record = job.wait(timeout_s=timeout_s)
+    summary = job.to_dict(record)
+    _print_job(summary, as_json)
+    return 0 if record.status is JobStatus.SUCCEEDED else EXIT_FAILED
+
+
+def _pipelines(args: argparse.Namespace) -> int:
+    catalogue = describe_all()
+    if args.json:
+        print(json.dumps(catalogue, indent=2))
+        return 0
+    for entry in catalogue:
+        flow = " → ".join(s["task"] for s in entry["steps"]) if entry["kind"] == "pipeline" else entry["queue"]
+        print(f"{entry['name']}  ({entry['kind']}: {flow})  {entry['description']}")
+        for name, field in entry["inputs"].items():
+            default = "" if field["required"] else f" = {field.get('default')!r}"
+            print(f"    {name}: {field['kind']}{default}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    cmd = [sys.executable, "-m", "mmq.workers", args.specialisation]
+    if args.gpus:
+        cmd += ["--gpus", args.gpus]
+    return subprocess.call(cmd)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(image=args.image)
+
+
+def parse_inputs(name: str, pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` and `key=@file` pairs, typed by the task's or pipeline's input schema."""
+    schema = lookup(name).inputs
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"inputs are key=value or key=@file, got {pair!r}")
+        if key in inputs:
+            raise InvalidInput(f"input {key!r} is given twice", field=key)
+        field = schema.get(key)
+        if raw.startswith("@"):
+            inputs[key] = Path(raw[1:])
+        elif field is None:
+            inputs[key] = raw  # unknown name: the submission names it, with a suggestion
+        else:
+            inputs[key] = field.parse(key, raw)
+    return inputs
+
+
+def _print_job(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"job {summary['id']} ({summary['name']}): {summary['status']}")
+    for name, value in (summary.get("outputs") or {}).items():
+        if isinstance(value, dict) and "uri" in value:
+            print(f"  {name}: {value['uri']} ({value['media_type']}, {value['size']} bytes)")
+            print(f"    url: {value['url']}")
+        else:
+            print(f"  {name}: {value}")
+    if summary.get("error"):
+        error = summary["error"]
+        print(f"  error in step {error['step']!r}: {error['type']}: {error['message']}")

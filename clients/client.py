@@ -1,0 +1,172 @@
+"""The Python SDK: submit a task or pipeline, get a `Job` back at once, wait for its outputs.
+
+    client = Client.from_env()
+    job = client.submit("remix", image=Path("house.png"), steps=20)
+    job.wait(timeout_s=300)
+    job.outputs["image"].url
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
+from mmq.tasks.canvas import build_chain
+from mmq.tasks.catalogue import PIPELINES, TASKS, describe_all, lookup
+from mmq.tasks.celery_app import make_celery
+from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobTimeout
+from mmq.tasks.fields import Field, check_inputs
+from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec
+from mmq.tasks.media import sniff_media_type
+from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.settings import Settings
+
+from .artifact import Artifact
+
+
+class Client:
+    """Submits jobs through Redis and reads their records; artifacts go to S3 directly."""
+
+    def __init__(self, *, settings: Settings, jobs: JobStore | None = None,
+                 store: ArtifactStore | None = None) -> None:
+        self.settings = settings
+        self.jobs = jobs or JobStore.from_settings(settings)
+        self.store = store or ArtifactStore.from_settings(settings)
+        self._celery = make_celery(settings)
+
+    @classmethod
+    def from_env(cls) -> Client:
+        """Settings from the environment (and the local stack's file, when `mmq up` wrote one)."""
+        return cls(settings=Settings.from_env())
+
+    def submit(self, name: str, /, **inputs: Any) -> Job:
+        """Queue the task or pipeline `name`; files (paths or bytes) are uploaded as artifacts."""
+        pipeline = lookup(name)
+        where = f"{'pipeline' if name in PIPELINES else 'task'} {name!r}"
+        pending = {k: _pending_file(k, v, pipeline.inputs.get(k)) for k, v in inputs.items()}
+        # Check everything before uploading anything: placeholders stand in for the files.
+        check_inputs(pipeline.inputs, {k: p.placeholder if isinstance(p, _PendingFile) else p
+                                       for k, p in pending.items()}, where=where)
+        uploaded = {k: self.store.put_bytes(p.data, p.media_type) if isinstance(p, _PendingFile) else p
+                    for k, p in pending.items()}
+        checked = check_inputs(pipeline.inputs, uploaded, where=where)
+        return self._enqueue(pipeline, checked)
+
+    def job(self, job_id: str) -> Job:
+        """A handle on an existing job (raises `JobNotFound` when there is none)."""
+        self.jobs.status(job_id)
+        return Job(job_id, self)
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Every pipeline and task with its input and output schema."""
+        return describe_all()
+
+    def upload(self, source: Path | str | bytes, media_type: str | None = None) -> Artifact:
+        ref = self.store.put_bytes(source, media_type) if isinstance(source, bytes) \
+            else self.store.put_file(source, media_type)
+        return Artifact(ref, self.store)
+
+    def _enqueue(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> Job:
+        job_id = uuid.uuid4().hex
+        record = JobRecord(
+            id=job_id, name=pipeline.name,
+            inputs={k: v.to_dict() if isinstance(v, ArtifactRef) else v for k, v in inputs.items()},
+            steps=[StepSpec(name=s.name, task=s.task, queue=TASKS[s.task].specialisation,
+                            celery_id=f"{job_id}-{i}", bind=dict(s.bind))
+                   for i, s in enumerate(pipeline.steps)],
+            output_map=dict(pipeline.outputs), created_at=time.time(),
+        )
+        self.jobs.create(record)  # the record exists before any worker can see a step
+        try:
+            build_chain(self._celery, record).apply_async()
+        except Exception as exc:  # kombu raises many types; the job must not stay queued forever
+            self.jobs.finish(job_id, JobStatus.FAILED,
+                             error={"step": "submit", "type": type(exc).__name__, "message": str(exc)})
+            raise BrokerUnavailable(f"could not queue job {job_id}: {exc}") from None
+        return Job(job_id, self)
+
+    def close(self) -> None:
+        self._celery.close()
+
+
+class Job:
+    """A submitted job: its status, its record, its outputs once it has succeeded."""
+
+    def __init__(self, job_id: str, client: Client) -> None:
+        self.id = job_id
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def record(self) -> JobRecord:
+        return self._client.jobs.get(self.id)
+
+    def status(self) -> JobStatus:
+        return self._client.jobs.status(self.id)
+
+    def wait(self, timeout_s: float | None = None) -> JobRecord:
+        """Block until the job ends (succeeded, failed or cancelled); returns its final record."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        delay = 0.05
+        while not (record := self.record()).status.terminal:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout_s} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        return record
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Outputs with artifacts as `Artifact` objects (`.url`, `.download()`); empty until done."""
+        return self._client_outputs(self.record())
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        return self.record().error
+
+    def to_dict(self, record: JobRecord | None = None) -> dict[str, Any]:
+        """The summary that `mmq run --json` prints: id, status, outputs (with URLs), error."""
+        record = record or self.record()
+        outputs = {k: v.to_dict() if isinstance(v, Artifact) else v
+                   for k, v in self._client_outputs(record).items()}
+        return {"id": record.id, "name": record.name, "status": record.status.value,
+                "outputs": outputs, "error": record.error}
+
+    def _client_outputs(self, record: JobRecord) -> dict[str, Any]:
+        store = self._client.store
+        return {k: Artifact(ArtifactRef.from_dict(v), store) if ArtifactRef.is_ref(v) else v
+                for k, v in (record.outputs or {}).items()}
+
+
+class _PendingFile:
+    """A file input read and typed, not yet uploaded."""
+
+    def __init__(self, data: bytes, media_type: str) -> None:
+        self.data = data
+        self.media_type = media_type
+        self.placeholder = ArtifactRef(uri="s3://pending/upload", media_type=media_type, sha256="", size=len(data))
+
+
+def _pending_file(name: str, value: Any, field: Field | None) -> Any:
+    """Paths and bytes given for a file input become pending uploads; other values pass through."""
+    if field is None or not field.kind.is_artifact or isinstance(value, (ArtifactRef, Artifact, Mapping)):
+        return value.ref if isinstance(value, Artifact) else value
+    if isinstance(value, bytes):
+        return _PendingFile(value, sniff_media_type(value))
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"{name}: cannot read {str(path)!r}: {exc.strerror}", field=name) from None
+        media_type = sniff_media_type(data)
+        if media_type.split("/")[0] != field.kind.value:
+            raise InvalidInput(f"{name}: {path.name} is not an {field.kind.value} "
+                               f"(its content looks like {media_type})", field=name)
+        return _PendingFile(data, media_type)
+    return value

@@ -1,0 +1,152 @@
+"""The embedded local stack behind `mmq up` / `mmq down`: Redis, SeaweedFS and one worker per
+specialisation, in a data folder, with the connection settings recorded in `<data dir>/stack.json`.
+
+`up` is safe to run twice (a running stack is reused); `down` stops exactly the processes that
+`up` recorded, checking that each pid still runs the command it started before signalling it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mmq.tasks.errors import StackError
+from mmq.tasks.settings import STACK_FILE, TINY
+from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
+
+from .servers import pid_alive, start_redis, start_seaweed, stop
+
+WORKER_READY_TIMEOUT_S = 300.0
+LOCAL_ACCESS_KEY = "mmq-local"
+LOCAL_SECRET_KEY = "mmq-local-secret"
+
+
+@dataclass
+class StackProcess:
+    name: str
+    pid: int
+    marker: str  # a word of its command line, checked before we signal the pid
+    port: int | None = None
+
+    def running(self) -> bool:
+        if not pid_alive(self.pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return False
+        return self.marker in cmdline
+
+
+@dataclass
+class StackState:
+    env: dict[str, str]
+    processes: list[StackProcess] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    def save(self, data_dir: Path) -> None:
+        path = data_dir / STACK_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> StackState | None:
+        path = data_dir / STACK_FILE
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(env=data["env"], processes=[StackProcess(**p) for p in data["processes"]],
+                   started_at=data["started_at"])
+
+
+class LocalStack:
+    """Start, find and stop the embedded stack of one data folder."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir).resolve()
+
+    def up(self, *, models: str = TINY, specialisations: Iterable[str] = tuple(SPECIALISATIONS),
+           log: callable = print) -> StackState:
+        existing = StackState.load(self.data_dir)
+        if existing and all(p.running() for p in existing.processes):
+            log(f"mmq stack already up in {self.data_dir}")
+            return existing
+        if existing:
+            log("a previous stack is partly down; stopping what is left of it")
+            self.down(log=lambda _msg: None)
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        redis = start_redis(self.data_dir / "redis")
+        state = StackState(env={}, processes=[StackProcess("redis", redis.pid, "redis-server", redis.port)])
+        state.save(self.data_dir)  # from here on, `down` can clean up whatever happens next
+        s3 = start_seaweed(self.data_dir / "s3")
+        state.processes.append(StackProcess("seaweedfs", s3.pid, "weed", s3.port))
+        state.env = {
+            "MMQ_DATA_DIR": str(self.data_dir),
+            "MMQ_BROKER_URL": f"redis://127.0.0.1:{redis.port}/0",
+            "MMQ_RESULT_BACKEND": f"redis://127.0.0.1:{redis.port}/0",
+            "MMQ_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3.port}",
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+        }
+        state.save(self.data_dir)
+        log(f"redis on port {redis.port}, S3 on http://127.0.0.1:{s3.port}")
+        for name in specialisations:
+            state.processes.append(self._start_worker(name, state.env, models))
+            state.save(self.data_dir)
+        self._wait_for_workers(state, log)
+        return state
+
+    def down(self, *, log: callable = print) -> list[str]:
+        state = StackState.load(self.data_dir)
+        if state is None:
+            log(f"no mmq stack recorded in {self.data_dir}")
+            return []
+        stopped = []
+        # Workers first (a warm shutdown acknowledges nothing it has not finished), then servers.
+        for process in sorted(state.processes, key=lambda p: not p.name.startswith("worker")):
+            if process.running():
+                stop(process.pid)
+                stopped.append(process.name)
+                log(f"stopped {process.name} (pid {process.pid})")
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        return stopped
+
+    def _start_worker(self, name: str, stack_env: Mapping[str, str], models: str) -> StackProcess:
+        env = {**os.environ, **stack_env}
+        spec = SPECIALISATIONS[name]
+        if models == TINY:
+            env.setdefault(spec.model_env_var, TINY)
+        log_file = open(self.data_dir / "logs" / f"worker-{name}.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "mmq.workers", name], env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log_file.close()
+        return StackProcess(f"worker:{name}", process.pid, "mmq.workers")
+
+    def _wait_for_workers(self, state: StackState, log: callable) -> None:
+        import redis
+
+        client = redis.Redis.from_url(state.env["MMQ_BROKER_URL"])
+        host = socket.gethostname()
+        waiting = {p.name: READY_KEY_PREFIX + worker_name(p.name.split(":", 1)[1], None, p.pid, host)
+                   for p in state.processes if p.name.startswith("worker:")}
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while waiting:
+            for name, key in list(waiting.items()):
+                if client.exists(key):
+                    log(f"{name} ready")
+                    del waiting[name]
+            dead = [p for p in state.processes if p.name in waiting and not p.running()]
+            if dead:
+                raise StackError(f"{dead[0].name} exited while loading; see "
+                                 f"{self.data_dir / 'logs' / (dead[0].name.replace(':', '-') + '.log')}")
+            if time.monotonic() > deadline:
+                raise StackError(f"workers not ready after {WORKER_READY_TIMEOUT_S:.0f} s: {', '.join(waiting)}")
+            time.sleep(0.2)

@@ -1,0 +1,34 @@
+"""mmq's contract: settings, the Celery app and routing, job and artifact types, task and pipeline specs.
+
+Imports neither `mmq.workers` nor `mmq.clients`, and never torch.
+"""
+
+from .artifacts import ArtifactRef, ArtifactStore
+from .catalogue import PIPELINES, TASKS, describe_all, lookup
+from .errors import (
+    ArtifactNotFound,
+    BrokerUnavailable,
+    ConfigurationError,
+    InvalidInput,
+    InvalidPipeline,
+    JobNotFound,
+    JobTimeout,
+    MMQError,
+    StackError,
+    StorageError,
+    StorageUnavailable,
+    UnknownTask,
+)
+from .fields import Field, Kind
+from .jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
+from .pipelines import Pipeline, Step, TaskSpec
+from .settings import Settings
+from .specialisations import SPECIALISATIONS, SpecialisationSpec
+
+__all__ = [
+    "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerUnavailable", "ConfigurationError",
+    "Field", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore",
+    "JobTimeout", "Kind", "MMQError", "PIPELINES", "Pipeline", "SPECIALISATIONS", "Settings",
+    "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState", "StorageError",
+    "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
+]

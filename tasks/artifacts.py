@@ -1,0 +1,160 @@
+"""Artifacts: binary media kept in S3-compatible storage, passed around as small references.
+
+Keys are content-addressed (`blobs/<sha256>.<ext>`): storing the same bytes twice writes the same
+object, so a re-delivered step cannot leave a second copy behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactNotFound, InvalidInput, StorageError, StorageUnavailable
+from .media import extension_for, sniff_media_type
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where an artifact lives and what it is; the only form in which media crosses Redis."""
+
+    uri: str
+    media_type: str
+    sha256: str
+    size: int
+
+    @property
+    def bucket(self) -> str:
+        return self.uri.removeprefix("s3://").split("/", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.uri.removeprefix("s3://").split("/", 1)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, field: str = "artifact") -> ArtifactRef:
+        try:
+            ref = cls(uri=str(data["uri"]), media_type=str(data["media_type"]),
+                      sha256=str(data["sha256"]), size=int(data["size"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"{field} is not an artifact reference ({exc})", field=field) from None
+        if not ref.uri.startswith("s3://") or "/" not in ref.uri.removeprefix("s3://"):
+            raise InvalidInput(f"{field} has an invalid artifact URI {ref.uri!r}", field=field)
+        return ref
+
+    @staticmethod
+    def is_ref(value: Any) -> bool:
+        return isinstance(value, Mapping) and {"uri", "media_type", "sha256", "size"} <= value.keys()
+
+
+class ArtifactStore:
+    """Put, get and presign artifacts in one bucket, through a boto3 S3 client handed in."""
+
+    def __init__(self, s3: Any, *, bucket: str, presign_expiry_s: int = 3600) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+        self.presign_expiry_s = presign_expiry_s
+        self._bucket_checked = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ArtifactStore:
+        import boto3
+        from botocore.config import Config
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            # Path-style addressing works with every S3-compatible server; fail fast, retry a little.
+            config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
+                          retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4"),
+        )
+        return cls(s3, bucket=settings.s3_bucket, presign_expiry_s=settings.presign_expiry_s)
+
+    def put_bytes(self, data: bytes, media_type: str | None = None) -> ArtifactRef:
+        """Store `data` (once: an existing object with the same content is reused)."""
+        media_type = media_type or sniff_media_type(data)
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"blobs/{digest}.{extension_for(media_type)}"
+        ref = ArtifactRef(uri=f"s3://{self.bucket}/{key}", media_type=media_type, sha256=digest, size=len(data))
+        self.ensure_bucket()
+        if not self._exists(key):
+            self._call("put_object", Bucket=self.bucket, Key=key, Body=data, ContentType=media_type,
+                       Metadata={"sha256": digest})
+        return ref
+
+    def put_file(self, path: Path | str, media_type: str | None = None) -> ArtifactRef:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+        return self.put_bytes(data, media_type)
+
+    def get_bytes(self, ref: ArtifactRef) -> bytes:
+        response = self._call("get_object", Bucket=ref.bucket, Key=ref.key)
+        return response["Body"].read()
+
+    def download(self, ref: ArtifactRef, path: Path | str) -> Path:
+        path = Path(path)
+        if path.is_dir():
+            path = path / Path(ref.key).name
+        path.write_bytes(self.get_bytes(ref))
+        return path
+
+    def presigned_url(self, ref: ArtifactRef, expiry_s: int | None = None) -> str:
+        return self._call("generate_presigned_url", "get_object",
+                          Params={"Bucket": ref.bucket, "Key": ref.key},
+                          ExpiresIn=expiry_s or self.presign_expiry_s)
+
+    def exists(self, ref: ArtifactRef) -> bool:
+        return self._exists(ref.key)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket on first use when it is missing."""
+        if self._bucket_checked:
+            return
+        try:
+            self._call("head_bucket", Bucket=self.bucket)
+        except ArtifactNotFound:
+            self._call("create_bucket", Bucket=self.bucket)
+        self._bucket_checked = True
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._call("head_object", Bucket=self.bucket, Key=key)
+        except ArtifactNotFound:
+            return False
+        return True
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One boto3 call, its errors translated into mmq's."""
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+
+        try:
+            return getattr(self._s3, method)(*args, **kwargs)
+        except ClientError as exc:
+            raise _translate(exc, kwargs) from None
+        except BotoConnectionError as exc:
+            raise StorageUnavailable(f"artifact store unreachable: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"artifact store error: {exc}") from None
+
+
+def _translate(exc: Any, params: Mapping[str, Any]) -> StorageError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    where = f"s3://{params.get('Bucket', '?')}/{params.get('Key', '')}".rstrip("/")
+    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+        return ArtifactNotFound(f"no such artifact: {where}")
+    if status is not None and status >= 500:
+        return StorageUnavailable(f"artifact store failed ({code or status}) on {where}")
+    return StorageError(f"artifact store refused {where}: {code} {error.get('Message', '')}".strip())

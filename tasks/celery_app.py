@@ -1,0 +1,64 @@
+"""The Celery app: JSON only, one queue per specialisation, late acks, bounded redelivery.
+
+Producers build it to send; workers build the same one and register the task bodies on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from .catalogue import TASKS
+from .settings import Settings
+from .specialisations import SPECIALISATIONS
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("mmq", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    # Redis re-delivers an unacknowledged message after the visibility timeout; the broker and the
+    # result backend each read it from their own transport options, so it is set in both.
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    # Sweep for messages of dead consumers every restore_interval_s (kombu: interval x throttle).
+    broker_transport = {**transport, "unacked_restore_interval": settings.restore_interval_s,
+                        "unacked_restore_throttle": 1}
+    return {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],  # a pickle message is refused, never deserialised
+        "result_accept_content": ["json"],
+        # Each queue on its own direct exchange: a bare Queue(name) would bind every queue to the
+        # default exchange with one routing key, and a message would reach every queue.
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in SPECIALISATIONS],
+        "task_routes": {t.celery_name: {"queue": t.specialisation, "routing_key": t.specialisation}
+                        for t in TASKS.values()},
+        "task_create_missing_queues": False,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_annotations": _time_limits(settings),
+        "broker_transport_options": broker_transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "result_expires": settings.record_ttl_s,
+        "result_extended": False,
+        "worker_send_task_events": True,  # Flower
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }
+
+
+def _time_limits(settings: Settings) -> dict[str, dict[str, int]]:
+    limits = {}
+    for task in TASKS.values():
+        spec_limits = settings.limits_for(task.specialisation)
+        limits[task.celery_name] = {"soft_time_limit": spec_limits.soft_s, "time_limit": spec_limits.hard_s}
+    return limits

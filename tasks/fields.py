@@ -1,0 +1,144 @@
+"""Typed inputs and outputs: what a task accepts, checked where it is first known.
+
+A `Field` checks one value; `check_inputs` checks a whole mapping against a schema, naming the
+offending input (and the likely intended one, for a misspelling).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .artifacts import ArtifactRef
+from .errors import InvalidInput
+
+
+class Kind(str, Enum):
+    """What a value is; artifacts carry a media type family."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    IMAGE = "image"
+
+    @property
+    def is_artifact(self) -> bool:
+        return self is Kind.IMAGE
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named input: its kind, whether it is required, its default and its bounds."""
+
+    kind: Kind
+    description: str = ""
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    multiple_of: int | None = None
+    max_length: int | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def check(self, name: str, value: Any) -> Any:
+        """The value, normalised (an int given as 3.0 stays rejected: no silent correction)."""
+        if self.kind is Kind.TEXT:
+            return self._check_text(name, value)
+        if self.kind in (Kind.INTEGER, Kind.NUMBER):
+            return self._check_number(name, value)
+        return self._check_artifact(name, value)
+
+    def parse(self, name: str, raw: str) -> Any:
+        """Turn a command-line string into this field's kind, then check it."""
+        if self.kind is Kind.INTEGER:
+            try:
+                return self.check(name, int(raw))
+            except ValueError:
+                raise InvalidInput(f"{name} must be an integer, got {raw!r}", field=name) from None
+        if self.kind is Kind.NUMBER:
+            try:
+                return self.check(name, float(raw))
+            except ValueError:
+                raise InvalidInput(f"{name} must be a number, got {raw!r}", field=name) from None
+        if self.kind.is_artifact:
+            raise InvalidInput(f"{name} is a file input: pass it as {name}=@PATH", field=name)
+        return self.check(name, raw)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-schema-like description for catalogues."""
+        out: dict[str, Any] = {"kind": self.kind.value, "required": self.required}
+        for key in ("description", "default", "minimum", "maximum", "multiple_of", "max_length"):
+            value = getattr(self, key)
+            if value not in (None, ""):
+                out[key] = value
+        return out
+
+    def _check_text(self, name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be text, got {type(value).__name__}", field=name)
+        if self.required and not value.strip():
+            raise InvalidInput(f"{name} must not be empty", field=name)
+        if self.max_length is not None and len(value) > self.max_length:
+            raise InvalidInput(
+                f"{name} is {len(value)} characters, over the limit of {self.max_length}", field=name
+            )
+        return value
+
+    def _check_number(self, name: str, value: Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            what = "an integer" if self.kind is Kind.INTEGER else "a number"
+            raise InvalidInput(f"{name} must be {what}, got {value!r}", field=name)
+        if self.kind is Kind.INTEGER and not isinstance(value, int):
+            raise InvalidInput(f"{name} must be an integer, got {value!r}", field=name)
+        if self.minimum is not None and value < self.minimum:
+            raise InvalidInput(f"{name} must be at least {_num(self.minimum)} but is {value}", field=name)
+        if self.maximum is not None and value > self.maximum:
+            raise InvalidInput(f"{name} must be at most {_num(self.maximum)} but is {value}", field=name)
+        if self.multiple_of is not None and value % self.multiple_of:
+            raise InvalidInput(
+                f"{name} must be a multiple of {self.multiple_of} but is {value}", field=name
+            )
+        return float(value) if self.kind is Kind.NUMBER else value
+
+    def _check_artifact(self, name: str, value: Any) -> ArtifactRef:
+        if isinstance(value, Mapping):
+            value = ArtifactRef.from_dict(value, field=name)
+        if not isinstance(value, ArtifactRef):
+            raise InvalidInput(f"{name} must be an {self.kind.value} artifact, got {type(value).__name__}", field=name)
+        family = value.media_type.split("/", 1)[0]
+        if family != self.kind.value:
+            raise InvalidInput(
+                f"{name} must be an {self.kind.value}, got a file of type {value.media_type}", field=name
+            )
+        return value
+
+
+def check_inputs(schema: Mapping[str, Field], inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """Every input checked, defaults filled in; unknown and missing names are errors."""
+    for name in inputs:
+        if name not in schema:
+            raise InvalidInput(f"{where} has no input {name!r}{_did_you_mean(name, schema)}; "
+                               f"its inputs are: {', '.join(schema)}", field=name)
+    checked: dict[str, Any] = {}
+    for name, spec in schema.items():
+        if name in inputs and inputs[name] is not None:
+            checked[name] = spec.check(name, inputs[name])
+        elif spec.required:
+            raise InvalidInput(f"{where} needs the input {name!r} ({spec.kind.value})", field=name)
+        else:
+            checked[name] = spec.default
+    return checked
+
+
+def _did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

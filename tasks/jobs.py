@@ -1,0 +1,232 @@
+"""The job record: one Redis hash per submission, the source of truth for every surface.
+
+Layout of `mmq:job:<id>` (every key expires after the record TTL):
+  spec         JSON: name, inputs, steps (name, task, queue, celery_id), output wiring, created_at
+  status       a `JobStatus` value; terminal statuses are never overwritten
+  error        JSON {step, type, message} when failed
+  outputs      JSON of the job's outputs when succeeded
+  started_at / finished_at
+  step:<name>  JSON `StepState`, written only by the worker running that step
+  attempts:<name>  deliveries of that step so far (HINCRBY: exact under concurrent redelivery)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import BrokerUnavailable, JobNotFound
+
+KEY_PREFIX = "mmq:job:"
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass
+class StepState:
+    """What happened to one step: status, deliveries, progress, timings, outputs, error."""
+
+    status: JobStatus = JobStatus.QUEUED
+    attempts: int = 0
+    progress: tuple[int, int] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    outputs: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "status": self.status.value})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> StepState:
+        data = json.loads(raw)
+        data["status"] = JobStatus(data["status"])
+        if data.get("progress") is not None:
+            data["progress"] = tuple(data["progress"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    task: str
+    queue: str
+    celery_id: str
+    bind: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobRecord:
+    """A job as stored: what was asked, where it stands, what came out."""
+
+    id: str
+    name: str
+    inputs: dict[str, Any]
+    steps: list[StepSpec]
+    output_map: dict[str, str]
+    created_at: float
+    status: JobStatus = JobStatus.QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    outputs: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    step_states: dict[str, StepState] = field(default_factory=dict)
+
+    def spec_json(self) -> str:
+        return json.dumps({
+            "id": self.id, "name": self.name, "inputs": self.inputs,
+            "steps": [asdict(s) for s in self.steps], "output_map": self.output_map,
+            "created_at": self.created_at,
+        })
+
+    def step(self, name: str) -> StepSpec:
+        return next(s for s in self.steps if s.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public view: what `mmq jobs get --json` and the SDK show."""
+        return {
+            "id": self.id, "name": self.name, "status": self.status.value,
+            "created_at": self.created_at, "started_at": self.started_at,
+            "finished_at": self.finished_at, "inputs": self.inputs,
+            "steps": [{**asdict(s), **_state_dict(self.step_states.get(s.name))} for s in self.steps],
+            "outputs": self.outputs, "error": self.error,
+        }
+
+
+def _state_dict(state: StepState | None) -> dict[str, Any]:
+    state = state or StepState()
+    return {**asdict(state), "status": state.status.value}
+
+
+# Set fields only while the job is not in a terminal status; returns 1 when written.
+_GUARDED_HSET = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class JobStore:
+    """Reads and writes job records in Redis; every write refreshes the record's expiry."""
+
+    def __init__(self, redis: Any, *, ttl_s: int) -> None:
+        self._redis = redis
+        self.ttl_s = ttl_s
+        self._guarded_hset = redis.register_script(_GUARDED_HSET)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> JobStore:
+        return cls(connect_redis(settings.broker_url), ttl_s=settings.record_ttl_s)
+
+    def create(self, record: JobRecord) -> None:
+        key = KEY_PREFIX + record.id
+        with _redis_errors():
+            pipe = self._redis.pipeline()
+            pipe.hset(key, mapping={"spec": record.spec_json(), "status": record.status.value})
+            pipe.expire(key, self.ttl_s)
+            pipe.execute()
+
+    def get(self, job_id: str) -> JobRecord:
+        with _redis_errors():
+            raw = self._redis.hgetall(KEY_PREFIX + job_id)
+        if not raw:
+            raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
+        return _record_from_hash({k.decode(): v.decode() for k, v in raw.items()})
+
+    def status(self, job_id: str) -> JobStatus:
+        with _redis_errors():
+            raw = self._redis.hget(KEY_PREFIX + job_id, "status")
+        if raw is None:
+            raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
+        return JobStatus(raw.decode())
+
+    def count_delivery(self, job_id: str, step: str) -> int:
+        """One more delivery of `step`; returns how many there have been."""
+        with _redis_errors():
+            pipe = self._redis.pipeline()
+            pipe.hincrby(KEY_PREFIX + job_id, f"attempts:{step}", 1)
+            pipe.expire(KEY_PREFIX + job_id, self.ttl_s)
+            return int(pipe.execute()[0])
+
+    def save_step(self, job_id: str, step: str, state: StepState, **job_fields: Any) -> bool:
+        """Write a step's state (and job-level fields) unless the job already ended."""
+        fields = {f"step:{step}": state.to_json(), **_encode(job_fields)}
+        return self._set(job_id, fields)
+
+    def mark_running(self, job_id: str, now: float) -> None:
+        with _redis_errors():
+            self._redis.hsetnx(KEY_PREFIX + job_id, "started_at", json.dumps(now))
+        self._set(job_id, {"status": JobStatus.RUNNING.value})
+
+    def finish(self, job_id: str, status: JobStatus, *, outputs: Mapping[str, Any] | None = None,
+               error: Mapping[str, str] | None = None) -> bool:
+        """Move the job to a terminal status, once: the first writer wins."""
+        fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
+        return self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}))
+
+    def _set(self, job_id: str, fields: Mapping[str, str]) -> bool:
+        args = [self.ttl_s, *(x for pair in fields.items() for x in pair)]
+        with _redis_errors():
+            written = self._guarded_hset(keys=[KEY_PREFIX + job_id], args=args)
+        if written == -1:
+            raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
+        return written == 1
+
+
+def connect_redis(url: str) -> Any:
+    """A redis-py client that fails fast when Redis is away, instead of hanging."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+
+
+def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
+    return {k: (v.value if isinstance(v, Enum) else json.dumps(v)) for k, v in fields.items()}
+
+
+def _record_from_hash(raw: Mapping[str, str]) -> JobRecord:
+    spec = json.loads(raw["spec"])
+    steps = [StepSpec(**s) for s in spec["steps"]]
+    states = {s.name: StepState.from_json(raw[f"step:{s.name}"]) for s in steps if f"step:{s.name}" in raw}
+    for s in steps:
+        if f"attempts:{s.name}" in raw:
+            states.setdefault(s.name, StepState()).attempts = int(raw[f"attempts:{s.name}"])
+    return JobRecord(
+        id=spec["id"], name=spec["name"], inputs=spec["inputs"], steps=steps,
+        output_map=spec["output_map"], created_at=spec["created_at"],
+        status=JobStatus(raw["status"]),
+        started_at=_maybe(raw, "started_at"), finished_at=_maybe(raw, "finished_at"),
+        outputs=_maybe(raw, "outputs"), error=_maybe(raw, "error"), step_states=states,
+    )
+
+
+def _maybe(raw: Mapping[str, str], name: str) -> Any:
+    return json.loads(raw[name]) if name in raw else None
+
+
+@contextmanager
+def _redis_errors() -> Iterator[None]:
+    import redis
+
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BrokerUnavailable(f"Redis unreachable: {exc}") from None

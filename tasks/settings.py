@@ -1,0 +1,138 @@
+"""Settings: one object, read from the environment when a process starts, never at import time.
+
+`mmq up` records the embedded stack's connection settings in `<data dir>/stack.json`; a process
+started in that folder picks them up, with its own environment variables taking precedence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigurationError
+from .specialisations import SPECIALISATIONS
+
+STACK_FILE = "stack.json"
+TINY = "tiny"
+WEEK_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """Celery's soft limit raises inside the task; the hard limit kills the process."""
+
+    soft_s: int
+    hard_s: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "mmq-artifacts"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    data_dir: Path = Path(".mmq")
+    models: Mapping[str, str] = field(default_factory=dict)
+    time_limits: Mapping[str, TimeLimits] = field(default_factory=dict)
+    record_ttl_s: int = WEEK_S
+    presign_expiry_s: int = 3600
+    max_deliveries: int = 3
+    max_image_pixels: int = 64_000_000
+    # Must outlast the longest queue wait plus run time, or Redis re-delivers a running step.
+    visibility_timeout_s: int = 4 * 3600
+    # How often a worker sweeps for messages whose consumer died (unacked past the visibility timeout).
+    restore_interval_s: int = 60
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from `environ` (default `os.environ`) over the stack file, if any."""
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("MMQ_DATA_DIR", ".mmq")).expanduser()
+        merged = {**_read_stack_env(data_dir), **env}
+        return cls._from_mapping(merged, data_dir)
+
+    @classmethod
+    def _from_mapping(cls, env: Mapping[str, str], data_dir: Path) -> Settings:
+        broker = env.get("MMQ_BROKER_URL", cls.broker_url)
+        settings = cls(
+            broker_url=broker,
+            result_backend=env.get("MMQ_RESULT_BACKEND", broker),
+            s3_endpoint_url=env.get("MMQ_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
+            s3_bucket=env.get("MMQ_S3_BUCKET", cls.s3_bucket),
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.s3_region,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            data_dir=data_dir,
+            models={n: env.get(s.model_env_var, s.default_model) for n, s in SPECIALISATIONS.items()},
+            time_limits={n: _time_limits(env, n) for n in SPECIALISATIONS},
+            record_ttl_s=_positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S),
+            presign_expiry_s=_positive_int(env, "MMQ_PRESIGN_EXPIRY_S", cls.presign_expiry_s),
+            max_deliveries=_positive_int(env, "MMQ_MAX_DELIVERIES", cls.max_deliveries),
+            max_image_pixels=_positive_int(env, "MMQ_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            visibility_timeout_s=_positive_int(
+                env, "MMQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s
+            ),
+            restore_interval_s=_positive_int(env, "MMQ_RESTORE_INTERVAL_S", cls.restore_interval_s),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings under which Celery would silently run a step twice at once."""
+        longest = max((limits.hard_s for limits in self.time_limits.values()), default=0)
+        if self.visibility_timeout_s <= longest:
+            raise ConfigurationError(
+                f"MMQ_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be longer than the "
+                f"longest hard time limit ({longest} s), or Redis re-delivers running steps"
+            )
+        if len(self.s3_bucket) < 3 or len(self.s3_bucket) > 63:
+            raise ConfigurationError(f"MMQ_S3_BUCKET must be 3-63 characters, got {self.s3_bucket!r}")
+
+    def model_for(self, specialisation: str) -> str:
+        return self.models.get(specialisation, SPECIALISATIONS[specialisation].default_model)
+
+    def limits_for(self, specialisation: str) -> TimeLimits:
+        return self.time_limits.get(specialisation) or _time_limits({}, specialisation)
+
+    def with_models(self, source: str) -> Settings:
+        """Every specialisation on `source` (e.g. `tiny`)."""
+        return replace(self, models={name: source for name in SPECIALISATIONS})
+
+
+def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:
+    spec = SPECIALISATIONS[specialisation]
+    prefix = f"MMQ_{specialisation.upper()}"
+    soft = _positive_int(env, f"{prefix}_SOFT_TIME_LIMIT_S", spec.soft_time_limit_s)
+    hard = _positive_int(env, f"{prefix}_TIME_LIMIT_S", spec.time_limit_s)
+    if soft >= hard:
+        raise ConfigurationError(f"{prefix}_SOFT_TIME_LIMIT_S ({soft}) must be below {prefix}_TIME_LIMIT_S ({hard})")
+    return TimeLimits(soft_s=soft, hard_s=hard)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _read_stack_env(data_dir: Path) -> dict[str, str]:
+    path = data_dir / STACK_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text())["env"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"{path} is not a valid mmq stack file: {exc}") from None

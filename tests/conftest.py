@@ -1,0 +1,184 @@
+"""Fixtures that start real servers and real worker processes, and stop them afterwards.
+
+Real: a redis-server process, a SeaweedFS S3 server (`weed mini`), Celery worker processes
+(`python -m mmq.workers`), and the real transformers/diffusers model classes. The one thing faked
+is the model hub, unreachable here: workers use `tiny` models of the real architectures, built
+locally with `save_pretrained` and loaded with `from_pretrained`. Nothing here skips: a missing
+server binary fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from mmq.clients import Client
+from mmq.clients.servers import Server, start_redis, start_seaweed, stop
+from mmq.tasks import Settings
+from mmq.tasks.specialisations import READY_KEY_PREFIX, worker_name
+
+WORKER_READY_TIMEOUT_S = 180
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    """Connection settings of running servers, as the environment that processes read."""
+
+    redis: Server
+    s3: Server
+    env: dict[str, str]
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def client(self) -> Client:
+        return Client(settings=self.settings)
+
+    def redis_client(self) -> redis_lib.Redis:
+        return redis_lib.Redis.from_url(self.env["MMQ_BROKER_URL"])
+
+
+@dataclass
+class WorkerProcess:
+    specialisation: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: the Celery parent and its pool process, no goodbye."""
+        os.killpg(self.process.pid, 9)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        stop(self.process.pid, timeout_s=20)
+        self.process.wait(timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def base_env(tmp: Path, redis_port: int, s3_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMQ_", "AWS_"))}
+    env.update({
+        "MMQ_BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "MMQ_RESULT_BACKEND": f"redis://127.0.0.1:{redis_port}/0",
+        "MMQ_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "MMQ_S3_BUCKET": "mmq-test",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "MMQ_DATA_DIR": str(tmp),
+        "MMQ_CAPTION_MODEL": "tiny",
+        "MMQ_DIFFUSION_MODEL": "tiny",
+        "MMQ_TORCH_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for the whole run, so each tiny model is built once."""
+    return tmp_path_factory.mktemp("mmq-data")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_seaweed(tmp_path_factory.mktemp("s3"))
+    yield server
+    stop(server.pid)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server: Server) -> Iterator[Stack]:
+    """Redis + S3 for the session; workers are added by `start_worker`."""
+    redis = start_redis(tmp_path_factory.mktemp("redis"), persistent=False)
+    running = Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port))
+    yield running
+    for worker in running.workers:
+        worker.stop()
+    stop(redis.pid)
+
+
+def launch_worker(stack: Stack, specialisation: str, log_dir: Path) -> WorkerProcess:
+    """Start `python -m mmq.workers SPECIALISATION` and wait until its model is loaded."""
+    log_path = log_dir / f"worker-{specialisation}-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "mmq.workers", specialisation], env=stack.env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = WorkerProcess(specialisation, process, log_path)
+    key = READY_KEY_PREFIX + worker_name(specialisation, None, process.pid, socket.gethostname())
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    client = stack.redis_client()
+    while not client.exists(key):
+        if process.poll() is not None:
+            raise RuntimeError(f"{specialisation} worker exited at start:\n{worker.log()[-4000:]}")
+        if time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"{specialisation} worker not ready:\n{worker.log()[-4000:]}")
+        time.sleep(0.1)
+    return worker
+
+
+@pytest.fixture(scope="session")
+def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """A caption worker and a diffusion worker for the session."""
+    log_dir = tmp_path_factory.mktemp("worker-logs")
+    for name in ("caption", "diffusion"):
+        stack.workers.append(launch_worker(stack, name, log_dir))
+    return stack
+
+
+@pytest.fixture
+def client(workers: Stack) -> Iterator[Client]:
+    client = workers.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sample_image() -> Path:
+    return ROOT / "samples" / "house.png"
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, model_cache: Path, s3_server: Server) -> Iterator[Callable[..., Stack]]:
+    """A private Redis (and workers) for a test that kills or restarts things."""
+    made: list[Stack] = []
+
+    def make(**env: str) -> Stack:
+        redis = start_redis(tmp_path / f"redis-{len(made)}", persistent=True)
+        own = Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port, **env))
+        made.append(own)
+        return own
+
+    yield make
+    for own in made:
+        for worker in own.workers:
+            if worker.process.poll() is None:
+                worker.stop()
+        stop(own.redis.pid)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Callable[[Stack, str], WorkerProcess]:
+    """Start a worker of a specialisation on a given stack (stopped with that stack)."""
+
+    def start(on: Stack, specialisation: str) -> WorkerProcess:
+        worker = launch_worker(on, specialisation, tmp_path)
+        on.workers.append(worker)
+        return worker
+
+    return start

@@ -1,0 +1,72 @@
+"""Inputs are checked where they are first known; pipelines are checked when defined."""
+
+import pytest
+
+from mmq.tasks import PIPELINES, TASKS, ArtifactRef, InvalidInput, InvalidPipeline, UnknownTask, lookup
+from mmq.tasks.fields import Field, Kind, check_inputs
+from mmq.tasks.pipelines import Pipeline, Step
+
+IMAGE = ArtifactRef(uri="s3://b/blobs/x.png", media_type="image/png", sha256="x", size=1)
+TEXT_FILE = ArtifactRef(uri="s3://b/blobs/x.txt", media_type="text/plain", sha256="x", size=1)
+
+
+def check(name, **inputs):
+    return check_inputs(lookup(name).inputs, inputs, where=name)
+
+
+def test_defaults_fill_in_and_values_pass_through():
+    checked = check("text2image", prompt="a house", steps=5)
+    assert checked["steps"] == 5 and checked["width"] == 512 and checked["guidance"] == 7.5
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"prompt": "a house", "steps": 0}, "steps must be at least 1 but is 0"),
+    ({"prompt": "a house", "width": 100}, "width must be a multiple of 8 but is 100"),
+    ({"prompt": "a house", "steps": "ten"}, "steps must be an integer, got 'ten'"),
+    ({"prompt": "a house", "steps": 2.5}, "steps must be an integer"),
+    ({"prompt": "   "}, "prompt must not be empty"),
+    ({"prompt": "x" * 2001}, "over the limit of 2000"),
+    ({}, "needs the input 'prompt'"),
+    ({"prompt": "a house", "stepz": 3}, "has no input 'stepz' \\(did you mean 'steps'\\?\\)"),
+])
+def test_bad_inputs_are_named(inputs, message):
+    with pytest.raises(InvalidInput, match=message):
+        check("text2image", **inputs)
+
+
+def test_an_image_input_refuses_a_file_of_another_kind():
+    assert check("caption", image=IMAGE)["image"] == IMAGE
+    with pytest.raises(InvalidInput, match="image must be an image, got a file of type text/plain"):
+        check("caption", image=TEXT_FILE)
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(UnknownTask, match="did you mean 'remix'"):
+        lookup("remx")
+
+
+def test_command_line_strings_are_typed_by_the_schema():
+    field = TASKS["text2image"].inputs["guidance"]
+    assert field.parse("guidance", "7") == 7.0
+    with pytest.raises(InvalidInput, match="guidance must be a number, got 'high'"):
+        field.parse("guidance", "high")
+
+
+def test_remix_is_caption_then_text2image():
+    remix = PIPELINES["remix"]
+    assert [s.task for s in remix.steps] == ["caption", "text2image"]
+    assert remix.steps[1].bind["prompt"] == "caption.text"
+    assert remix.outputs == {"caption": "caption.text", "image": "text2image.image"}
+
+
+@pytest.mark.parametrize("steps, message", [
+    ((Step("a", "nope", {}),), "step 'a': unknown task 'nope'"),
+    ((Step("a", "text2image", {}),), "step 'a': required input 'prompt' is not wired"),
+    ((Step("a", "text2image", {"prompt": "input.picture"}),),
+     "step 'a': input 'prompt' wants text but 'input.picture' is image"),
+    ((Step("a", "caption", {"image": "b.text"}),), "step 'a': input 'image' is wired to unknown 'b.text'"),
+])
+def test_inconsistent_pipelines_fail_when_defined(steps, message):
+    pipeline = Pipeline(name="bad", inputs={"picture": Field(Kind.IMAGE)}, steps=steps, outputs={})
+    with pytest.raises(InvalidPipeline, match=message):
+        pipeline.validate(TASKS)

@@ -1,0 +1,50 @@
+"""Job records in a real Redis: created, read, kept current, ended once, expiring."""
+
+import time
+
+import pytest
+
+from mmq.tasks import JobNotFound, JobRecord, JobStatus, JobStore, StepSpec, StepState
+
+
+def new_record(job_id: str) -> JobRecord:
+    return JobRecord(id=job_id, name="remix", inputs={"seed": 1},
+                     steps=[StepSpec("caption", "caption", "caption", f"{job_id}-0", {"image": "input.image"})],
+                     output_map={"caption": "caption.text"}, created_at=time.time())
+
+
+@pytest.fixture
+def jobs(stack):
+    return JobStore(stack.redis_client(), ttl_s=600)
+
+
+def test_a_record_is_created_queued_and_expires(jobs, stack):
+    jobs.create(new_record("j1"))
+    record = jobs.get("j1")
+    assert record.status is JobStatus.QUEUED
+    assert record.steps[0].celery_id == "j1-0"
+    assert 0 < stack.redis_client().ttl("mmq:job:j1") <= 600
+
+
+def test_steps_and_terminal_status_are_recorded_once(jobs):
+    jobs.create(new_record("j2"))
+    assert jobs.count_delivery("j2", "caption") == 1
+    jobs.save_step("j2", "caption", StepState(status=JobStatus.RUNNING, attempts=1, progress=(1, 4)))
+    jobs.mark_running("j2", time.time())
+    assert jobs.finish("j2", JobStatus.SUCCEEDED, outputs={"caption": "a house"})
+    # A late failure (a redelivered step, say) cannot overwrite the end of the job.
+    assert not jobs.finish("j2", JobStatus.FAILED, error={"step": "caption", "type": "X", "message": "late"})
+    assert not jobs.save_step("j2", "caption", StepState(status=JobStatus.FAILED))
+    record = jobs.get("j2")
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.outputs == {"caption": "a house"} and record.error is None
+    assert record.step_states["caption"].progress == (1, 4)
+    assert record.step_states["caption"].attempts == 1
+    assert record.to_dict()["steps"][0]["status"] == "running"
+
+
+def test_unknown_job_is_job_not_found(jobs):
+    with pytest.raises(JobNotFound, match="no job with id 'nope'"):
+        jobs.get("nope")
+    with pytest.raises(JobNotFound):
+        jobs.finish("nope", JobStatus.FAILED)

@@ -1,0 +1,48 @@
+"""A worker SIGKILLed in the middle of a step: after a new worker starts, the job still succeeds,
+with exactly one output artifact (at-least-once delivery, content-addressed outputs)."""
+
+import time
+import uuid
+
+import boto3
+
+from mmq.tasks import JobStatus
+
+# Short enough for a test, and still above every hard time limit, as the settings insist.
+FAST_REDELIVERY = {
+    "MMQ_VISIBILITY_TIMEOUT_S": "30", "MMQ_RESTORE_INTERVAL_S": "1",
+    "MMQ_DIFFUSION_SOFT_TIME_LIMIT_S": "20", "MMQ_DIFFUSION_TIME_LIMIT_S": "25",
+    "MMQ_CAPTION_SOFT_TIME_LIMIT_S": "20", "MMQ_CAPTION_TIME_LIMIT_S": "25",
+}
+
+
+def wait_for_progress(client, job, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = job.record().step_states.get("text2image")
+        if state and state.status is JobStatus.RUNNING and state.progress and state.progress[0] >= 1:
+            return state
+        time.sleep(0.05)
+    raise AssertionError("the step never reported progress")
+
+
+def test_a_step_survives_its_worker_being_killed(make_stack, start_worker):
+    bucket = f"crash-{uuid.uuid4().hex[:12]}"
+    stack = make_stack(MMQ_S3_BUCKET=bucket, **FAST_REDELIVERY)
+    first = start_worker(stack, "diffusion")
+    client = stack.client()
+    job = client.submit("text2image", prompt="a house at sunset", width=128, height=128, steps=60, seed=5)
+
+    wait_for_progress(client, job)
+    first.kill()
+    assert job.status() is JobStatus.RUNNING  # nobody acknowledged the step
+
+    start_worker(stack, "diffusion")
+    record = job.wait(timeout_s=240)
+
+    assert record.status is JobStatus.SUCCEEDED, record.error
+    assert record.step_states["text2image"].attempts == 2
+    s3 = boto3.client("s3", endpoint_url=stack.env["MMQ_S3_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test-secret")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == [record.outputs["image"]["uri"].split("/", 3)[3]]

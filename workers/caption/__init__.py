@@ -1,0 +1,5 @@
+"""Image captioning with BLIP."""
+
+from .specialisation import CaptionSpecialisation
+
+__all__ = ["CaptionSpecialisation"]

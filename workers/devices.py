@@ -1,0 +1,40 @@
+"""Which device a worker process computes on, decided in that process and stated in its logs.
+
+`mmq worker --gpus 0,1` pins each process with CUDA_VISIBLE_DEVICES, so a pinned process sees
+exactly one GPU, `cuda:0`. CUDA is only ever touched here, inside the pool process.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def pick_device(environ: dict[str, str] | None = None) -> str:
+    """`MMQ_DEVICE` (cpu, cuda or auto); auto means the pinned GPU when there is one, else the CPU."""
+    env = os.environ if environ is None else environ
+    wanted = env.get("MMQ_DEVICE", "auto")
+    if wanted not in ("auto", "cpu", "cuda"):
+        from mmq.tasks.errors import ConfigurationError
+
+        raise ConfigurationError(f"MMQ_DEVICE must be auto, cpu or cuda, got {wanted!r}")
+    if wanted == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if wanted == "cuda":
+        from mmq.tasks.errors import ConfigurationError
+
+        raise ConfigurationError("MMQ_DEVICE=cuda but no GPU is visible to this process")
+    return "cpu"
+
+
+def limit_cpu_threads(environ: dict[str, str] | None = None) -> None:
+    """Set torch's intra-op threads in the pool process (never computed in the parent: fork-safety)."""
+    env = os.environ if environ is None else environ
+    import torch
+
+    threads = int(env.get("MMQ_TORCH_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)

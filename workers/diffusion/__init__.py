@@ -1,0 +1,5 @@
+"""Text-to-image with Stable Diffusion."""
+
+from .specialisation import DiffusionSpecialisation
+
+__all__ = ["DiffusionSpecialisation"]

@@ -1,0 +1,111 @@
+"""Text-to-image with a Stable Diffusion pipeline (diffusers): a prompt in, a PNG out."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from mmq.tasks.errors import InvalidInput
+from mmq.workers.media import encode_png
+from mmq.workers.models import resolve_model
+from mmq.workers.specialisation import Blob, Progress, Specialisation
+
+from .tiny import build_tiny_stable_diffusion
+
+logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+LATENT_MULTIPLE = 8  # the real VAE halves the image three times
+
+# diffusers' `callback_on_step_end(pipeline, step, timestep, callback_kwargs) -> callback_kwargs`
+StepCallback = Callable[[StableDiffusionPipeline, int, Any, dict[str, Any]], dict[str, Any]]
+
+
+class DiffusionSpecialisation(Specialisation):
+    """Generates images with `StableDiffusionPipeline`, one job at a time, seeded per job."""
+
+    name: ClassVar[str] = "diffusion"
+    tasks: ClassVar[frozenset[str]] = frozenset({"text2image"})
+
+    pipeline: StableDiffusionPipeline
+
+    def setup(self) -> None:
+        source = resolve_model(
+            self.context.model,
+            kind="stable-diffusion",
+            build=build_tiny_stable_diffusion,
+            cache_dir=self.context.cache_dir,
+        )
+        # Half precision halves GPU memory and time; CPUs have no fast float16 kernels.
+        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        # Checkpoints such as stable-diffusion-v1-5 ship a safety checker; it is not loaded here
+        # (None, and no warning about it), so a checkpoint with or without one loads the same way.
+        self.pipeline = StableDiffusionPipeline.from_pretrained(
+            source,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        self.pipeline.to(self.context.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        for job in batch:  # every job checked before any is run
+            self.check_inputs(job)
+        return [{"image": Blob(encode_png(self._generate(job, progress)), "image/png")} for job in batch]
+
+    def check_inputs(self, job: Mapping[str, Any]) -> None:
+        """Raise `InvalidInput` naming the first bad value, as diffusers' own `check_inputs` does."""
+        if not job["prompt"].strip():
+            raise InvalidInput("prompt must not be empty", field="prompt")
+        if job["steps"] < 1:
+            raise InvalidInput(f"steps must be at least 1 but is {job['steps']}", field="steps")
+        if not math.isfinite(job["guidance"]):  # NaN guidance would silently give a black image
+            raise InvalidInput(f"guidance must be a finite number but is {job['guidance']}", field="guidance")
+        if not 0 <= job["seed"] <= MAX_SEED:
+            raise InvalidInput(f"seed must be between 0 and {MAX_SEED} but is {job['seed']}", field="seed")
+        for side in ("width", "height"):
+            _check_side(side, job[side])
+
+    @torch.inference_mode()
+    def _generate(self, job: Mapping[str, Any], progress: Progress) -> Image.Image:
+        # A fresh generator per job: the same inputs give the same bytes, which content-addressed
+        # outputs rely on, whatever ran before in this process.
+        generator = torch.Generator(device=self.context.device).manual_seed(job["seed"])
+        result = self.pipeline(
+            prompt=job["prompt"],
+            negative_prompt=job["negative_prompt"],  # "" is what diffusers uses when none is given
+            num_inference_steps=job["steps"],
+            guidance_scale=job["guidance"],
+            width=job["width"],
+            height=job["height"],
+            generator=generator,
+            callback_on_step_end=_step_callback(progress),
+        )
+        return result.images[0]
+
+
+def _check_side(side: str, value: int) -> None:
+    if value < LATENT_MULTIPLE or value % LATENT_MULTIPLE:
+        raise InvalidInput(
+            f"{side} must be a positive multiple of {LATENT_MULTIPLE} but is {value}", field=side
+        )
+
+
+def _step_callback(progress: Progress) -> StepCallback:
+    def on_step_end(
+        pipeline: StableDiffusionPipeline, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        # The total comes from the pipeline: PNDM, the v1-5 scheduler, runs steps + 1 timesteps.
+        progress(step + 1, pipeline.num_timesteps)
+        return callback_kwargs  # diffusers reads the latents back from what is returned
+
+    return on_step_end

@@ -1,0 +1,22 @@
+"""Specialisation name → class, imported only in the process that serves it."""
+
+from __future__ import annotations
+
+import importlib
+
+from mmq.tasks.errors import ConfigurationError
+from mmq.tasks.specialisations import SPECIALISATIONS
+
+from .specialisation import Specialisation
+
+_CLASSES = {
+    "caption": "mmq.workers.caption:CaptionSpecialisation",
+    "diffusion": "mmq.workers.diffusion:DiffusionSpecialisation",
+}
+
+
+def specialisation_class(name: str) -> type[Specialisation]:
+    if name not in SPECIALISATIONS or name not in _CLASSES:
+        raise ConfigurationError(f"unknown specialisation {name!r}; known: {', '.join(sorted(_CLASSES))}")
+    module_name, _, class_name = _CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
