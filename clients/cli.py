@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pipelines = commands.add_parser("pipelines", help="the tasks and pipelines with their inputs")
     pipelines.add_argument("--json", action="store_true")
+    pipelines.add_argument("--data-dir")
     pipelines.set_defaults(handler=_pipelines)
 
     worker = commands.add_parser("worker", help="run a worker of one specialisation")
@@ -209,3 +210,7 @@ def _print_job(summary: dict[str, Any], as_json: bool) -> None:
     if summary.get("error"):
         error = summary["error"]
         print(f"  error in step {error['step']!r}: {error['type']}: {error['message']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
