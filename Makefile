@@ -18,9 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[workers,stack,dev]'
 	touch $@
 
-# Debian packages the tests use: docker-compose (validates docker-compose.yml; no engine needed).
+# Debian packages the tests use: docker-compose (validates docker-compose.yml; no engine needed)
+# and espeak-ng (speaks the sentences that the speech tests transcribe).
 system-deps:
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install the Debian packages:$$missing" >&2; exit 1; fi; \

@@ -177,22 +177,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def parse_inputs(name: str, pairs: Sequence[str]) -> dict[str, Any]:
-    """`key=value` and `key=@file` pairs, typed by the task's or pipeline's input schema."""
+    """`key=value` and `key=@file` pairs, typed by the task's or pipeline's input schema; a list
+    input is given by repeating its key (`images=@a.png images=@b.png`)."""
     schema = lookup(name).inputs
     inputs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f"inputs are key=value or key=@file, got {pair!r}")
-        if key in inputs:
-            raise InvalidInput(f"input {key!r} is given twice", field=key)
         field = schema.get(key)
         if raw.startswith("@"):
-            inputs[key] = Path(raw[1:])
+            value: Any = Path(raw[1:])
         elif field is None:
-            inputs[key] = raw  # unknown name: the submission names it, with a suggestion
+            value = raw  # unknown name: the submission names it, with a suggestion
         else:
-            inputs[key] = field.parse(key, raw)
+            value = field.parse(key, raw)
+        if field is not None and field.many:
+            inputs.setdefault(key, []).append(value)
+        elif key in inputs:
+            raise InvalidInput(f"input {key!r} is given twice (only list inputs repeat)", field=key)
+        else:
+            inputs[key] = value
     return inputs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from mmq.tasks.canvas import build_chain
 from mmq.tasks.catalogue import PIPELINES, TASKS, describe_all, lookup
 from mmq.tasks.celery_app import make_celery
 from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobTimeout
-from mmq.tasks.fields import Field, check_inputs
+from mmq.tasks.fields import Field
 from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec
 from mmq.tasks.media import sniff_media_type
 from mmq.tasks.pipelines import Pipeline
@@ -49,11 +50,9 @@ class Client:
         where = f"{'pipeline' if name in PIPELINES else 'task'} {name!r}"
         pending = {k: _pending_file(k, v, pipeline.inputs.get(k)) for k, v in inputs.items()}
         # Check everything before uploading anything: placeholders stand in for the files.
-        check_inputs(pipeline.inputs, {k: p.placeholder if isinstance(p, _PendingFile) else p
-                                       for k, p in pending.items()}, where=where)
-        uploaded = {k: self.store.put_bytes(p.data, p.media_type) if isinstance(p, _PendingFile) else p
-                    for k, p in pending.items()}
-        checked = check_inputs(pipeline.inputs, uploaded, where=where)
+        pipeline.check_inputs({k: _placeholders(p) for k, p in pending.items()}, where=where)
+        uploaded = {k: self._upload_pending(p) for k, p in pending.items()}
+        checked = pipeline.check_inputs(uploaded, where=where)
         return self._enqueue(pipeline, checked)
 
     def job(self, job_id: str) -> Job:
@@ -70,11 +69,18 @@ class Client:
             else self.store.put_file(source, media_type)
         return Artifact(ref, self.store)
 
+    def _upload_pending(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._upload_pending(item) for item in value]
+        if isinstance(value, _PendingFile):
+            return self.store.put_bytes(value.data, value.media_type)
+        return value
+
     def _enqueue(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> Job:
         job_id = uuid.uuid4().hex
         record = JobRecord(
             id=job_id, name=pipeline.name,
-            inputs={k: v.to_dict() if isinstance(v, ArtifactRef) else v for k, v in inputs.items()},
+            inputs={k: _to_json(v) for k, v in inputs.items()},
             steps=[StepSpec(name=s.name, task=s.task, queue=TASKS[s.task].specialisation,
                             celery_id=f"{job_id}-{i}", bind=dict(s.bind))
                    for i, s in enumerate(pipeline.steps)],
@@ -152,8 +158,22 @@ class _PendingFile:
         self.placeholder = ArtifactRef(uri="s3://pending/upload", media_type=media_type, sha256="", size=len(data))
 
 
+def _to_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_to_json(item) for item in value]
+    return value.to_dict() if isinstance(value, ArtifactRef) else value
+
+
+def _placeholders(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_placeholders(item) for item in value]
+    return value.placeholder if isinstance(value, _PendingFile) else value
+
+
 def _pending_file(name: str, value: Any, field: Field | None) -> Any:
     """Paths and bytes given for a file input become pending uploads; other values pass through."""
+    if field is not None and field.many and isinstance(value, (list, tuple)):
+        return [_pending_file(f"{name}[{i}]", item, replace(field, many=False)) for i, item in enumerate(value)]
     if field is None or not field.kind.is_artifact or isinstance(value, (ArtifactRef, Artifact, Mapping)):
         return value.ref if isinstance(value, Artifact) else value
     if isinstance(value, bytes):

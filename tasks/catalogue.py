@@ -18,6 +18,10 @@ _TEXT2IMAGE_OPTIONS: dict[str, Field] = {
     "height": Field(Kind.INTEGER, "Image height in pixels.", default=512, minimum=64, maximum=2048, multiple_of=8),
 }
 
+_LONG_TEXT = 100_000  # characters; longer text is refused at submission
+_MANY = 256  # items in one list input
+_RANKING = "[{kind: image|text, index, score}], best first"
+
 TASKS: Mapping[str, TaskSpec] = {
     t.name: t
     for t in (
@@ -38,6 +42,96 @@ TASKS: Mapping[str, TaskSpec] = {
             inputs={"prompt": Field(Kind.TEXT, "What to draw.", max_length=2000), **_TEXT2IMAGE_OPTIONS},
             outputs={"image": Kind.IMAGE},
             description="Generate an image from a prompt (Stable Diffusion).",
+        ),
+        TaskSpec(
+            name="image2image",
+            specialisation="diffusion",
+            inputs={
+                "image": Field(Kind.IMAGE, "The image to start from (its size is kept, rounded down to a multiple of 8)."),
+                "prompt": Field(Kind.TEXT, "What to turn it into.", max_length=2000),
+                "strength": Field(Kind.NUMBER, "How far from the image to go: 0 keeps it, 1 ignores it.",
+                                  default=0.75, minimum=0, maximum=1),
+                **{k: v for k, v in _TEXT2IMAGE_OPTIONS.items() if k not in ("width", "height")},
+            },
+            outputs={"image": Kind.IMAGE},
+            description="Redraw an image following a prompt (Stable Diffusion img2img).",
+        ),
+        TaskSpec(
+            name="transcribe",
+            specialisation="speech",
+            inputs={
+                "audio": Field(Kind.AUDIO, "Speech: wav, flac, mp3, ogg or m4a, any sample rate and channels."),
+                "language": Field(Kind.TEXT, "Spoken language, ISO 639-1 (e.g. en); empty to detect it.",
+                                  default="", max_length=8),
+            },
+            outputs={"text": Kind.TEXT, "segments": Kind.JSON, "language": Kind.TEXT},
+            description="Transcribe speech (Whisper); segments carry start and end seconds.",
+        ),
+        TaskSpec(
+            name="summarize",
+            specialisation="summarize",
+            inputs={
+                "text": Field(Kind.TEXT, "The text to summarize; long text is summarized in chunks.",
+                              max_length=_LONG_TEXT),
+                "max_tokens": Field(Kind.INTEGER, "Longest summary, in tokens.", default=130, minimum=8, maximum=1024),
+                "min_tokens": Field(Kind.INTEGER, "Shortest summary, in tokens.", default=20, minimum=0, maximum=512),
+            },
+            outputs={"summary": Kind.TEXT},
+            description="Summarize text (BART).",
+        ),
+        TaskSpec(
+            name="translate",
+            specialisation="translate",
+            inputs={
+                "text": Field(Kind.TEXT, "The text to translate; long text is translated in chunks.",
+                              max_length=_LONG_TEXT),
+                "source_language": Field(Kind.TEXT, "Language code of the text (the model's codes, e.g. eng_Latn).",
+                                         default="eng_Latn", max_length=16),
+                "target_language": Field(Kind.TEXT, "Language code to translate into (e.g. fra_Latn).",
+                                         default="fra_Latn", max_length=16),
+            },
+            outputs={"translation": Kind.TEXT},
+            description="Translate text (NLLB).",
+        ),
+        TaskSpec(
+            name="embed",
+            specialisation="clip",
+            inputs={
+                "images": Field(Kind.IMAGE, "Images to embed.", default=(), many=True, max_items=_MANY),
+                "texts": Field(Kind.TEXT, "Texts to embed.", default=(), many=True, max_items=_MANY),
+            },
+            outputs={"image_embeddings": Kind.EMBEDDING, "text_embeddings": Kind.EMBEDDING},
+            description="CLIP embeddings (L2-normalised) of images and texts, in one space.",
+            one_of=("images", "texts"),
+        ),
+        TaskSpec(
+            name="rank",
+            specialisation="clip",
+            inputs={
+                "query": Field(Kind.TEXT, "What to look for.", max_length=1000),
+                "images": Field(Kind.IMAGE, "Candidate images.", default=(), many=True, max_items=_MANY),
+                "texts": Field(Kind.TEXT, "Candidate texts.", default=(), many=True, max_items=_MANY),
+            },
+            outputs={"ranking": Kind.JSON},
+            description=f"Order images and texts by CLIP similarity to a text query: {_RANKING}.",
+            one_of=("images", "texts"),
+        ),
+        TaskSpec(
+            name="embed_text",
+            specialisation="sentence",
+            inputs={"texts": Field(Kind.TEXT, "Texts to embed.", many=True, max_items=_MANY)},
+            outputs={"embeddings": Kind.EMBEDDING},
+            description="Sentence embeddings (L2-normalised) with a sentence-transformers model.",
+        ),
+        TaskSpec(
+            name="rank_text",
+            specialisation="sentence",
+            inputs={
+                "query": Field(Kind.TEXT, "What to look for.", max_length=1000),
+                "texts": Field(Kind.TEXT, "Candidate texts.", many=True, max_items=_MANY),
+            },
+            outputs={"ranking": Kind.JSON},
+            description=f"Order texts by sentence-embedding similarity to a query: {_RANKING}.",
         ),
     )
 }

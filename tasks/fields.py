@@ -17,16 +17,19 @@ from .errors import InvalidInput
 
 
 class Kind(str, Enum):
-    """What a value is; artifacts carry a media type family."""
+    """What a value is; artifact kinds are named after their media type family."""
 
     TEXT = "text"
     INTEGER = "integer"
     NUMBER = "number"
     IMAGE = "image"
+    AUDIO = "audio"
+    JSON = "json"  # structured output: segments, rankings
+    EMBEDDING = "embedding"  # vectors: inline lists of floats, or an .npy artifact when large
 
     @property
     def is_artifact(self) -> bool:
-        return self is Kind.IMAGE
+        return self in (Kind.IMAGE, Kind.AUDIO)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Field:
     maximum: float | None = None
     multiple_of: int | None = None
     max_length: int | None = None
+    many: bool = False  # a list of values of `kind`
+    max_items: int | None = None
 
     @property
     def required(self) -> bool:
@@ -47,41 +52,60 @@ class Field:
 
     def check(self, name: str, value: Any) -> Any:
         """The value, normalised (an int given as 3.0 stays rejected: no silent correction)."""
+        if self.many:
+            return self._check_list(name, value)
+        return self.check_one(name, value)
+
+    def check_one(self, name: str, value: Any) -> Any:
+        """One value of this field's kind (one item, for a list field)."""
         if self.kind is Kind.TEXT:
             return self._check_text(name, value)
         if self.kind in (Kind.INTEGER, Kind.NUMBER):
             return self._check_number(name, value)
-        return self._check_artifact(name, value)
+        if self.kind.is_artifact:
+            return self._check_artifact(name, value)
+        return value  # JSON and embeddings are outputs, produced by workers, not checked as inputs
 
     def parse(self, name: str, raw: str) -> Any:
         """Turn a command-line string into this field's kind, then check it."""
         if self.kind is Kind.INTEGER:
             try:
-                return self.check(name, int(raw))
+                return self.check_one(name, int(raw))
             except ValueError:
                 raise InvalidInput(f"{name} must be an integer, got {raw!r}", field=name) from None
         if self.kind is Kind.NUMBER:
             try:
-                return self.check(name, float(raw))
+                return self.check_one(name, float(raw))
             except ValueError:
                 raise InvalidInput(f"{name} must be a number, got {raw!r}", field=name) from None
         if self.kind.is_artifact:
             raise InvalidInput(f"{name} is a file input: pass it as {name}=@PATH", field=name)
-        return self.check(name, raw)
+        return self.check_one(name, raw)
 
     def describe(self) -> dict[str, Any]:
         """JSON-schema-like description for catalogues."""
         out: dict[str, Any] = {"kind": self.kind.value, "required": self.required}
-        for key in ("description", "default", "minimum", "maximum", "multiple_of", "max_length"):
+        for key in ("description", "default", "minimum", "maximum", "multiple_of", "max_length", "many",
+                    "max_items"):
             value = getattr(self, key)
-            if value not in (None, ""):
-                out[key] = value
+            if value not in (None, "", False):
+                out[key] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def _check_list(self, name: str, value: Any) -> list[Any]:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+            raise InvalidInput(f"{name} must be a list of {self.kind.value} values, got "
+                               f"{type(value).__name__}", field=name)
+        if self.required and not value:
+            raise InvalidInput(f"{name} must have at least one item", field=name)
+        if self.max_items is not None and len(value) > self.max_items:
+            raise InvalidInput(f"{name} has {len(value)} items, over the limit of {self.max_items}", field=name)
+        return [self.check_one(f"{name}[{i}]", item) for i, item in enumerate(value)]
 
     def _check_text(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise InvalidInput(f"{name} must be text, got {type(value).__name__}", field=name)
-        if self.required and not value.strip():
+        if (self.required or self.many) and not value.strip():
             raise InvalidInput(f"{name} must not be empty", field=name)
         if self.max_length is not None and len(value) > self.max_length:
             raise InvalidInput(
@@ -109,17 +133,20 @@ class Field:
         if isinstance(value, Mapping):
             value = ArtifactRef.from_dict(value, field=name)
         if not isinstance(value, ArtifactRef):
-            raise InvalidInput(f"{name} must be an {self.kind.value} artifact, got {type(value).__name__}", field=name)
+            raise InvalidInput(f"{name} must be {_article(self.kind.value)} artifact, got {type(value).__name__}",
+                               field=name)
         family = value.media_type.split("/", 1)[0]
         if family != self.kind.value:
             raise InvalidInput(
-                f"{name} must be an {self.kind.value}, got a file of type {value.media_type}", field=name
+                f"{name} must be {_article(self.kind.value)}, got a file of type {value.media_type}", field=name
             )
         return value
 
 
-def check_inputs(schema: Mapping[str, Field], inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-    """Every input checked, defaults filled in; unknown and missing names are errors."""
+def check_inputs(schema: Mapping[str, Field], inputs: Mapping[str, Any], *, where: str,
+                 one_of: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every input checked, defaults filled in; unknown and missing names are errors, and so is
+    giving none of the inputs in `one_of` (e.g. ranking with no candidates)."""
     for name in inputs:
         if name not in schema:
             raise InvalidInput(f"{where} has no input {name!r}{_did_you_mean(name, schema)}; "
@@ -131,8 +158,14 @@ def check_inputs(schema: Mapping[str, Field], inputs: Mapping[str, Any], *, wher
         elif spec.required:
             raise InvalidInput(f"{where} needs the input {name!r} ({spec.kind.value})", field=name)
         else:
-            checked[name] = spec.default
+            checked[name] = list(spec.default) if spec.many else spec.default
+    if one_of and not any(checked.get(name) for name in one_of):
+        raise InvalidInput(f"{where} needs at least one of {' or '.join(one_of)}", field=one_of[0])
     return checked
+
+
+def _article(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _did_you_mean(name: str, choices: Mapping[str, Any]) -> str:

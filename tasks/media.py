@@ -13,6 +13,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"ID3", "audio/mpeg"),
     (b"\x1a\x45\xdf\xa3", "video/webm"),
     (b"%PDF", "application/pdf"),
+    (b"\x93NUMPY", "application/x-npy"),
 )
 
 EXTENSIONS = {
@@ -29,6 +30,8 @@ EXTENSIONS = {
     "video/webm": "webm",
     "application/pdf": "pdf",
     "application/json": "json",
+    "application/x-npy": "npy",
+    "audio/mp4": "m4a",
     "text/plain": "txt",
 }
 

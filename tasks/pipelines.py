@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import InvalidPipeline
-from .fields import Field, Kind
+from .fields import Field, Kind, check_inputs
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ class TaskSpec:
     inputs: Mapping[str, Field]
     outputs: Mapping[str, Kind]
     description: str = ""
+    # Inputs of which at least one must be given non-empty (e.g. rank's candidates).
+    one_of: tuple[str, ...] = ()
+
+    def check_inputs(self, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+        return check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
 
     @property
     def celery_name(self) -> str:
@@ -39,6 +44,7 @@ class TaskSpec:
             "description": self.description,
             "inputs": {n: f.describe() for n, f in self.inputs.items()},
             "outputs": {n: k.value for n, k in self.outputs.items()},
+            **({"one_of": list(self.one_of)} if self.one_of else {}),
         }
 
 
@@ -60,6 +66,10 @@ class Pipeline:
     steps: tuple[Step, ...]
     outputs: Mapping[str, str]
     description: str = ""
+    one_of: tuple[str, ...] = ()
+
+    def check_inputs(self, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+        return check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
 
     def validate(self, tasks: Mapping[str, TaskSpec]) -> Pipeline:
         """Raise `InvalidPipeline` naming the first inconsistency; return self when sound."""
@@ -107,6 +117,7 @@ class Pipeline:
             steps=(Step(name=task.name, task=task.name, bind={n: f"input.{n}" for n in task.inputs}),),
             outputs=MappingProxyType({o: f"{task.name}.{o}" for o in task.outputs}),
             description=task.description,
+            one_of=task.one_of,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import ConfigurationError
-from .specialisations import SPECIALISATIONS
+from .specialisations import FASTER_WHISPER_DEFAULT_MODEL, SPECIALISATIONS, SPEECH_BACKENDS
 
 STACK_FILE = "stack.json"
 TINY = "tiny"
@@ -44,6 +44,10 @@ class Settings:
     presign_expiry_s: int = 3600
     max_deliveries: int = 3
     max_image_pixels: int = 64_000_000
+    max_audio_s: int = 4 * 3600
+    # Embeddings with more numbers than this are stored as an .npy artifact instead of inline.
+    inline_embedding_max: int = 8192
+    speech_backend: str = "transformers"
     # Must outlast the longest queue wait plus run time, or Redis re-delivers a running step.
     visibility_timeout_s: int = 4 * 3600
     # How often a worker sweeps for messages whose consumer died (unacked past the visibility timeout).
@@ -60,6 +64,13 @@ class Settings:
     @classmethod
     def _from_mapping(cls, env: Mapping[str, str], data_dir: Path) -> Settings:
         broker = env.get("MMQ_BROKER_URL", cls.broker_url)
+        speech_backend = env.get("MMQ_SPEECH_BACKEND", cls.speech_backend)
+        if speech_backend not in SPEECH_BACKENDS:
+            raise ConfigurationError(
+                f"MMQ_SPEECH_BACKEND must be one of {', '.join(SPEECH_BACKENDS)}, got {speech_backend!r}")
+        models = {n: env.get(s.model_env_var, s.default_model) for n, s in SPECIALISATIONS.items()}
+        if speech_backend == "faster-whisper":
+            models["speech"] = env.get("MMQ_SPEECH_MODEL", FASTER_WHISPER_DEFAULT_MODEL)
         settings = cls(
             broker_url=broker,
             result_backend=env.get("MMQ_RESULT_BACKEND", broker),
@@ -69,12 +80,15 @@ class Settings:
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
             data_dir=data_dir,
-            models={n: env.get(s.model_env_var, s.default_model) for n, s in SPECIALISATIONS.items()},
+            models=models,
             time_limits={n: _time_limits(env, n) for n in SPECIALISATIONS},
             record_ttl_s=_positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S),
             presign_expiry_s=_positive_int(env, "MMQ_PRESIGN_EXPIRY_S", cls.presign_expiry_s),
             max_deliveries=_positive_int(env, "MMQ_MAX_DELIVERIES", cls.max_deliveries),
             max_image_pixels=_positive_int(env, "MMQ_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            max_audio_s=_positive_int(env, "MMQ_MAX_AUDIO_S", cls.max_audio_s),
+            inline_embedding_max=_positive_int(env, "MMQ_INLINE_EMBEDDING_MAX", cls.inline_embedding_max),
+            speech_backend=speech_backend,
             visibility_timeout_s=_positive_int(
                 env, "MMQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s
             ),

@@ -42,11 +42,50 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             default_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
             soft_time_limit_s=600,
             time_limit_s=720,
-            description="Text-to-image with Stable Diffusion (diffusers).",
+            description="Text-to-image and image-to-image with Stable Diffusion (diffusers).",
+        ),
+        SpecialisationSpec(
+            name="speech",
+            default_model="openai/whisper-small",
+            soft_time_limit_s=1800,
+            time_limit_s=1900,
+            description="Speech recognition with Whisper (transformers or faster-whisper).",
+        ),
+        SpecialisationSpec(
+            name="summarize",
+            default_model="facebook/bart-large-cnn",
+            soft_time_limit_s=300,
+            time_limit_s=360,
+            description="Summarization with a BART-family seq2seq model.",
+        ),
+        SpecialisationSpec(
+            name="translate",
+            default_model="facebook/nllb-200-distilled-600M",
+            soft_time_limit_s=300,
+            time_limit_s=360,
+            description="Translation with an NLLB-family seq2seq model.",
+        ),
+        SpecialisationSpec(
+            name="clip",
+            default_model="openai/clip-vit-base-patch32",
+            soft_time_limit_s=120,
+            time_limit_s=180,
+            description="CLIP image and text embeddings, and ranking by similarity.",
+        ),
+        SpecialisationSpec(
+            name="sentence",
+            default_model="sentence-transformers/all-MiniLM-L6-v2",
+            soft_time_limit_s=120,
+            time_limit_s=180,
+            description="Sentence embeddings (sentence-transformers models) and text ranking.",
         ),
     )
 }
 
+
+# faster-whisper reads CTranslate2 conversions, not transformers checkpoints: its own default.
+FASTER_WHISPER_DEFAULT_MODEL = "Systran/faster-whisper-small"
+SPEECH_BACKENDS = ("transformers", "faster-whisper")
 
 # A worker pool process sets this key (expiring, refreshed) once its model is loaded: readiness.
 READY_KEY_PREFIX = "mmq:worker:"

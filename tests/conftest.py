@@ -24,7 +24,7 @@ import redis as redis_lib
 from mmq.clients import Client
 from mmq.clients.servers import Server, start_redis, start_seaweed, stop
 from mmq.tasks import Settings
-from mmq.tasks.specialisations import READY_KEY_PREFIX, worker_name
+from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
 
 WORKER_READY_TIMEOUT_S = 180
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +79,7 @@ def base_env(tmp: Path, redis_port: int, s3_port: int, **extra: str) -> dict[str
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test-secret",
         "MMQ_DATA_DIR": str(tmp),
-        "MMQ_CAPTION_MODEL": "tiny",
-        "MMQ_DIFFUSION_MODEL": "tiny",
+        **{spec.model_env_var: "tiny" for spec in SPECIALISATIONS.values()},
         "MMQ_TORCH_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
         **extra,
@@ -137,7 +136,8 @@ def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """A caption worker and a diffusion worker for the session."""
     log_dir = tmp_path_factory.mktemp("worker-logs")
     for name in ("caption", "diffusion"):
-        stack.workers.append(launch_worker(stack, name, log_dir))
+        if not any(w.specialisation == name for w in stack.workers):
+            stack.workers.append(launch_worker(stack, name, log_dir))
     return stack
 
 
@@ -182,3 +182,16 @@ def start_worker(tmp_path: Path) -> Callable[[Stack, str], WorkerProcess]:
         return worker
 
     return start
+
+
+@pytest.fixture(scope="session")
+def serve(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Stack]:
+    """`serve("speech")`: a worker of that specialisation on the session stack, started once."""
+    log_dir = tmp_path_factory.mktemp("serve-logs")
+
+    def ensure(specialisation: str) -> Stack:
+        if not any(w.specialisation == specialisation and w.process.poll() is None for w in stack.workers):
+            stack.workers.append(launch_worker(stack, specialisation, log_dir))
+        return stack
+
+    return ensure

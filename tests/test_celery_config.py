@@ -1,6 +1,6 @@
 """The Celery app's configuration: the settings that make Celery safe for GPU jobs."""
 
-from mmq.tasks import Settings
+from mmq.tasks import SPECIALISATIONS, Settings
 from mmq.tasks.celery_app import make_celery
 
 
@@ -16,7 +16,7 @@ def test_each_task_is_routed_to_its_specialisation_queue_with_its_limits(tmp_pat
     conf = make_celery(Settings.from_env({"MMQ_DATA_DIR": str(tmp_path)})).conf
     assert conf.task_routes["mmq.caption"] == {"queue": "caption", "routing_key": "caption"}
     assert conf.task_routes["mmq.text2image"] == {"queue": "diffusion", "routing_key": "diffusion"}
-    assert {q.name for q in conf.task_queues} == {"caption", "diffusion"}
+    assert {q.name for q in conf.task_queues} == set(SPECIALISATIONS)
     assert conf.task_annotations["mmq.text2image"] == {"soft_time_limit": 600, "time_limit": 720}
 
 

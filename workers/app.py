@@ -66,7 +66,7 @@ def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
     limit_cpu_threads()
     device = pick_device()
     context = ModelContext(model=settings.model_for(name), device=device,
-                           cache_dir=settings.data_dir / "models", max_image_pixels=settings.max_image_pixels)
+                           cache_dir=settings.data_dir / "models", settings=settings)
     specialisation = specialisation_class(name)(context)
     started = time.monotonic()
     specialisation.setup()

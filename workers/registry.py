@@ -12,6 +12,11 @@ from .specialisation import Specialisation
 _CLASSES = {
     "caption": "mmq.workers.caption:CaptionSpecialisation",
     "diffusion": "mmq.workers.diffusion:DiffusionSpecialisation",
+    "speech": "mmq.workers.speech:SpeechSpecialisation",
+    "summarize": "mmq.workers.seq2seq:SummarizeSpecialisation",
+    "translate": "mmq.workers.seq2seq:TranslateSpecialisation",
+    "clip": "mmq.workers.clip:ClipSpecialisation",
+    "sentence": "mmq.workers.sentence:SentenceSpecialisation",
 }
 
 

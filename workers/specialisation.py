@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mmq.tasks.settings import Settings
+
 # progress(done, total): called between units of work (diffusion steps, generated batches).
 Progress = Callable[[int, int], None]
 
@@ -42,12 +44,16 @@ class ArtifactInput:
 
 @dataclass(frozen=True)
 class ModelContext:
-    """What a specialisation is built with: its model source, its device, where to cache."""
+    """What a specialisation is built with: its model source, its device, where to cache, limits."""
 
     model: str  # a hub id, a local folder, or "tiny"
     device: str  # "cuda" (the one pinned GPU) or "cpu"
     cache_dir: Path  # where tiny models are built and kept
-    max_image_pixels: int
+    settings: Settings  # limits (max_image_pixels, max_audio_s, ...) and backend choices
+
+    @property
+    def max_image_pixels(self) -> int:
+        return self.settings.max_image_pixels
 
 
 class Specialisation(ABC):

@@ -15,7 +15,6 @@ from typing import Any
 
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
-from mmq.tasks.fields import check_inputs
 from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepState
 from mmq.tasks.pipelines import TaskSpec, resolve
 
@@ -93,13 +92,15 @@ class StepRunner:
 
     def _compute(self, task: TaskSpec, message: StepMessage, state: StepState) -> dict[str, Any]:
         raw = {target: resolve(ref, message.context) for target, ref in message.bind.items()}
-        inputs = check_inputs(task.inputs, raw, where=f"step {message.step!r} ({task.name})")
+        inputs = task.check_inputs(raw, where=f"step {message.step!r} ({task.name})")
         prepared = {name: self._prepare(value) for name, value in inputs.items()}
         progress = _ProgressReporter(self.jobs, message.job_id, message.step, state)
         [outputs] = self.specialisation.run(task.name, [prepared], progress)
         return self._store_outputs(task, outputs)
 
     def _prepare(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._prepare(item) for item in value]
         if isinstance(value, ArtifactRef):
             return ArtifactInput(media_type=value.media_type, sha256=value.sha256, size=value.size,
                                  fetch=lambda ref=value: self.store.get_bytes(ref))

@@ -8,11 +8,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.media import encode_png
+from mmq.workers.media import decode_image, encode_png
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
@@ -28,12 +28,14 @@ StepCallback = Callable[[StableDiffusionPipeline, int, Any, dict[str, Any]], dic
 
 
 class DiffusionSpecialisation(Specialisation):
-    """Generates images with `StableDiffusionPipeline`, one job at a time, seeded per job."""
+    """Generates images with `StableDiffusionPipeline` (and img2img on the same loaded modules),
+    one job at a time, seeded per job."""
 
     name: ClassVar[str] = "diffusion"
-    tasks: ClassVar[frozenset[str]] = frozenset({"text2image"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"text2image", "image2image"})
 
     pipeline: StableDiffusionPipeline
+    img2img: StableDiffusionImg2ImgPipeline
 
     def setup(self) -> None:
         source = resolve_model(
@@ -56,14 +58,32 @@ class DiffusionSpecialisation(Specialisation):
         )
         self.pipeline.to(self.context.device)
         self.pipeline.set_progress_bar_config(disable=True)
+        # The same UNet, VAE and text encoder: image-to-image costs no extra memory.
+        self.img2img = StableDiffusionImg2ImgPipeline(**self.pipeline.components, requires_safety_checker=False)
+        self.img2img.set_progress_bar_config(disable=True)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        generate = self._generate if task == "text2image" else self._redraw
         for job in batch:  # every job checked before any is run
-            self.check_inputs(job)
-        return [{"image": Blob(encode_png(self._generate(job, progress)), "image/png")} for job in batch]
+            self.check_inputs(job) if task == "text2image" else self.check_img2img_inputs(job)
+        return [{"image": Blob(encode_png(generate(job, progress)), "image/png")} for job in batch]
+
+    def check_img2img_inputs(self, job: Mapping[str, Any]) -> None:
+        self._check_common(job)
+        if not 0 <= job["strength"] <= 1:
+            raise InvalidInput(f"strength must be between 0 and 1 but is {job['strength']}", field="strength")
+        if int(job["steps"] * job["strength"]) < 1:
+            raise InvalidInput(
+                f"strength x steps must leave at least one denoising step but is "
+                f"{job['strength']} x {job['steps']}", field="strength")
 
     def check_inputs(self, job: Mapping[str, Any]) -> None:
         """Raise `InvalidInput` naming the first bad value, as diffusers' own `check_inputs` does."""
+        self._check_common(job)
+        for side in ("width", "height"):
+            _check_side(side, job[side])
+
+    def _check_common(self, job: Mapping[str, Any]) -> None:
         if not job["prompt"].strip():
             raise InvalidInput("prompt must not be empty", field="prompt")
         if job["steps"] < 1:
@@ -72,8 +92,6 @@ class DiffusionSpecialisation(Specialisation):
             raise InvalidInput(f"guidance must be a finite number but is {job['guidance']}", field="guidance")
         if not 0 <= job["seed"] <= MAX_SEED:
             raise InvalidInput(f"seed must be between 0 and {MAX_SEED} but is {job['seed']}", field="seed")
-        for side in ("width", "height"):
-            _check_side(side, job[side])
 
     @torch.inference_mode()
     def _generate(self, job: Mapping[str, Any], progress: Progress) -> Image.Image:
@@ -87,6 +105,28 @@ class DiffusionSpecialisation(Specialisation):
             guidance_scale=job["guidance"],
             width=job["width"],
             height=job["height"],
+            generator=generator,
+            callback_on_step_end=_step_callback(progress),
+        )
+        return result.images[0]
+
+
+    @torch.inference_mode()
+    def _redraw(self, job: Mapping[str, Any], progress: Progress) -> Image.Image:
+        image = decode_image(job["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+        # The latents are 1/8 of the image: keep its size, rounded down to a multiple of 8.
+        width, height = image.width - image.width % LATENT_MULTIPLE, image.height - image.height % LATENT_MULTIPLE
+        if width < LATENT_MULTIPLE or height < LATENT_MULTIPLE:
+            raise InvalidInput(f"image must be at least 8x8 pixels but is {image.width}x{image.height}", field="image")
+        image = image.crop((0, 0, width, height))
+        generator = torch.Generator(device=self.context.device).manual_seed(job["seed"])
+        result = self.img2img(
+            prompt=job["prompt"],
+            image=image,
+            strength=job["strength"],
+            negative_prompt=job["negative_prompt"],
+            num_inference_steps=job["steps"],
+            guidance_scale=job["guidance"],
             generator=generator,
             callback_on_step_end=_step_callback(progress),
         )
