@@ -6,13 +6,13 @@ import uuid
 
 import boto3
 
-from mmq.tasks import JobStatus
+from mmq.tasks import SPECIALISATIONS, JobStatus
 
 # Short enough for a test, and still above every hard time limit, as the settings insist.
 FAST_REDELIVERY = {
     "MMQ_VISIBILITY_TIMEOUT_S": "30", "MMQ_RESTORE_INTERVAL_S": "1",
-    "MMQ_DIFFUSION_SOFT_TIME_LIMIT_S": "20", "MMQ_DIFFUSION_TIME_LIMIT_S": "25",
-    "MMQ_CAPTION_SOFT_TIME_LIMIT_S": "20", "MMQ_CAPTION_TIME_LIMIT_S": "25",
+    **{f"MMQ_{name.upper()}_SOFT_TIME_LIMIT_S": "20" for name in SPECIALISATIONS},
+    **{f"MMQ_{name.upper()}_TIME_LIMIT_S": "25" for name in SPECIALISATIONS},
 }
 
 

@@ -1,0 +1,142 @@
+"""CLIP (transformers): images and texts embedded in one space, and ranked against a text query.
+
+Embeddings are L2-normalised, so a dot product is a cosine similarity. CLIP reads at most 77
+tokens of a text (its position table has no more): longer texts are truncated there, as CLIP's
+own tokenizer does, not refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor
+
+from mmq.tasks.errors import InvalidInput
+from mmq.workers.embeddings import embedding_output, normalise, ranking
+from mmq.workers.media import decode_image
+from mmq.workers.models import resolve_model
+from mmq.workers.specialisation import Progress, Specialisation
+
+from .tiny import build_tiny_clip
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One job's inputs, checked and decoded: what the forward passes read."""
+
+    images: list[Image.Image]
+    texts: list[str]  # for `rank`: the query first, then the candidate texts
+
+    def forward_batches(self, size: int) -> int:
+        return _count_chunks(len(self.images), size) + _count_chunks(len(self.texts), size)
+
+
+class ClipSpecialisation(Specialisation):
+    """Embeds images and texts with `CLIPModel` and ranks candidates by cosine similarity."""
+
+    name: ClassVar[str] = "clip"
+    tasks: ClassVar[frozenset[str]] = frozenset({"embed", "rank"})
+    max_batch: ClassVar[int] = 32  # images, or texts, per forward pass
+
+    processor: CLIPProcessor
+    model: CLIPModel
+
+    def setup(self) -> None:
+        source = resolve_model(self.context.model, kind="clip", build=build_tiny_clip,
+                               cache_dir=self.context.cache_dir)
+        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
+        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        self.processor = CLIPProcessor.from_pretrained(source)
+        self.model = CLIPModel.from_pretrained(source, dtype=dtype)
+        self.model.to(self.context.device).eval()
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        # 1. check inputs: every job, every image decoded, before any inference.
+        jobs = [self.check_inputs(task, job) for job in batch]
+        # 2. encode in forward batches, reporting each one (progress may raise to abort the step).
+        counter = _Counter(progress, total=sum(job.forward_batches(self.max_batch) for job in jobs))
+        encoded = [(self._image_vectors(job.images, counter), self._text_vectors(job.texts, counter))
+                   for job in jobs]
+        # 3. shape the outputs: embeddings inline or as .npy, or a ranking.
+        if task == "rank":
+            return [{"ranking": _rank(images, texts)} for images, texts in encoded]
+        inline_max = self.context.settings.inline_embedding_max
+        return [{"image_embeddings": embedding_output(images, inline_max=inline_max),
+                 "text_embeddings": embedding_output(texts, inline_max=inline_max)}
+                for images, texts in encoded]
+
+    def check_inputs(self, task: str, job: Mapping[str, Any]) -> _Job:
+        """The job's decoded images and its texts; `InvalidInput` naming the first bad value."""
+        if task == "rank" and not job["images"] and not job["texts"]:
+            # The contract refuses this at submission; a message built by hand must not get past.
+            raise InvalidInput("rank needs at least one of images or texts to rank", field="images")
+        images = [decode_image(item.read(), field=f"images[{i}]", max_pixels=self.context.max_image_pixels)
+                  for i, item in enumerate(job["images"])]
+        texts = [job["query"], *job["texts"]] if task == "rank" else list(job["texts"])
+        return _Job(images=images, texts=texts)
+
+    @torch.inference_mode()
+    def _image_vectors(self, images: list[Image.Image], counter: _Counter) -> np.ndarray:
+        rows = []
+        for chunk in _chunks(images, self.max_batch):
+            pixels = self.processor.image_processor(images=chunk, return_tensors="pt")
+            pixels = pixels.to(self.model.device, self.model.dtype)
+            rows.append(self.model.get_image_features(**pixels).pooler_output)
+            counter.step()
+        return self._normalised(rows)
+
+    @torch.inference_mode()
+    def _text_vectors(self, texts: list[str], counter: _Counter) -> np.ndarray:
+        rows = []
+        limit = self.model.config.text_config.max_position_embeddings
+        for chunk in _chunks(texts, self.max_batch):
+            # Padding is safe: CLIP's text tower is causal and pools at each text's own end token.
+            tokens = self.processor.tokenizer(chunk, padding=True, truncation=True, max_length=limit,
+                                              return_tensors="pt").to(self.model.device)
+            rows.append(self.model.get_text_features(**tokens).pooler_output)
+            counter.step()
+        return self._normalised(rows)
+
+    def _normalised(self, rows: list[torch.Tensor]) -> np.ndarray:
+        if not rows:  # an empty input list: zero rows of the embedding's width
+            return np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
+        # Normalised in float32: float16 rounding would leave norms visibly off 1.
+        return normalise(torch.cat(rows).float().cpu().numpy())
+
+
+class _Counter:
+    """Counts forward passes across a run and reports each to `progress`."""
+
+    def __init__(self, progress: Progress, *, total: int) -> None:
+        self._progress, self._total, self._done = progress, total, 0
+
+    def step(self) -> None:
+        self._done += 1
+        self._progress(self._done, self._total)
+
+
+def _rank(images: np.ndarray, texts: np.ndarray) -> list[dict[str, Any]]:
+    query, candidates = texts[0], texts[1:]
+    scores = [("image", i, float(s)) for i, s in enumerate(images @ query)]
+    scores += [("text", i, float(s)) for i, s in enumerate(candidates @ query)]
+    return ranking(scores)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _count_chunks(count: int, size: int) -> int:
+    return -(-count // size)

@@ -1,0 +1,181 @@
+"""Sentence embeddings with a sentence-transformers model, read without that library.
+
+A sentence-transformers folder is a transformers checkpoint plus a few small files that say how
+to turn token vectors into one sentence vector: `modules.json` (the module chain),
+`1_Pooling/config.json` (how to pool) and `sentence_bert_config.json` (the sequence limit). This
+reads them and does the same with `AutoModel`: pool, then L2-normalise, so a dot product is a
+cosine similarity.
+
+Like sentence-transformers, each text is truncated at the model's `max_seq_length` tokens (256
+for all-MiniLM-L6-v2): the embedding of a longer text is the embedding of its beginning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import cached_file
+
+from mmq.tasks.errors import ConfigurationError, InvalidInput
+from mmq.workers.embeddings import embedding_output, normalise, ranking
+from mmq.workers.models import resolve_model
+from mmq.workers.specialisation import Progress, Specialisation
+
+from .tiny import build_tiny_sentence_model
+
+logger = logging.getLogger(__name__)
+
+_MODULE_TYPES = "sentence_transformers.models."
+# The module chain this reads faithfully; any other module (Dense, a second Pooling, ...) would
+# change the vectors, so a model that has one is refused rather than embedded differently.
+_SUPPORTED_MODULES = {"Transformer", "Pooling", "Normalize"}
+_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+@dataclass(frozen=True)
+class SentenceConfig:
+    """How sentence-transformers turns this checkpoint's token vectors into sentence vectors."""
+
+    pooling: str  # "mean" (over non-padding tokens) or "cls" (the first token)
+    max_seq_length: int  # tokens per text, special tokens included; longer texts are truncated
+    do_lower_case: bool  # lower-case texts before tokenising
+
+
+class SentenceSpecialisation(Specialisation):
+    """Embeds texts with a sentence-transformers checkpoint and ranks texts by cosine similarity."""
+
+    name: ClassVar[str] = "sentence"
+    tasks: ClassVar[frozenset[str]] = frozenset({"embed_text", "rank_text"})
+    max_batch: ClassVar[int] = 64  # texts per forward pass
+
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    config: SentenceConfig
+
+    def setup(self) -> None:
+        source = resolve_model(self.context.model, kind="sentence", build=build_tiny_sentence_model,
+                               cache_dir=self.context.cache_dir)
+        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
+        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        # The checkpoint first: for a hub id that is not cached, this fails with transformers'
+        # clear message, where the optional files below would merely be missing.
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.model = AutoModel.from_pretrained(source, dtype=dtype)
+        self.model.to(self.context.device).eval()
+        self.config = read_sentence_config(source, self.model, self.tokenizer)
+        logger.info("%s pooling, %d tokens per text at most", self.config.pooling, self.config.max_seq_length)
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        # 1. check inputs: every job, before any inference.
+        texts_per_job = [self.check_inputs(task, job) for job in batch]
+        # 2. encode, one forward pass per chunk of texts across the whole batch of jobs.
+        vectors = self._encode([text for texts in texts_per_job for text in texts], progress)
+        # 3. split the rows back into jobs and shape the outputs.
+        outputs, start = [], 0
+        for texts in texts_per_job:
+            rows, start = vectors[start:start + len(texts)], start + len(texts)
+            outputs.append(self._output(task, rows))
+        return outputs
+
+    def check_inputs(self, task: str, job: Mapping[str, Any]) -> list[str]:
+        """The texts to encode (for `rank_text`, the query first); `InvalidInput` if none to rank."""
+        if task == "rank_text":
+            if not job["texts"]:  # the contract refuses this at submission; keep hand-built messages out too
+                raise InvalidInput("texts must have at least one item to rank", field="texts")
+            return [job["query"], *job["texts"]]
+        return list(job["texts"])
+
+    def _output(self, task: str, rows: np.ndarray) -> dict[str, Any]:
+        if task == "rank_text":
+            query, candidates = rows[0], rows[1:]
+            return {"ranking": ranking([("text", i, float(s)) for i, s in enumerate(candidates @ query)])}
+        return {"embeddings": embedding_output(rows, inline_max=self.context.settings.inline_embedding_max)}
+
+    def _encode(self, texts: list[str], progress: Progress) -> np.ndarray:
+        total = -(-len(texts) // self.max_batch)
+        rows = []
+        for done, chunk in enumerate(_chunks(texts, self.max_batch), start=1):
+            rows.append(self._forward(chunk))
+            progress(done, total)  # may raise to abort the step: let it
+        if not rows:
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        return normalise(np.concatenate(rows))
+
+    @torch.inference_mode()
+    def _forward(self, texts: Sequence[str]) -> np.ndarray:
+        if self.config.do_lower_case:
+            texts = [text.lower() for text in texts]
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
+                                max_length=self.config.max_seq_length, return_tensors="pt")
+        tokens = tokens.to(self.model.device)
+        hidden = self.model(**tokens).last_hidden_state.float()  # pooled in float32 on a GPU too
+        return pool(hidden, tokens["attention_mask"], self.config.pooling).cpu().numpy()
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """One vector per text from its token vectors, as sentence-transformers' Pooling module does."""
+    if mode == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # padding tokens count for nothing
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def read_sentence_config(source: str, model: PreTrainedModel,
+                         tokenizer: PreTrainedTokenizerBase) -> SentenceConfig:
+    """What the folder's sentence-transformers files say; a plain checkpoint gets mean pooling."""
+    modules = _optional_json(source, "modules.json") or []
+    _check_modules(source, modules)
+    pooling_path = next((m["path"] for m in modules if m["type"].endswith(".Pooling")), "1_Pooling")
+    pooling = _pooling_mode(source, _optional_json(source, f"{pooling_path}/config.json"))
+    sentence_bert = _optional_json(source, "sentence_bert_config.json") or {}
+    # sentence-transformers' own fallback: what both the tokenizer and the position table allow.
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    max_seq_length = sentence_bert.get("max_seq_length") or limit
+    if max_seq_length > limit:
+        raise ConfigurationError(
+            f"{source}: max_seq_length {max_seq_length} is over the model's limit of {limit}")
+    return SentenceConfig(pooling=pooling, max_seq_length=max_seq_length,
+                          do_lower_case=bool(sentence_bert.get("do_lower_case", False)))
+
+
+def _check_modules(source: str, modules: list[dict[str, Any]]) -> None:
+    for module in modules:
+        kind = module["type"].removeprefix(_MODULE_TYPES)
+        if kind not in _SUPPORTED_MODULES:
+            raise ConfigurationError(f"{source}: module {module['type']} is not supported "
+                                     f"(only {', '.join(sorted(_SUPPORTED_MODULES))})")
+        if kind == "Transformer" and module["path"]:
+            raise ConfigurationError(f"{source}: the transformer must be at the top of the folder, "
+                                     f"not in {module['path']!r}")
+
+
+def _pooling_mode(source: str, config: dict[str, Any] | None) -> str:
+    if config is None:
+        return "mean"  # what sentence-transformers uses for a checkpoint without a Pooling module
+    chosen = [key for key, value in config.items() if key.startswith("pooling_mode_") and value is True]
+    if len(chosen) != 1 or chosen[0] not in _POOLING_MODES:
+        raise ConfigurationError(f"{source}: pooling {' + '.join(chosen) or 'none'} is not supported "
+                                 f"(only one of {', '.join(_POOLING_MODES)})")
+    return _POOLING_MODES[chosen[0]]
+
+
+def _optional_json(source: str, filename: str) -> Any:
+    # A local folder or a (cached) hub id alike; None when the checkpoint has no such file.
+    path = cached_file(source, filename, _raise_exceptions_for_missing_entries=False)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

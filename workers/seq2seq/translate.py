@@ -1,0 +1,119 @@
+"""Translation with an NLLB-family model (nllb-200): text in one language code, out in another.
+
+NLLB names languages by codes such as eng_Latn (ISO 639-3 language, ISO 15924 script): the encoder
+reads "<source code> text </s>", and the decoder's first token, forced, is the target code. Long
+text is cut into chunks at sentence ends, translated in batches and joined in order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from transformers import PreTrainedTokenizerBase
+
+from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
+from mmq.workers.models import resolve_model
+from mmq.workers.specialisation import Progress, Specialisation
+
+from .chunking import Chunk, join
+from .model import Seq2Seq, Tally
+from .tiny import build_tiny_nllb
+
+logger = logging.getLogger(__name__)
+
+LANGUAGE_CODE = re.compile(r"[a-z]{3}_[A-Z][a-z]{3}")
+# NLLB was trained on sentences (its card: inputs over 512 tokens translate worse); a few
+# sentences per chunk keep quality and keep each output well within the decoder's reach.
+MAX_CHUNK_TOKENS = 256
+# A translation can take more tokens than its source (other scripts, longer words): room for
+# twice as many, and no more, so that a degenerate repetition stops early.
+OUTPUT_RATIO = 2
+OUTPUT_SLACK = 16
+EXAMPLE_CODES = ("eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "zho_Hans")
+
+
+class TranslateSpecialisation(Specialisation):
+    """Translates text with `AutoModelForSeq2SeqLM.generate()`, its chunks in batches."""
+
+    name: ClassVar[str] = "translate"
+    tasks: ClassVar[frozenset[str]] = frozenset({"translate"})
+
+    seq2seq: Seq2Seq
+    languages: frozenset[str]  # the language codes the tokenizer knows
+    budget: int  # text tokens per chunk
+
+    def setup(self) -> None:
+        source = resolve_model(self.context.model, kind="nllb", build=build_tiny_nllb,
+                               cache_dir=self.context.cache_dir)
+        self.seq2seq = Seq2Seq.load(source, self.context.device)
+        self.languages = language_codes(self.seq2seq.tokenizer)
+        if not self.languages:
+            raise ConfigurationError(
+                f"translate: the tokenizer of {self.context.model!r} knows no language codes such as "
+                "eng_Latn; translate needs an NLLB-style model"
+            )
+        self.budget = self.seq2seq.chunk_budget(cap=MAX_CHUNK_TOKENS)
+        logger.info("translate: %d language codes; chunks of up to %d tokens",
+                    len(self.languages), self.budget)
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        # 1. check inputs: every job, before any inference
+        for job in batch:
+            self.check_inputs(job)
+        # 2. chunk: every job now, so that progress knows the total. Each line is translated apart:
+        # NLLB's tokenizer reads line breaks as spaces, and the text's layout should survive.
+        chunked = [self.seq2seq.chunk(job["text"], self.budget, break_lines=True) for job in batch]
+        tally = Tally(progress)
+        tally.expect(sum(len(chunks) for chunks in chunked))
+        return [{"translation": self._translate(chunks, job, tally)} for chunks, job in zip(chunked, batch)]
+
+    def check_inputs(self, job: Mapping[str, Any]) -> None:
+        """Raise `InvalidInput` naming the first bad value."""
+        if not job["text"].strip():
+            raise InvalidInput("text must not be empty", field="text")
+        for field in ("source_language", "target_language"):
+            if job[field] not in self.languages:
+                raise InvalidInput(_unknown_code(field, job[field], self.languages), field=field)
+
+    def _translate(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> str:
+        tokenizer = self.seq2seq.tokenizer
+        # 3. encode: the tokenizer puts the source code before each chunk.
+        tokenizer.src_lang = job["source_language"]
+        # 4. generate, 5. decode: the target code is the decoder's first token.
+        outputs = self.seq2seq.generate(
+            [chunk.text for chunk in chunks],
+            tally.advance,
+            max_new_tokens=self._max_new_tokens,
+            forced_bos_token_id=tokenizer.convert_tokens_to_ids(job["target_language"]),
+        )
+        for number, output in enumerate(outputs, start=1):
+            if not output.finished:  # said, not hidden: the translation may lack its end
+                logger.warning("translate: chunk %d of %d reached the token limit before its end",
+                               number, len(chunks))
+        # 6. combine: in order, separated as the chunks were in the text.
+        translation = join(chunks, [output.text for output in outputs])
+        if not translation:
+            raise MMQError("translate: the model produced an empty translation")
+        return translation
+
+    def _max_new_tokens(self, longest_input: int) -> int:
+        return min(self.seq2seq.max_new_tokens, OUTPUT_RATIO * longest_input + OUTPUT_SLACK)
+
+
+def language_codes(tokenizer: PreTrainedTokenizerBase) -> frozenset[str]:
+    """The NLLB language codes among the tokenizer's added and special tokens."""
+    # transformers 5 keeps them as extra special tokens; older checkpoints list them as
+    # additional_special_tokens. Both end up added tokens: look there, not at an attribute.
+    candidates = {*tokenizer.get_added_vocab(), *tokenizer.all_special_tokens}
+    return frozenset(token for token in candidates if LANGUAGE_CODE.fullmatch(token))
+
+
+def _unknown_code(field: str, code: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(code, sorted(known), n=3, cutoff=0.6)
+    examples = [*close, *(c for c in EXAMPLE_CODES if c in known and c not in close)][:5] or sorted(known)[:5]
+    return (f"{field}: unknown language code {code!r}; the model knows e.g. {', '.join(examples)}, ... "
+            f"({len(known)} codes)")

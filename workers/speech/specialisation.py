@@ -1,0 +1,113 @@
+"""Whisper speech recognition: audio in, text with timed segments and its language out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from mmq.tasks.errors import ConfigurationError, InvalidInput
+from mmq.workers.audio import SAMPLE_RATE, decode_audio
+from mmq.workers.models import TINY, resolve_model
+from mmq.workers.specialisation import Progress, Specialisation
+
+from .backends import FasterWhisper, Segment, TransformersWhisper, WhisperBackend
+from .chunks import is_silent, split_windows
+from .tiny import build_tiny_whisper
+
+logger = logging.getLogger(__name__)
+
+TIME_DECIMALS = 3  # milliseconds: Whisper's timestamps are 20 ms apart anyway
+
+
+class SpeechSpecialisation(Specialisation):
+    """Transcribes speech with Whisper, through transformers or faster-whisper (`MMQ_SPEECH_BACKEND`)."""
+
+    name: ClassVar[str] = "speech"
+    tasks: ClassVar[frozenset[str]] = frozenset({"transcribe"})
+
+    backend: WhisperBackend
+
+    def setup(self) -> None:
+        context = self.context
+        if context.settings.speech_backend == "faster-whisper":
+            self.backend = FasterWhisper(_faster_whisper_source(context.model), context.device,
+                                         cpu_threads=torch.get_num_threads())  # follows MMQ_TORCH_THREADS
+        else:
+            source = resolve_model(context.model, kind="whisper", build=build_tiny_whisper,
+                                   cache_dir=context.cache_dir)
+            self.backend = TransformersWhisper(source, context.device)
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        for job in batch:  # 1. check inputs: every job, before any audio is decoded
+            self.check_inputs(job)
+        return [self._transcribe(job, progress) for job in batch]
+
+    def check_inputs(self, job: Mapping[str, Any]) -> None:
+        """Refuse a language the model cannot transcribe, naming it (no silent fallback to detection)."""
+        language = job["language"]
+        if not language:
+            return
+        if self.backend.english_only and language != "en":
+            raise InvalidInput(f"language: this model transcribes English only, so language must be 'en' "
+                               f"or empty, not {language!r}", field="language")
+        if language not in self.backend.languages:
+            examples = ", ".join(sorted(self.backend.languages)[:8])
+            raise InvalidInput(f"language: {language!r} is not a language code this model knows "
+                               f"({len(self.backend.languages)} codes such as {examples})", field="language")
+
+    def _transcribe(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        # 2. decode: any container, rate and channel count to 16 kHz mono, refused when too long
+        limit_s = self.context.settings.max_audio_s
+        audio = decode_audio(job["audio"].read(), field="audio", max_duration_s=limit_s)
+        windows = split_windows(audio, SAMPLE_RATE)  # 3. chunk: never truncate long audio
+        logger.info("transcribing %.1f s of audio in %d window(s)", audio.size / SAMPLE_RATE, len(windows))
+        language: str | None = job["language"] or None
+        segments: list[Segment] = []
+        for done, (start, end) in enumerate(windows, start=1):  # 4. transcribe, window by window
+            window = audio[start:end]
+            if not is_silent(window):
+                found, language = self.backend.transcribe_chunk(window, language)  # the first detects
+                segments += _placed(found, offset_s=start / SAMPLE_RATE, duration_s=window.size / SAMPLE_RATE)
+            progress(done, len(windows))  # may raise to abort: the job was cancelled or failed
+        return self._assembled(segments, language)  # 5. assemble
+
+    def _assembled(self, segments: list[Segment], language: str | None) -> dict[str, Any]:
+        # Segment texts carry their own leading spaces where the language uses them (not in Chinese).
+        text = "".join(segment.text for segment in segments).strip()
+        # Nothing heard and nothing given: no language to report, unless the model knows only one.
+        reported = language or ("en" if self.backend.english_only else "")
+        return {
+            "text": text,
+            "segments": [{"start": _seconds(s.start), "end": _seconds(s.end), "text": s.text.strip()}
+                         for s in segments],
+            "language": reported,
+        }
+
+
+def _faster_whisper_source(model: str) -> str:
+    if model == TINY:
+        raise ConfigurationError(
+            "MMQ_SPEECH_BACKEND=faster-whisper has no tiny model: set MMQ_SPEECH_MODEL to a CTranslate2 "
+            "Whisper folder or hub id (e.g. Systran/faster-whisper-small), or use the transformers backend"
+        )
+    return model
+
+
+def _placed(found: list[Segment], *, offset_s: float, duration_s: float) -> list[Segment]:
+    """Segments timed from the start of the audio instead of their window's; empty ones dropped."""
+    placed = []
+    for segment in found:
+        if not segment.text.strip():
+            continue
+        # Models may stamp times past the end of a short last window: no segment outlasts its audio.
+        start = min(max(segment.start, 0.0), duration_s)
+        end = min(max(segment.end, start), duration_s)
+        placed.append(Segment(offset_s + start, offset_s + end, segment.text))
+    return placed
+
+
+def _seconds(value: float) -> float:
+    return round(float(value), TIME_DECIMALS)
