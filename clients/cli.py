@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmq.tasks.catalogue import describe_all, lookup
+from mmq.tasks.catalogue import describe_all
 from mmq.tasks.errors import InvalidInput, JobTimeout, MMQError
+from mmq.tasks.fields import Field
 from mmq.tasks.jobs import JobStatus
 from mmq.tasks.settings import TINY
 from mmq.tasks.specialisations import SPECIALISATIONS
@@ -55,20 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     down.set_defaults(handler=_down)
 
     run = commands.add_parser("run", help="submit a task or pipeline: mmq run NAME key=value key=@file")
-    run.add_argument("name")
+    run.add_argument("name", help="a task, a pipeline, or a pipeline spec file (.json, .yaml)")
     run.add_argument("inputs", nargs="*", metavar="key=value")
     _add_wait_options(run)
     run.set_defaults(handler=_run)
 
     jobs = commands.add_parser("jobs", help="read jobs")
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
-    for name, handler in (("get", _jobs_get), ("wait", _jobs_wait)):
+    for name, handler in (("get", _jobs_get), ("wait", _jobs_wait), ("cancel", _jobs_cancel)):
         sub = jobs_commands.add_parser(name)
         sub.add_argument("id")
         sub.add_argument("--json", action="store_true")
         sub.add_argument("--data-dir")
         if name == "wait":
             sub.add_argument("--timeout", type=float, default=None, help="seconds")
+            sub.add_argument("--quiet", action="store_true", help="no progress display")
         sub.set_defaults(handler=handler)
 
     pipelines = commands.add_parser("pipelines", help="the tasks and pipelines with their inputs")
@@ -93,6 +95,7 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="wait for the job to end")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress display while waiting")
     parser.add_argument("--data-dir")
 
 
@@ -119,13 +122,20 @@ def _down(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .client import Client
 
-    inputs = parse_inputs(args.name, args.inputs)
     client = Client.from_env()
-    job = client.submit(args.name, **inputs)
+    spec_file = Path(args.name)
+    if spec_file.suffix in (".json", ".yaml", ".yml") and spec_file.is_file():
+        from mmq.tasks.catalogue import TASKS
+        from mmq.tasks.specfiles import load_pipeline_file
+
+        pipeline = load_pipeline_file(spec_file, TASKS)
+        job = client.submit_pipeline(pipeline, **parse_inputs(pipeline.inputs, args.inputs))
+    else:
+        job = client.submit(args.name, **parse_inputs(client.pipeline(args.name).inputs, args.inputs))
     if not args.wait:
         _print_job(job.to_dict(), args.json)
         return 0
-    return _wait_and_print(job, args.timeout, args.json)
+    return _wait_and_print(job, args.timeout, args.json, quiet=args.quiet)
 
 
 def _jobs_get(args: argparse.Namespace) -> int:
@@ -139,10 +149,25 @@ def _jobs_get(args: argparse.Namespace) -> int:
 def _jobs_wait(args: argparse.Namespace) -> int:
     from .client import Client
 
-    return _wait_and_print(Client.from_env().job(args.id), args.timeout, args.json)
+    return _wait_and_print(Client.from_env().job(args.id), args.timeout, args.json, quiet=args.quiet)
 
 
-def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool) -> int:
+def _jobs_cancel(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    job = Client.from_env().job(args.id)
+    cancelled = job.cancel()
+    _print_job(job.to_dict(), args.json)
+    if not cancelled:
+        print(f"mmq: job {args.id} had already ended", file=sys.stderr)
+    return 0 if cancelled else EXIT_FAILED
+
+
+def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool, *, quiet: bool = False) -> int:
+    if not quiet:
+        from .progress import follow
+
+        follow(job, timeout_s=timeout_s)
     record = job.wait(timeout_s=timeout_s)
     summary = job.to_dict(record)
     _print_job(summary, as_json)
@@ -150,7 +175,11 @@ def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool) -> int:
 
 
 def _pipelines(args: argparse.Namespace) -> int:
-    catalogue = describe_all()
+    from mmq.tasks.catalogue import TASKS
+    from mmq.tasks.settings import Settings
+    from mmq.tasks.specfiles import load_pipeline_folder
+
+    catalogue = describe_all(load_pipeline_folder(Settings.from_env().pipelines_dir, TASKS))
     if args.json:
         print(json.dumps(catalogue, indent=2))
         return 0
@@ -176,10 +205,9 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(image=args.image)
 
 
-def parse_inputs(name: str, pairs: Sequence[str]) -> dict[str, Any]:
+def parse_inputs(schema: Mapping[str, Field], pairs: Sequence[str]) -> dict[str, Any]:
     """`key=value` and `key=@file` pairs, typed by the task's or pipeline's input schema; a list
     input is given by repeating its key (`images=@a.png images=@b.png`)."""
-    schema = lookup(name).inputs
     inputs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
-from mmq.tasks.canvas import build_chain
-from mmq.tasks.catalogue import PIPELINES, TASKS, describe_all, lookup
+from mmq.tasks.canvas import build_canvas
+from mmq.tasks.catalogue import TASKS, describe_all, lookup
 from mmq.tasks.celery_app import make_celery
 from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobTimeout
 from mmq.tasks.fields import Field
 from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec
 from mmq.tasks.media import sniff_media_type
-from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.pipelines import Pipeline, step_to_dict
 from mmq.tasks.settings import Settings
+from mmq.tasks.specfiles import load_pipeline_folder, pipeline_from_dict
 
 from .artifact import Artifact
 
@@ -33,10 +34,13 @@ class Client:
     """Submits jobs through Redis and reads their records; artifacts go to S3 directly."""
 
     def __init__(self, *, settings: Settings, jobs: JobStore | None = None,
-                 store: ArtifactStore | None = None) -> None:
+                 store: ArtifactStore | None = None, pipelines: Mapping[str, Pipeline] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs or JobStore.from_settings(settings)
         self.store = store or ArtifactStore.from_settings(settings)
+        # Pipelines of the pipelines folder (YAML/JSON), beside the built-in ones.
+        self.extra_pipelines = dict(pipelines if pipelines is not None
+                                    else load_pipeline_folder(settings.pipelines_dir, TASKS))
         self._celery = make_celery(settings)
 
     @classmethod
@@ -46,8 +50,31 @@ class Client:
 
     def submit(self, name: str, /, **inputs: Any) -> Job:
         """Queue the task or pipeline `name`; files (paths or bytes) are uploaded as artifacts."""
-        pipeline = lookup(name)
-        where = f"{'pipeline' if name in PIPELINES else 'task'} {name!r}"
+        return self._submit(self.pipeline(name), inputs)
+
+    def submit_pipeline(self, spec: Pipeline | Mapping[str, Any], /, **inputs: Any) -> Job:
+        """Queue an ad-hoc pipeline: a `Pipeline` value or its JSON/YAML form (checked first)."""
+        pipeline = spec.validate(TASKS) if isinstance(spec, Pipeline) else pipeline_from_dict(spec, TASKS)
+        return self._submit(pipeline, inputs)
+
+    def pipeline(self, name: str) -> Pipeline:
+        return lookup(name, self.extra_pipelines)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job: queued steps never start, a running step stops at its next check.
+        Returns False when the job had already ended."""
+        record = self.jobs.get(job_id)
+        cancelled = self.jobs.finish(job_id, JobStatus.CANCELLED)
+        if cancelled:  # best effort: the record, checked by every step, is what really stops it
+            ids = [s.celery_id for s in record.steps]
+            try:
+                self._celery.control.revoke(ids)
+            except Exception:  # kombu raises many types; revocation is only an optimisation
+                pass
+        return cancelled
+
+    def _submit(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> Job:
+        where = f"{'task' if pipeline.name in TASKS and len(pipeline.steps) == 1 else 'pipeline'} {pipeline.name!r}"
         pending = {k: _pending_file(k, v, pipeline.inputs.get(k)) for k, v in inputs.items()}
         # Check everything before uploading anything: placeholders stand in for the files.
         pipeline.check_inputs({k: _placeholders(p) for k, p in pending.items()}, where=where)
@@ -62,7 +89,7 @@ class Client:
 
     def pipelines(self) -> list[dict[str, Any]]:
         """Every pipeline and task with its input and output schema."""
-        return describe_all()
+        return describe_all(self.extra_pipelines)
 
     def upload(self, source: Path | str | bytes, media_type: str | None = None) -> Artifact:
         ref = self.store.put_bytes(source, media_type) if isinstance(source, bytes) \
@@ -78,17 +105,19 @@ class Client:
 
     def _enqueue(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> Job:
         job_id = uuid.uuid4().hex
+        levels = pipeline.levels()
         record = JobRecord(
             id=job_id, name=pipeline.name,
             inputs={k: _to_json(v) for k, v in inputs.items()},
             steps=[StepSpec(name=s.name, task=s.task, queue=TASKS[s.task].specialisation,
-                            celery_id=f"{job_id}-{i}", bind=dict(s.bind))
-                   for i, s in enumerate(pipeline.steps)],
+                            celery_id=f"{job_id}-{i}", bind=step_to_dict(s)["bind"], each=dict(s.each),
+                            level=levels[s.name])
+                   for i, s in enumerate(pipeline.ordered())],
             output_map=dict(pipeline.outputs), created_at=time.time(),
         )
         self.jobs.create(record)  # the record exists before any worker can see a step
         try:
-            build_chain(self._celery, record).apply_async()
+            build_canvas(self._celery, record).apply_async()
         except Exception as exc:  # kombu raises many types; the job must not stay queued forever
             self.jobs.finish(job_id, JobStatus.FAILED,
                              error={"step": "submit", "type": type(exc).__name__, "message": str(exc)})
@@ -114,6 +143,27 @@ class Job:
 
     def status(self) -> JobStatus:
         return self._client.jobs.status(self.id)
+
+    def cancel(self) -> bool:
+        """Cancel this job; False when it had already ended."""
+        return self._client.cancel(self.id)
+
+    def events(self, timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+        """The job's status and progress events as they happen, from the first, until it ends.
+
+        Each is a dict: `{"type": "job", "status": ...}` or `{"type": "step", "step": ...,
+        "status": ..., "progress": [done, total], "item"?: i}`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        after = "0"
+        while True:
+            for after, event in self._client.jobs.events(self.id, after=after, block_ms=500):
+                yield event
+                if event["type"] == "job" and JobStatus(event["status"]).terminal:
+                    return
+            if self.status().terminal:  # the stream may have been trimmed or expired
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(f"job {self.id} still running after {timeout_s} s")
 
     def wait(self, timeout_s: float | None = None) -> JobRecord:
         """Block until the job ends (succeeded, failed or cancelled); returns its final record."""

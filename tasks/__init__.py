@@ -21,14 +21,15 @@ from .errors import (
 )
 from .fields import Field, Kind
 from .jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
-from .pipelines import Pipeline, Step, TaskSpec
+from .pipelines import Format, Pipeline, Step
+from .taskspec import Output, TaskSpec
 from .settings import Settings
 from .specialisations import SPECIALISATIONS, SpecialisationSpec
 
 __all__ = [
     "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerUnavailable", "ConfigurationError",
-    "Field", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore",
-    "JobTimeout", "Kind", "MMQError", "PIPELINES", "Pipeline", "SPECIALISATIONS", "Settings",
+    "Field", "Format", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore",
+    "JobTimeout", "Kind", "MMQError", "Output", "PIPELINES", "Pipeline", "SPECIALISATIONS", "Settings",
     "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState", "StorageError",
     "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
 ]

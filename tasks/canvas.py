@@ -1,29 +1,68 @@
-"""From a job record to Celery canvas: a chain of signatures, one per step.
+"""From a job record to Celery canvas.
 
-The chain carries the job's context, `{"input": {...}, "<step>": {outputs}}`, from each step to
-the next: media travel in it only as artifact references. Each signature names its job, its step
-and its wiring, so a step message is self-describing.
+Steps of one level run in parallel (a `group`); levels run in order (a `chain`, so a group
+followed by a step is a `chord`). The chain carries the job's context from each step to the next:
+media travel in it only as artifact references. A fan-out step replaces itself, at run time, with
+a group of one signature per item. Each signature names its job, its step and its wiring, so a
+step message is self-describing; `final` marks the signature that ends the job.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import groupby
 from typing import Any
 
-from celery import Celery, chain
+from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from .catalogue import TASKS
-from .jobs import JobRecord
+from .jobs import JobRecord, StepSpec
+
+COLLECT_TASK = "mmq.collect"  # gathers the last parallel branches and ends the job
 
 
-def build_chain(app: Celery, record: JobRecord) -> Signature:
-    signatures = []
-    for step in record.steps:
-        signature = app.signature(
-            TASKS[step.task].celery_name,
-            kwargs={"job_id": record.id, "step": step.name, "bind": step.bind},
-        ).set(queue=step.queue, task_id=step.celery_id)
-        signatures.append(signature)
-    first_context: dict[str, Any] = {"input": record.inputs}
-    signatures[0] = signatures[0].clone(args=(first_context,))
-    return chain(*signatures) if len(signatures) > 1 else signatures[0]
+def build_canvas(app: Celery, record: JobRecord) -> Signature:
+    levels = [list(steps) for _, steps in groupby(sorted(record.steps, key=lambda s: s.level),
+                                                    key=lambda s: s.level)]
+    last = levels[-1]
+    ends_in_one_plain_step = len(last) == 1 and not last[0].each
+    first_context = {"input": record.inputs}
+    stages: list[Signature] = []
+    for number, steps in enumerate(levels):
+        final = ends_in_one_plain_step and number == len(levels) - 1
+        context = first_context if number == 0 else None  # later levels get it from the chain
+        signatures = [step_signature(app, record.id, step, final=final, context=context) for step in steps]
+        stages.append(signatures[0] if len(signatures) == 1 else group(signatures))
+    if not ends_in_one_plain_step:
+        stages.append(collect_signature(app, record.id, queue=last[0].queue))
+    return chain(*stages) if len(stages) > 1 else stages[0]
+
+
+def step_signature(app: Celery, job_id: str, step: StepSpec, *, final: bool, item: int | None = None,
+                   count: int | None = None, context: Any = None) -> Signature:
+    kwargs: dict[str, Any] = {"job_id": job_id, "step": step.name, "bind": step.bind, "each": step.each,
+                              "final": final}
+    task_id = step.celery_id
+    if item is not None:
+        kwargs.update(item=item, count=count)
+        task_id = f"{step.celery_id}-{item}"
+    args: Sequence[Any] = () if context is None else (context,)
+    return app.signature(TASKS[step.task].celery_name, args=args, kwargs=kwargs).set(
+        queue=step.queue, task_id=task_id)
+
+
+def collect_signature(app: Celery, job_id: str, *, queue: str, final: bool = True,
+                      task_id: str | None = None) -> Signature:
+    """Joins parallel branches into one context; with `final`, ends the job too."""
+    return app.signature(COLLECT_TASK, kwargs={"job_id": job_id, "final": final}).set(
+        queue=queue, task_id=task_id or f"{job_id}-collect")
+
+
+def fan_out_signature(app: Celery, job_id: str, step: StepSpec, *, count: int, context: Any) -> Signature:
+    """One signature per item, in parallel, joined by a collect on the same queue: a chord whose
+    body is ours (a bare group would be joined by Celery's own task, on its default queue)."""
+    items = group(step_signature(app, job_id, step, final=False, item=i, count=count, context=context)
+                  for i in range(count))
+    return chord(items, collect_signature(app, job_id, queue=step.queue, final=False,
+                                          task_id=f"{step.celery_id}-gather"))

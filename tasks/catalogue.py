@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from .errors import UnknownTask
 from .fields import Field, Kind
-from .pipelines import Pipeline, Step, TaskSpec
+from .pipelines import Format, Pipeline, Step
+from .taskspec import Output, TaskSpec, outputs
 
 _TEXT2IMAGE_OPTIONS: dict[str, Field] = {
     "negative_prompt": Field(Kind.TEXT, "What the image should not show.", default="", max_length=2000),
@@ -33,14 +34,14 @@ TASKS: Mapping[str, TaskSpec] = {
                 "max_new_tokens": Field(Kind.INTEGER, "Longest caption, in tokens.", default=30,
                                         minimum=1, maximum=200),
             },
-            outputs={"text": Kind.TEXT},
+            outputs=outputs(text=Kind.TEXT),
             description="Describe an image in one sentence (BLIP).",
         ),
         TaskSpec(
             name="text2image",
             specialisation="diffusion",
             inputs={"prompt": Field(Kind.TEXT, "What to draw.", max_length=2000), **_TEXT2IMAGE_OPTIONS},
-            outputs={"image": Kind.IMAGE},
+            outputs=outputs(image=Kind.IMAGE),
             description="Generate an image from a prompt (Stable Diffusion).",
         ),
         TaskSpec(
@@ -53,7 +54,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                   default=0.75, minimum=0, maximum=1),
                 **{k: v for k, v in _TEXT2IMAGE_OPTIONS.items() if k not in ("width", "height")},
             },
-            outputs={"image": Kind.IMAGE},
+            outputs=outputs(image=Kind.IMAGE),
             description="Redraw an image following a prompt (Stable Diffusion img2img).",
         ),
         TaskSpec(
@@ -64,7 +65,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "language": Field(Kind.TEXT, "Spoken language, ISO 639-1 (e.g. en); empty to detect it.",
                                   default="", max_length=8),
             },
-            outputs={"text": Kind.TEXT, "segments": Kind.JSON, "language": Kind.TEXT},
+            outputs=outputs(text=Kind.TEXT, segments=Kind.JSON, language=Kind.TEXT),
             description="Transcribe speech (Whisper); segments carry start and end seconds.",
         ),
         TaskSpec(
@@ -76,7 +77,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "max_tokens": Field(Kind.INTEGER, "Longest summary, in tokens.", default=130, minimum=8, maximum=1024),
                 "min_tokens": Field(Kind.INTEGER, "Shortest summary, in tokens.", default=20, minimum=0, maximum=512),
             },
-            outputs={"summary": Kind.TEXT},
+            outputs=outputs(summary=Kind.TEXT),
             description="Summarize text (BART).",
         ),
         TaskSpec(
@@ -90,7 +91,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "target_language": Field(Kind.TEXT, "Language code to translate into (e.g. fra_Latn).",
                                          default="fra_Latn", max_length=16),
             },
-            outputs={"translation": Kind.TEXT},
+            outputs=outputs(translation=Kind.TEXT),
             description="Translate text (NLLB).",
         ),
         TaskSpec(
@@ -100,7 +101,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "images": Field(Kind.IMAGE, "Images to embed.", default=(), many=True, max_items=_MANY),
                 "texts": Field(Kind.TEXT, "Texts to embed.", default=(), many=True, max_items=_MANY),
             },
-            outputs={"image_embeddings": Kind.EMBEDDING, "text_embeddings": Kind.EMBEDDING},
+            outputs=outputs(image_embeddings=Kind.EMBEDDING, text_embeddings=Kind.EMBEDDING),
             description="CLIP embeddings (L2-normalised) of images and texts, in one space.",
             one_of=("images", "texts"),
         ),
@@ -112,7 +113,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "images": Field(Kind.IMAGE, "Candidate images.", default=(), many=True, max_items=_MANY),
                 "texts": Field(Kind.TEXT, "Candidate texts.", default=(), many=True, max_items=_MANY),
             },
-            outputs={"ranking": Kind.JSON},
+            outputs=outputs(ranking=Kind.JSON),
             description=f"Order images and texts by CLIP similarity to a text query: {_RANKING}.",
             one_of=("images", "texts"),
         ),
@@ -120,7 +121,7 @@ TASKS: Mapping[str, TaskSpec] = {
             name="embed_text",
             specialisation="sentence",
             inputs={"texts": Field(Kind.TEXT, "Texts to embed.", many=True, max_items=_MANY)},
-            outputs={"embeddings": Kind.EMBEDDING},
+            outputs=outputs(embeddings=Kind.EMBEDDING),
             description="Sentence embeddings (L2-normalised) with a sentence-transformers model.",
         ),
         TaskSpec(
@@ -130,15 +131,55 @@ TASKS: Mapping[str, TaskSpec] = {
                 "query": Field(Kind.TEXT, "What to look for.", max_length=1000),
                 "texts": Field(Kind.TEXT, "Candidate texts.", many=True, max_items=_MANY),
             },
-            outputs={"ranking": Kind.JSON},
+            outputs=outputs(ranking=Kind.JSON),
             description=f"Order texts by sentence-embedding similarity to a query: {_RANKING}.",
+        ),
+        TaskSpec(
+            name="rank_embeddings",
+            specialisation="clip",
+            inputs={
+                "query": Field(Kind.EMBEDDING, "The query's embedding (its first row is used)."),
+                "candidates": Field(Kind.EMBEDDING, "Candidate embeddings; every row is one candidate.",
+                                    many=True, max_items=4096),
+            },
+            outputs=outputs(ranking=Kind.JSON),
+            description="Order precomputed embeddings by cosine similarity to a query embedding: "
+                        "[{index, score}], best first.",
+        ),
+        TaskSpec(
+            name="extract",
+            specialisation="media",
+            inputs={
+                "video": Field(Kind.VIDEO, "A video: mp4, webm, mkv, avi or mov."),
+                "interval_s": Field(Kind.NUMBER, "Seconds between sampled frames.", default=5.0,
+                                    minimum=0.1, maximum=3600),
+                "max_frames": Field(Kind.INTEGER, "Most frames to sample.", default=32, minimum=1, maximum=256),
+            },
+            outputs=outputs(frames=Output(Kind.IMAGE, many=True), audio=Kind.AUDIO, duration_s=Kind.NUMBER),
+            description="Frames sampled every interval_s seconds (PNG) and the audio track (16 kHz mono WAV; "
+                        "silence when the video has none).",
         ),
     )
 }
 
+_DIGEST = Format("What is seen, scene by scene:\n{captions.text}\n\nWhat is said:\n{transcript.text}")
+
 PIPELINES: Mapping[str, Pipeline] = {
     p.name: p.validate(TASKS)
     for p in (
+        Pipeline(
+            name="imagine",
+            inputs={"prompt": Field(Kind.TEXT, "What to draw.", max_length=2000), **_TEXT2IMAGE_OPTIONS},
+            steps=(
+                Step("text2image", "text2image",
+                     {"prompt": "input.prompt", **{n: f"input.{n}" for n in _TEXT2IMAGE_OPTIONS}}),
+                Step("describe", "caption", {"image": "text2image.image"}),
+                Step("summarize", "summarize", {"text": "describe.text"}),
+            ),
+            outputs={"image": "text2image.image", "description": "describe.text", "summary": "summarize.summary"},
+            description="The seed's example: a prompt becomes an image, the image a description, the "
+                        "description a summary.",
+        ),
         Pipeline(
             name="remix",
             inputs={"image": Field(Kind.IMAGE, "The image to remix."), **_TEXT2IMAGE_OPTIONS},
@@ -150,22 +191,74 @@ PIPELINES: Mapping[str, Pipeline] = {
             outputs={"caption": "caption.text", "image": "text2image.image"},
             description="Caption an image, then draw a new image from the caption.",
         ),
+        Pipeline(
+            name="voice-to-image",
+            inputs={"audio": Field(Kind.AUDIO, "A spoken description."), **_TEXT2IMAGE_OPTIONS},
+            steps=(
+                Step("transcribe", "transcribe", {"audio": "input.audio"}),
+                Step("text2image", "text2image",
+                     {"prompt": "transcribe.text", **{n: f"input.{n}" for n in _TEXT2IMAGE_OPTIONS}}),
+            ),
+            outputs={"transcript": "transcribe.text", "image": "text2image.image"},
+            description="Generation of images by voice command: speech to text to image.",
+        ),
+        Pipeline(
+            name="video-digest",
+            inputs={
+                "video": Field(Kind.VIDEO, "A video with (or without) sound."),
+                "interval_s": Field(Kind.NUMBER, "Seconds between the frames described.", default=5.0,
+                                    minimum=0.1, maximum=3600),
+                "max_frames": Field(Kind.INTEGER, "Most frames to describe.", default=16, minimum=1, maximum=256),
+            },
+            steps=(
+                Step("extract", "extract", {"video": "input.video", "interval_s": "input.interval_s",
+                                            "max_frames": "input.max_frames"}),
+                Step("captions", "caption", each={"image": "extract.frames"}),
+                Step("transcript", "transcribe", {"audio": "extract.audio"}),
+                Step("summary", "summarize", {"text": _DIGEST}),
+            ),
+            outputs={"summary": "summary.summary", "captions": "captions.text",
+                     "transcript": "transcript.text", "frames": "extract.frames"},
+            description="Frames and sound out of a video; the frames captioned in parallel, the sound "
+                        "transcribed; one summary of both.",
+        ),
+        Pipeline(
+            name="image-search",
+            inputs={
+                "query": Field(Kind.TEXT, "What to look for.", max_length=1000),
+                "images": Field(Kind.IMAGE, "The images to search.", many=True, max_items=4096),
+            },
+            steps=(
+                Step("embed_images", "embed", each={"images": "input.images"}),
+                Step("embed_query", "embed", {"texts": "input.query"}),
+                Step("rank", "rank_embeddings", {"query": "embed_query.text_embeddings",
+                                                 "candidates": "embed_images.image_embeddings"}),
+            ),
+            outputs={"ranking": "rank.ranking"},
+            description="Embed every image in parallel (CLIP), embed the query, rank the images: "
+                        "[{index, score}], best first.",
+        ),
     )
 }
 
 
-def lookup(name: str) -> Pipeline:
-    """The pipeline named `name`, or the one-step pipeline of the task named `name`."""
+def lookup(name: str, extra: Mapping[str, Pipeline] | None = None) -> Pipeline:
+    """The pipeline named `name` (built in, or among `extra`: those of the pipelines folder), or
+    the one-step pipeline of the task named `name`."""
+    extra = extra or {}
+    if name in extra:
+        return extra[name]
     if name in PIPELINES:
         return PIPELINES[name]
     if name in TASKS:
         return Pipeline.for_task(TASKS[name])
     import difflib
 
-    close = difflib.get_close_matches(name, [*PIPELINES, *TASKS], n=1)
+    close = difflib.get_close_matches(name, [*extra, *PIPELINES, *TASKS], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise UnknownTask(f"no task or pipeline named {name!r}{hint}; see `mmq pipelines`")
 
 
-def describe_all() -> list[dict]:
-    return [*(p.describe() for p in PIPELINES.values()), *(t.describe() for t in TASKS.values())]
+def describe_all(extra: Mapping[str, Pipeline] | None = None) -> list[dict]:
+    pipelines = {**PIPELINES, **(extra or {})}
+    return [*(p.describe() for p in pipelines.values()), *(t.describe() for t in TASKS.values())]

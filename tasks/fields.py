@@ -24,12 +24,18 @@ class Kind(str, Enum):
     NUMBER = "number"
     IMAGE = "image"
     AUDIO = "audio"
+    VIDEO = "video"
     JSON = "json"  # structured output: segments, rankings
-    EMBEDDING = "embedding"  # vectors: inline lists of floats, or an .npy artifact when large
+    EMBEDDING = "embedding"  # vectors: inline rows of floats, or an .npy artifact when large
 
     @property
     def is_artifact(self) -> bool:
-        return self in (Kind.IMAGE, Kind.AUDIO)
+        return self in (Kind.IMAGE, Kind.AUDIO, Kind.VIDEO)
+
+    def accepts(self, media_type: str) -> bool:
+        """Whether a file of `media_type` can stand for this kind (a video carries audio)."""
+        family = media_type.split("/", 1)[0]
+        return family == self.value or (self is Kind.AUDIO and family == "video")
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ class Field:
             return self._check_number(name, value)
         if self.kind.is_artifact:
             return self._check_artifact(name, value)
-        return value  # JSON and embeddings are outputs, produced by workers, not checked as inputs
+        if self.kind is Kind.EMBEDDING:
+            return self._check_embedding(name, value)
+        return value  # JSON is produced by workers
 
     def parse(self, name: str, raw: str) -> Any:
         """Turn a command-line string into this field's kind, then check it."""
@@ -129,18 +137,34 @@ class Field:
             )
         return float(value) if self.kind is Kind.NUMBER else value
 
+    def _check_embedding(self, name: str, value: Any) -> list[list[float]] | ArtifactRef:
+        """Rows of numbers inline, or an .npy artifact."""
+        if ArtifactRef.is_ref(value) or isinstance(value, ArtifactRef):
+            ref = ArtifactRef.from_dict(value, field=name) if isinstance(value, Mapping) else value
+            if ref.media_type != "application/x-npy":
+                raise InvalidInput(f"{name} must be an .npy embedding artifact, got {ref.media_type}", field=name)
+            return ref
+        if not _is_matrix(value):
+            raise InvalidInput(f"{name} must be an embedding: a list of rows of numbers", field=name)
+        return value
+
     def _check_artifact(self, name: str, value: Any) -> ArtifactRef:
         if isinstance(value, Mapping):
             value = ArtifactRef.from_dict(value, field=name)
         if not isinstance(value, ArtifactRef):
             raise InvalidInput(f"{name} must be {_article(self.kind.value)} artifact, got {type(value).__name__}",
                                field=name)
-        family = value.media_type.split("/", 1)[0]
-        if family != self.kind.value:
+        if not self.kind.accepts(value.media_type):
             raise InvalidInput(
                 f"{name} must be {_article(self.kind.value)}, got a file of type {value.media_type}", field=name
             )
         return value
+
+
+def _is_matrix(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(row, list) and row and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row)
+        for row in value)
 
 
 def check_inputs(schema: Mapping[str, Field], inputs: Mapping[str, Any], *, where: str,

@@ -8,6 +8,10 @@ Layout of `mmq:job:<id>` (every key expires after the record TTL):
   started_at / finished_at
   step:<name>  JSON `StepState`, written only by the worker running that step
   attempts:<name>  deliveries of that step so far (HINCRBY: exact under concurrent redelivery)
+  item:<name>:<i>, attempts:<name>:<i>  the same for item i of a fan-out step
+  items_done:<name>  fan-out items finished so far
+
+and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 from .errors import BrokerUnavailable, JobNotFound
 
 KEY_PREFIX = "mmq:job:"
+EVENTS_SUFFIX = ":events"
+EVENTS_MAX = 2000  # per job; older progress events are trimmed
 
 
 class JobStatus(str, Enum):
@@ -63,11 +69,15 @@ class StepState:
 
 @dataclass(frozen=True)
 class StepSpec:
+    """A step as submitted: its task and queue, its Celery task id, its wiring and its place."""
+
     name: str
     task: str
     queue: str
     celery_id: str
-    bind: dict[str, str] = field(default_factory=dict)
+    bind: dict[str, Any] = field(default_factory=dict)  # input -> ref, or {"format": template}
+    each: dict[str, str] = field(default_factory=dict)  # input -> list ref (fan-out)
+    level: int = 0  # steps of one level run in parallel, after the levels before
 
 
 @dataclass
@@ -86,6 +96,7 @@ class JobRecord:
     outputs: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     step_states: dict[str, StepState] = field(default_factory=dict)
+    item_states: dict[str, dict[int, StepState]] = field(default_factory=dict)
 
     def spec_json(self) -> str:
         return json.dumps({
@@ -103,9 +114,16 @@ class JobRecord:
             "id": self.id, "name": self.name, "status": self.status.value,
             "created_at": self.created_at, "started_at": self.started_at,
             "finished_at": self.finished_at, "inputs": self.inputs,
-            "steps": [{**asdict(s), **_state_dict(self.step_states.get(s.name))} for s in self.steps],
+            "steps": [self._step_dict(s) for s in self.steps],
             "outputs": self.outputs, "error": self.error,
         }
+
+    def _step_dict(self, step: StepSpec) -> dict[str, Any]:
+        out = {**asdict(step), **_state_dict(self.step_states.get(step.name))}
+        if step.each:
+            items = self.item_states.get(step.name, {})
+            out["items"] = [_state_dict(items[i]) for i in sorted(items)]
+        return out
 
 
 def _state_dict(state: StepState | None) -> dict[str, Any]:
@@ -113,13 +131,18 @@ def _state_dict(state: StepState | None) -> dict[str, Any]:
     return {**asdict(state), "status": state.status.value}
 
 
-# Set fields only while the job is not in a terminal status; returns 1 when written.
+# Set fields only while the job is not in a terminal status, and add the event (ARGV[2], if any)
+# to the job's stream in the same step; returns 1 when written.
 _GUARDED_HSET = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
 return 1
 """
 
@@ -138,10 +161,13 @@ class JobStore:
 
     def create(self, record: JobRecord) -> None:
         key = KEY_PREFIX + record.id
+        event = json.dumps({"type": "job", "status": record.status.value})
         with _redis_errors():
             pipe = self._redis.pipeline()
             pipe.hset(key, mapping={"spec": record.spec_json(), "status": record.status.value})
             pipe.expire(key, self.ttl_s)
+            pipe.xadd(key + EVENTS_SUFFIX, {"event": event}, maxlen=EVENTS_MAX, approximate=True)
+            pipe.expire(key + EVENTS_SUFFIX, self.ttl_s)
             pipe.execute()
 
     def get(self, job_id: str) -> JobRecord:
@@ -158,37 +184,62 @@ class JobStore:
             raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
         return JobStatus(raw.decode())
 
-    def count_delivery(self, job_id: str, step: str) -> int:
-        """One more delivery of `step`; returns how many there have been."""
-        with _redis_errors():
-            pipe = self._redis.pipeline()
-            pipe.hincrby(KEY_PREFIX + job_id, f"attempts:{step}", 1)
-            pipe.expire(KEY_PREFIX + job_id, self.ttl_s)
-            return int(pipe.execute()[0])
+    def count_delivery(self, job_id: str, step: str, item: int | None = None) -> int:
+        """One more delivery of `step` (or of one item of it); returns how many there have been."""
+        return self._increment(job_id, _suffixed("attempts", step, item))
 
-    def save_step(self, job_id: str, step: str, state: StepState, **job_fields: Any) -> bool:
-        """Write a step's state (and job-level fields) unless the job already ended."""
-        fields = {f"step:{step}": state.to_json(), **_encode(job_fields)}
-        return self._set(job_id, fields)
+    def count_item_done(self, job_id: str, step: str) -> int:
+        return self._increment(job_id, f"items_done:{step}")
+
+    def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None) -> bool:
+        """Write a step's (or an item's) state unless the job already ended; emits an event."""
+        event = {"type": "step", "step": step, "status": state.status.value, "progress": state.progress,
+                 **({"item": item} if item is not None else {})}
+        return self._set(job_id, {_suffixed("item" if item is not None else "step", step, item):
+                                  state.to_json()}, event)
 
     def mark_running(self, job_id: str, now: float) -> None:
         with _redis_errors():
-            self._redis.hsetnx(KEY_PREFIX + job_id, "started_at", json.dumps(now))
-        self._set(job_id, {"status": JobStatus.RUNNING.value})
+            started = self._redis.hsetnx(KEY_PREFIX + job_id, "started_at", json.dumps(now))
+        if started:
+            self._set(job_id, {"status": JobStatus.RUNNING.value}, {"type": "job", "status": "running"})
 
     def finish(self, job_id: str, status: JobStatus, *, outputs: Mapping[str, Any] | None = None,
                error: Mapping[str, str] | None = None) -> bool:
         """Move the job to a terminal status, once: the first writer wins."""
         fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
-        return self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}))
+        event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
+        return self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}), event)
 
-    def _set(self, job_id: str, fields: Mapping[str, str]) -> bool:
-        args = [self.ttl_s, *(x for pair in fields.items() for x in pair)]
+    def events(self, job_id: str, after: str = "0", block_ms: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Events after the stream id `after`, waiting up to `block_ms` for the first one."""
         with _redis_errors():
-            written = self._guarded_hset(keys=[KEY_PREFIX + job_id], args=args)
+            reply = self._redis.xread({KEY_PREFIX + job_id + EVENTS_SUFFIX: after}, block=block_ms, count=500)
+        if not reply:
+            return []
+        [(_key, entries)] = reply
+        return [(eid.decode(), json.loads(data[b"event"])) for eid, data in entries]
+
+    def _increment(self, job_id: str, field_name: str) -> int:
+        with _redis_errors():
+            pipe = self._redis.pipeline()
+            pipe.hincrby(KEY_PREFIX + job_id, field_name, 1)
+            pipe.expire(KEY_PREFIX + job_id, self.ttl_s)
+            return int(pipe.execute()[0])
+
+    def _set(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None = None) -> bool:
+        key = KEY_PREFIX + job_id
+        args = [self.ttl_s, json.dumps(event) if event else "", EVENTS_MAX,
+                *(x for pair in fields.items() for x in pair)]
+        with _redis_errors():
+            written = self._guarded_hset(keys=[key, key + EVENTS_SUFFIX], args=args)
         if written == -1:
             raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
         return written == 1
+
+
+def _suffixed(prefix: str, step: str, item: int | None) -> str:
+    return f"{prefix}:{step}" if item is None else f"{prefix}:{step}:{item}"
 
 
 def connect_redis(url: str) -> Any:
@@ -209,12 +260,17 @@ def _record_from_hash(raw: Mapping[str, str]) -> JobRecord:
     for s in steps:
         if f"attempts:{s.name}" in raw:
             states.setdefault(s.name, StepState()).attempts = int(raw[f"attempts:{s.name}"])
+    items: dict[str, dict[int, StepState]] = {}
+    for key, value in raw.items():
+        if key.startswith("item:"):
+            _, step, index = key.rsplit(":", 2)
+            items.setdefault(step, {})[int(index)] = StepState.from_json(value)
     return JobRecord(
         id=spec["id"], name=spec["name"], inputs=spec["inputs"], steps=steps,
         output_map=spec["output_map"], created_at=spec["created_at"],
         status=JobStatus(raw["status"]),
         started_at=_maybe(raw, "started_at"), finished_at=_maybe(raw, "finished_at"),
-        outputs=_maybe(raw, "outputs"), error=_maybe(raw, "error"), step_states=states,
+        outputs=_maybe(raw, "outputs"), error=_maybe(raw, "error"), step_states=states, item_states=items,
     )
 
 

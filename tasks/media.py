@@ -28,6 +28,7 @@ EXTENSIONS = {
     "audio/mpeg": "mp3",
     "video/mp4": "mp4",
     "video/webm": "webm",
+    "video/x-msvideo": "avi",
     "application/pdf": "pdf",
     "application/json": "json",
     "application/x-npy": "npy",
@@ -45,6 +46,8 @@ def sniff_media_type(data: bytes) -> str:
         return "image/webp"
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return "audio/wav"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "video/x-msvideo"
     if data[4:8] == b"ftyp":
         return "audio/mp4" if data[8:11] == b"M4A" else "video/mp4"
     if data[:2] == b"\xff\xfb" or data[:2] == b"\xff\xf3":

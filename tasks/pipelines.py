@@ -1,65 +1,68 @@
-"""Tasks and pipelines as values: what runs where, and how outputs are wired into inputs.
+"""Pipelines as values: steps that name tasks, with outputs wired into inputs.
 
-A `Pipeline` is a sequence of `Step`s. A step's inputs are bound to references: `input.NAME` (an
-input of the pipeline) or `STEP.OUTPUT` (an output of an earlier step). A pipeline is checked when
-it is defined: an unknown task, an unbound required input or an output wired into an input of
-another kind raises `InvalidPipeline` naming the step. A single task is a one-step pipeline.
+A step binds each input of its task to a reference — `input.NAME` (an input of the pipeline) or
+`STEP.OUTPUT` (an output of another step) — or to a `Format`, a text template over references.
+A step with `each` runs once per item of a list (fan-out, a Celery group); a step that uses a
+fan-out step's outputs sees them as lists (fan-in, a chord). Steps run as soon as what they use
+is ready: steps of the same level run in parallel.
+
+A pipeline is checked when it is defined: an unknown task, an unwired required input, a reference
+to nothing, a cycle, or an output wired into an input of another kind raises `InvalidPipeline`
+naming the step.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from .errors import InvalidPipeline
 from .fields import Field, Kind, check_inputs
+from .taskspec import Output, TaskSpec
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w-]*\.[A-Za-z_]\w*)\}")
+STEP_NAME = re.compile(r"[A-Za-z_][\w-]*")
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """A task: the specialisation (queue) that runs it, its input schema and its outputs."""
+class Format:
+    """A text input made from a template: `Format("Scenes: {captions.text}")`; lists are joined
+    one item per line."""
 
-    name: str
-    specialisation: str
-    inputs: Mapping[str, Field]
-    outputs: Mapping[str, Kind]
-    description: str = ""
-    # Inputs of which at least one must be given non-empty (e.g. rank's candidates).
-    one_of: tuple[str, ...] = ()
-
-    def check_inputs(self, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-        return check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
+    template: str
 
     @property
-    def celery_name(self) -> str:
-        return f"mmq.{self.name}"
+    def refs(self) -> list[str]:
+        return PLACEHOLDER.findall(self.template)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": "task",
-            "queue": self.specialisation,
-            "description": self.description,
-            "inputs": {n: f.describe() for n, f in self.inputs.items()},
-            "outputs": {n: k.value for n, k in self.outputs.items()},
-            **({"one_of": list(self.one_of)} if self.one_of else {}),
-        }
+
+Binding = str | Format
 
 
 @dataclass(frozen=True)
 class Step:
-    """One task in a pipeline, with each of its inputs bound to a reference."""
+    """One task in a pipeline; `each` maps one input to a list reference to fan out over."""
 
     name: str
     task: str
-    bind: Mapping[str, str] = field(default_factory=dict)
+    bind: Mapping[str, Binding] = field(default_factory=dict)
+    each: Mapping[str, str] = field(default_factory=dict)
+
+    def refs(self) -> list[str]:
+        found = [*self.each.values()]
+        for binding in self.bind.values():
+            found += binding.refs if isinstance(binding, Format) else [binding]
+        return found
+
+    def depends_on(self) -> set[str]:
+        return {ref.split(".", 1)[0] for ref in self.refs()} - {"input"}
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """Named inputs, steps run in order, named outputs taken from the steps."""
+    """Named inputs, steps, and named outputs taken from the steps."""
 
     name: str
     inputs: Mapping[str, Field]
@@ -75,49 +78,89 @@ class Pipeline:
         """Raise `InvalidPipeline` naming the first inconsistency; return self when sound."""
         if not self.steps:
             raise InvalidPipeline(f"pipeline {self.name!r} has no steps")
-        available: dict[str, Kind] = {f"input.{n}": f.kind for n, f in self.inputs.items()}
-        seen: set[str] = set()
-        for step in self.steps:
-            self._validate_step(step, tasks, available, seen)
-            available.update({f"{step.name}.{o}": k for o, k in tasks[step.task].outputs.items()})
+        available: dict[str, Output] = {f"input.{n}": Output(f.kind, f.many) for n, f in self.inputs.items()}
+        for step in self.ordered():
+            self._validate_step(step, tasks, available)
+            fanned = bool(step.each)
+            available.update({f"{step.name}.{o}": Output(out.kind, out.many or fanned)
+                              for o, out in tasks[step.task].outputs.items()})
         for name, ref in self.outputs.items():
             if ref not in available:
                 raise InvalidPipeline(f"pipeline {self.name!r}: output {name!r} refers to unknown {ref!r}")
         return self
 
-    def _validate_step(self, step: Step, tasks: Mapping[str, TaskSpec],
-                       available: Mapping[str, Kind], seen: set[str]) -> None:
+    def ordered(self) -> list[Step]:
+        """Steps in an order where each comes after the steps it uses (a cycle is an error)."""
+        levels = self.levels()
+        return sorted(self.steps, key=lambda s: levels[s.name])
+
+    def levels(self) -> dict[str, int]:
+        """Each step's level: 0 uses only pipeline inputs; level n uses a step of level n-1."""
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names) or any(n == "input" or not STEP_NAME.fullmatch(n) for n in names):
+            raise InvalidPipeline(f"pipeline {self.name!r}: step names must be unique, not 'input', made of "
+                                  f"letters, digits, _ and -: {names}")
+        by_name = {s.name: s for s in self.steps}
+        levels: dict[str, int] = {}
+
+        def level(name: str, trail: tuple[str, ...]) -> int:
+            if name in trail:
+                raise InvalidPipeline(f"pipeline {self.name!r}: steps form a cycle: {' -> '.join((*trail, name))}")
+            if name not in levels:
+                deps = by_name[name].depends_on()
+                unknown = deps - by_name.keys()
+                if unknown:
+                    raise InvalidPipeline(f"pipeline {self.name!r}, step {name!r}: uses unknown step "
+                                          f"{sorted(unknown)[0]!r}")
+                levels[name] = 1 + max((level(d, (*trail, name)) for d in deps), default=-1)
+            return levels[name]
+
+        for name in names:
+            level(name, ())
+        return levels
+
+    def _validate_step(self, step: Step, tasks: Mapping[str, TaskSpec], available: Mapping[str, Output]) -> None:
         where = f"pipeline {self.name!r}, step {step.name!r}"
-        if step.name in seen or step.name == "input" or "." in step.name:
-            raise InvalidPipeline(f"{where}: step names must be unique, not 'input', without dots")
-        seen.add(step.name)
         if step.task not in tasks:
             raise InvalidPipeline(f"{where}: unknown task {step.task!r}")
         task = tasks[step.task]
-        for target, ref in step.bind.items():
-            if target not in task.inputs:
-                raise InvalidPipeline(f"{where}: task {task.name!r} has no input {target!r}")
-            if ref not in available:
-                raise InvalidPipeline(f"{where}: input {target!r} is wired to unknown {ref!r}")
-            if available[ref] is not task.inputs[target].kind:
-                raise InvalidPipeline(
-                    f"{where}: input {target!r} wants {task.inputs[target].kind.value} "
-                    f"but {ref!r} is {available[ref].value}"
-                )
+        if len(step.each) > 1:
+            raise InvalidPipeline(f"{where}: a step fans out over one list, not {len(step.each)}")
+        for target, ref in step.each.items():
+            _check_target(where, task, target, step)
+            source = _available(where, target, ref, available)
+            wanted = task.inputs[target]
+            if not source.many or not _fits(source.kind, wanted.kind):
+                raise InvalidPipeline(f"{where}: 'each' over {ref!r} ({source.describe()}) does not fit "
+                                      f"input {target!r} ({_describe_field(wanted)})")
+        for target, binding in step.bind.items():
+            _check_target(where, task, target, step)
+            wanted = task.inputs[target]
+            if isinstance(binding, Format):
+                if wanted.kind is not Kind.TEXT or wanted.many:
+                    raise InvalidPipeline(f"{where}: input {target!r} is {_describe_field(wanted)}, "
+                                          f"not text, so it cannot take a format")
+                for ref in binding.refs:
+                    if _available(where, target, ref, available).kind is not Kind.TEXT:
+                        raise InvalidPipeline(f"{where}: format of input {target!r} uses {ref!r}, which is not text")
+                continue
+            source = _available(where, target, binding, available)
+            # One value may feed a list input (as a list of one); a list never feeds one value.
+            if not _fits(source.kind, wanted.kind) or (source.many and not wanted.many):
+                raise InvalidPipeline(f"{where}: input {target!r} wants {_describe_field(wanted)} "
+                                      f"but {binding!r} is {source.describe()}")
         for name, spec in task.inputs.items():
-            if spec.required and name not in step.bind:
+            if spec.required and name not in step.bind and name not in step.each:
                 raise InvalidPipeline(f"{where}: required input {name!r} is not wired")
 
     @classmethod
     def for_task(cls, task: TaskSpec) -> Pipeline:
         """The one-step pipeline that runs `task` with the caller's inputs."""
         return cls(
-            name=task.name,
-            inputs=task.inputs,
+            name=task.name, inputs=task.inputs,
             steps=(Step(name=task.name, task=task.name, bind={n: f"input.{n}" for n in task.inputs}),),
-            outputs=MappingProxyType({o: f"{task.name}.{o}" for o in task.outputs}),
-            description=task.description,
-            one_of=task.one_of,
+            outputs={o: f"{task.name}.{o}" for o in task.outputs},
+            description=task.description, one_of=task.one_of,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -125,13 +168,37 @@ class Pipeline:
             "name": self.name,
             "kind": "pipeline",
             "description": self.description,
-            "steps": [{"name": s.name, "task": s.task, "bind": dict(s.bind)} for s in self.steps],
+            "steps": [step_to_dict(s) for s in self.steps],
             "inputs": {n: f.describe() for n, f in self.inputs.items()},
             "outputs": dict(self.outputs),
         }
 
 
-def resolve(ref: str, context: Mapping[str, Mapping[str, Any]]) -> Any:
-    """The value of `input.NAME` or `STEP.OUTPUT` in a job's context."""
-    scope, _, name = ref.partition(".")
-    return context[scope][name]
+def step_to_dict(step: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": step.name, "task": step.task, "bind": {
+        k: {"format": v.template} if isinstance(v, Format) else v for k, v in step.bind.items()}}
+    if step.each:
+        out["each"] = dict(step.each)
+    return out
+
+
+def _fits(source: Kind, target: Kind) -> bool:
+    """Same kind, or an integer where a number is wanted."""
+    return source is target or (source is Kind.INTEGER and target is Kind.NUMBER)
+
+
+def _check_target(where: str, task: TaskSpec, target: str, step: Step) -> None:
+    if target not in task.inputs:
+        raise InvalidPipeline(f"{where}: task {task.name!r} has no input {target!r}")
+    if target in step.bind and target in step.each:
+        raise InvalidPipeline(f"{where}: input {target!r} is both bound and fanned out over")
+
+
+def _available(where: str, target: str, ref: str, available: Mapping[str, Output]) -> Output:
+    if ref not in available:
+        raise InvalidPipeline(f"{where}: input {target!r} is wired to unknown {ref!r}")
+    return available[ref]
+
+
+def _describe_field(spec: Field) -> str:
+    return f"list of {spec.kind.value}" if spec.many else spec.kind.value

@@ -38,6 +38,7 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     data_dir: Path = Path(".mmq")
+    pipelines_dir: Path = Path("pipelines")  # YAML/JSON pipelines loaded beside the built-in ones
     models: Mapping[str, str] = field(default_factory=dict)
     time_limits: Mapping[str, TimeLimits] = field(default_factory=dict)
     record_ttl_s: int = WEEK_S
@@ -80,6 +81,7 @@ class Settings:
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
             data_dir=data_dir,
+            pipelines_dir=Path(env.get("MMQ_PIPELINES_DIR", "pipelines")).expanduser(),
             models=models,
             time_limits={n: _time_limits(env, n) for n in SPECIALISATIONS},
             record_ttl_s=_positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S),

@@ -73,6 +73,13 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             description="CLIP image and text embeddings, and ranking by similarity.",
         ),
         SpecialisationSpec(
+            name="media",
+            default_model="pyav",
+            soft_time_limit_s=600,
+            time_limit_s=720,
+            description="Media handling on the CPU (PyAV/FFmpeg): frames and audio out of videos. No model.",
+        ),
+        SpecialisationSpec(
             name="sentence",
             default_model="sentence-transformers/all-MiniLM-L6-v2",
             soft_time_limit_s=120,

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from mmq.clients.cli import parse_inputs
+from mmq.tasks.catalogue import TASKS
 from mmq.tasks import InvalidInput, JobStatus
 
 
@@ -36,7 +37,7 @@ def test_a_strength_that_leaves_no_step_fails_the_job_naming_it(client, sample_i
 
 
 def test_list_inputs_repeat_their_key_on_the_command_line(tmp_path):
-    inputs = parse_inputs("rank", ["query=a house", "images=@a.png", "images=@b.png", "texts=a cat"])
+    inputs = parse_inputs(TASKS["rank"].inputs, ["query=a house", "images=@a.png", "images=@b.png", "texts=a cat"])
     assert [p.name for p in inputs["images"]] == ["a.png", "b.png"] and inputs["texts"] == ["a cat"]
     with pytest.raises(InvalidInput, match="'query' is given twice"):
-        parse_inputs("rank", ["query=a", "query=b"])
+        parse_inputs(TASKS["rank"].inputs, ["query=a", "query=b"])

@@ -12,6 +12,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +22,31 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from mmq.tasks.artifacts import ArtifactStore
+from mmq.tasks.canvas import COLLECT_TASK, fan_out_signature
 from mmq.tasks.catalogue import TASKS
 from mmq.tasks.celery_app import make_celery
-from mmq.tasks.errors import BrokerUnavailable, MMQError, StorageUnavailable
+from mmq.tasks.errors import BrokerUnavailable, InvalidInput, MMQError, StorageUnavailable
 from mmq.tasks.jobs import JobStore, connect_redis
-from mmq.tasks.pipelines import TaskSpec
+from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.settings import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX
 
 from .devices import limit_cpu_threads, pick_device
 from .registry import specialisation_class
 from .specialisation import ModelContext
-from .steps import DeadLettered, StepAborted, StepMessage, StepRunner
+from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
 
 log = logging.getLogger(__name__)
 READY_TTL_S = 30
 TRANSIENT = (StorageUnavailable, BrokerUnavailable)
 MAX_TRANSIENT_RETRIES = 5
+MAX_BACKOFF_S = 30
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: storage or broker unreachable, or the GPU momentarily out of memory."""
+    # torch.cuda.OutOfMemoryError, matched by name: this module must not import torch.
+    return isinstance(error, TRANSIENT) or type(error).__name__ == "OutOfMemoryError"
 
 
 @dataclass
@@ -54,6 +64,7 @@ def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) 
     for task in TASKS.values():
         if task.specialisation == specialisation:
             _register(app, task, state)
+    _register_collect(app, state)
 
     @worker_process_init.connect(weak=False)
     def load_model(**_: Any) -> None:
@@ -81,36 +92,66 @@ def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
 
 
 def _register(app: Celery, task: TaskSpec, state: _ProcessState) -> None:
-    @app.task(name=task.celery_name, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def run_step(self: Task, context: dict[str, Any], *, job_id: str, step: str,
-                 bind: dict[str, str]) -> dict[str, Any] | None:
-        if state.runner is None:
-            raise MMQError("this worker process has no model loaded (worker_process_init failed)")
-        message = StepMessage(job_id=job_id, step=step, bind=bind, context=context,
-                              retries=self.request.retries)
-        try:
-            next_context = state.runner.run(task, message)
-        except TRANSIENT as exc:
-            if self.request.retries < MAX_TRANSIENT_RETRIES:
-                log.warning("job %s step %s: %s; retrying", job_id, step, exc)
-                raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30))
-            state.runner.fail(job_id, step, exc)
-            raise
-        except SoftTimeLimitExceeded:
-            limit = self.soft_time_limit or app.conf.task_annotations[task.celery_name]["soft_time_limit"]
-            state.runner.fail(job_id, step, MMQError(f"step {step!r} exceeded its time limit of {limit} s"))
-            raise
-        except StepAborted:
-            raise Ignore() from None
-        except DeadLettered as exc:
-            state.runner.fail(job_id, step, exc)
-            raise Ignore() from None
-        except Exception as exc:
-            state.runner.fail(job_id, step, exc)
-            raise
-        if next_context is None:
+    # `throws`: bad input is an expected failure, logged in one line without a traceback.
+    @app.task(name=task.celery_name, bind=True, acks_late=True, reject_on_worker_lost=True,
+              throws=(InvalidInput,))
+    def run_step(self: Task, context: Any, *, job_id: str, step: str, bind: dict[str, Any],
+                 each: dict[str, str] | None = None, final: bool = False, item: int | None = None,
+                 count: int | None = None) -> dict[str, Any] | None:
+        runner = _runner(state)
+        message = StepMessage(job_id=job_id, step=step, bind=bind, each=each or {}, context=context,
+                              retries=self.request.retries, final=final, item=item, count=count)
+        with _failures_recorded(self, runner, message, task):
+            result = runner.run(task, message)
+        if isinstance(result, FanOut):
+            # One signature per item, in parallel; the rest of the chain waits for all of them.
+            raise self.replace(fan_out_signature(app, job_id, result.step, count=result.count,
+                                                 context=result.context))
+        if result is None:
             raise Ignore()  # the job ended: no further step of it starts
-        return next_context
+        return result
+
+
+def _register_collect(app: Celery, state: _ProcessState) -> None:
+    @app.task(name=COLLECT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def collect(self: Task, received: Any, *, job_id: str, final: bool = True) -> dict[str, Any] | None:
+        runner = _runner(state)
+        try:
+            result = runner.collect(job_id, received, final=final)
+        except Exception as exc:
+            runner.fail(job_id, "collect", exc)
+            raise
+        if result is None:
+            raise Ignore()
+        return result
+
+
+def _runner(state: _ProcessState) -> StepRunner:
+    if state.runner is None:
+        raise MMQError("this worker process has no model loaded (worker_process_init failed)")
+    return state.runner
+
+
+@contextmanager
+def _failures_recorded(task_call: Task, runner: StepRunner, message: StepMessage, task: TaskSpec) -> Iterator[None]:
+    """Every way a step can fail ends in the job record: retried, failed, aborted or dead-lettered."""
+    job_id, step, item = message.job_id, message.step, message.item
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc) and task_call.request.retries < MAX_TRANSIENT_RETRIES:
+            log.warning("job %s step %s: %s; retrying", job_id, step, exc)
+            raise task_call.retry(exc=exc, countdown=min(2 ** task_call.request.retries, MAX_BACKOFF_S)) from None
+        if isinstance(exc, StepAborted):
+            raise Ignore() from None
+        if isinstance(exc, SoftTimeLimitExceeded):
+            limit = task_call.app.conf.task_annotations[task.celery_name]["soft_time_limit"]
+            runner.fail(job_id, step, MMQError(f"step {step!r} exceeded its time limit of {limit} s"), item)
+            raise
+        runner.fail(job_id, step, exc, item)
+        if isinstance(exc, DeadLettered):
+            raise Ignore() from None
+        raise
 
 
 def _start_heartbeat(redis: Any, hostname: str, facts: dict[str, Any]) -> None:

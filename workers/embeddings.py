@@ -32,3 +32,27 @@ def ranking(scores: list[tuple[str, int, float]]) -> list[dict[str, Any]]:
     """[(kind, index, score)] → [{kind, index, score}], best first; ties keep the input order."""
     ordered = sorted(enumerate(scores), key=lambda item: (-item[1][2], item[0]))
     return [{"kind": kind, "index": index, "score": round(float(score), 6)} for _, (kind, index, score) in ordered]
+
+
+def as_matrix(value: Any) -> np.ndarray:
+    """An embedding input as a float32 matrix: inline rows, or an .npy artifact (read here)."""
+    if hasattr(value, "read"):  # an ArtifactInput holding an .npy file
+        matrix = np.load(io.BytesIO(value.read()), allow_pickle=False)
+    else:
+        matrix = np.asarray(value, dtype=np.float32)
+    return np.atleast_2d(matrix).astype(np.float32)
+
+
+def rank_embeddings(query: Any, candidates: list[Any]) -> list[dict[str, Any]]:
+    """Every candidate row ranked by cosine similarity to the query's first row: [{index, score}]."""
+    from mmq.tasks.errors import InvalidInput
+
+    vector = normalise(as_matrix(query))[0]
+    rows = [row for candidate in candidates for row in as_matrix(candidate)]
+    if not rows:
+        raise InvalidInput("candidates must hold at least one embedding", field="candidates")
+    if any(row.shape != vector.shape for row in rows):
+        raise InvalidInput(f"candidates must have the query's dimension {vector.shape[0]}", field="candidates")
+    scores = normalise(np.stack(rows)) @ vector
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], i))
+    return [{"index": i, "score": round(float(scores[i]), 6)} for i in order]

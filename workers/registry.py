@@ -17,6 +17,7 @@ _CLASSES = {
     "translate": "mmq.workers.seq2seq:TranslateSpecialisation",
     "clip": "mmq.workers.clip:ClipSpecialisation",
     "sentence": "mmq.workers.sentence:SentenceSpecialisation",
+    "media": "mmq.workers.video:MediaSpecialisation",
 }
 
 

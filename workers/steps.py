@@ -1,8 +1,9 @@
 """Running one step message: the job record checked and kept current, inputs resolved, outputs stored.
 
-This is where Celery's at-least-once delivery is made harmless: a step that already succeeded is
-not computed again, outputs are content-addressed, a job that ended starts no further step, and a
-step delivered more often than the bound goes to the dead-letter state instead of looping.
+This is where Celery's at-least-once delivery is made harmless: a step (or fan-out item) that
+already succeeded is not computed again, outputs are content-addressed, a job that ended starts no
+further step, and a step delivered more often than the bound goes to the dead-letter state
+instead of looping.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
-from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepState
-from mmq.tasks.pipelines import TaskSpec, resolve
+from mmq.tasks.fields import Field, Kind
+from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
+from mmq.tasks.taskspec import TaskSpec
+from mmq.tasks.wiring import Context, item_outputs, merge, resolve
 
 from .specialisation import ArtifactInput, Blob, Specialisation
 
@@ -34,13 +37,26 @@ class DeadLettered(MMQError):
 
 @dataclass(frozen=True)
 class StepMessage:
-    """What a step message says: which job, which step, how its inputs are wired."""
+    """What a step message says: which job and step (and item), how its inputs are wired."""
 
     job_id: str
     step: str
-    bind: Mapping[str, str]
-    context: Mapping[str, Any]
+    bind: Mapping[str, Any]
+    each: Mapping[str, str]
+    context: Any  # a context, or the list of contexts a chord delivers
     retries: int  # Celery retries of this message so far (not crashes)
+    final: bool = False  # this step ends the job
+    item: int | None = None  # which item of a fan-out step this message runs
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """The step must run once per item: the task replaces itself with a group of these."""
+
+    step: StepSpec
+    count: int
+    context: Context
 
 
 class StepRunner:
@@ -53,48 +69,98 @@ class StepRunner:
         self.store = store
         self.max_deliveries = max_deliveries
 
-    def run(self, task: TaskSpec, message: StepMessage) -> dict[str, Any] | None:
-        """The context for the next step, or None when this job must go no further."""
+    def run(self, task: TaskSpec, message: StepMessage) -> Context | FanOut | None:
+        """The context for what follows, a fan-out to perform, or None when the job must stop."""
         record = self.jobs.get(message.job_id)
         if record.status.terminal:
             log.info("job %s is %s: step %s not started", record.id, record.status.value, message.step)
             return None
-        state = record.step_states.get(message.step) or StepState()
-        if state.status is JobStatus.SUCCEEDED and state.outputs is not None:
+        context = merge(message.context)
+        self._close_fan_outs(record, context)
+        if message.each and message.item is None:
+            return self._fan_out(task, record, message, context)
+        done = self._done_state(record, message)
+        if done is not None:
             # A redelivery of a step that finished before its worker died: reuse, don't recompute.
-            return self._advance(record, message, state.outputs)
-        deliveries = self.jobs.count_delivery(record.id, message.step)
+            return self._advance(record, message, context, done.outputs or {})
+        state = self._start(record, message)
+        outputs = self._compute(task, message, context, state)
+        state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
+        if not self.jobs.save_step(record.id, message.step, state, item=message.item):
+            raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
+        if message.item is not None:
+            self._count_item(record.id, message)
+        return self._advance(record, message, context, outputs)
+
+    def collect(self, job_id: str, received: Any, *, final: bool) -> Context | None:
+        """Join parallel branches into one context; with `final`, end the job."""
+        record = self.jobs.get(job_id)
+        if record.status.terminal:
+            return None
+        context = merge(received)
+        self._close_fan_outs(record, context)
+        if final:
+            self._finish(record, context)
+        return context
+
+    def fail(self, job_id: str, step: str, error: BaseException, item: int | None = None) -> None:
+        """Record the failure on the step and on the job (the first failure wins)."""
+        where = step if item is None else f"{step}[{item}]"
+        detail = {"step": where, "type": type(error).__name__, "message": str(error)}
+        try:
+            record = self.jobs.get(job_id)
+            state = (record.item_states.get(step, {}).get(item) if item is not None
+                     else record.step_states.get(step)) or StepState()
+            state.status, state.finished_at, state.error = JobStatus.FAILED, time.time(), detail
+            self.jobs.save_step(job_id, step, state, item=item)
+            self.jobs.finish(job_id, JobStatus.FAILED, error=detail)
+        except MMQError:
+            log.exception("could not record the failure of job %s step %s", job_id, where)
+
+    def _start(self, record: JobRecord, message: StepMessage) -> StepState:
+        deliveries = self.jobs.count_delivery(record.id, message.step, message.item)
         if deliveries - message.retries > self.max_deliveries:
             raise DeadLettered(
                 f"step {message.step!r} was delivered {deliveries} times and its worker died each "
                 f"time (bound: {self.max_deliveries}); dead-lettered"
             )
         state = StepState(status=JobStatus.RUNNING, attempts=deliveries, started_at=time.time())
+        self.jobs.save_step(record.id, message.step, state, item=message.item)
+        self.jobs.mark_running(record.id, state.started_at)
+        return state
+
+    def _fan_out(self, task: TaskSpec, record: JobRecord, message: StepMessage, context: Context) -> Context | FanOut:
+        [(target, ref)] = message.each.items()
+        items = resolve(ref, context)
+        state = StepState(status=JobStatus.RUNNING, progress=(0, len(items)), started_at=time.time())
         self.jobs.save_step(record.id, message.step, state)
         self.jobs.mark_running(record.id, state.started_at)
-        outputs = self._compute(task, message, state)
+        if items:
+            return FanOut(step=record.step(message.step), count=len(items), context=context)
+        outputs: dict[str, Any] = {name: [] for name in task.outputs}  # nothing to fan out over
         state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
-        if not self.jobs.save_step(record.id, message.step, state):
-            raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
-        return self._advance(record, message, outputs)
+        self.jobs.save_step(record.id, message.step, state)
+        return self._advance(record, message, context, outputs)
 
-    def fail(self, job_id: str, step: str, error: BaseException) -> None:
-        """Record the failure on the step and on the job (the first failure wins)."""
-        detail = {"step": step, "type": type(error).__name__, "message": str(error)}
-        try:
-            record = self.jobs.get(job_id)
-            state = record.step_states.get(step) or StepState()
-            state.status, state.finished_at, state.error = JobStatus.FAILED, time.time(), detail
-            self.jobs.save_step(job_id, step, state)
-            self.jobs.finish(job_id, JobStatus.FAILED, error=detail)
-        except MMQError:
-            log.exception("could not record the failure of job %s step %s", job_id, step)
+    def _done_state(self, record: JobRecord, message: StepMessage) -> StepState | None:
+        state = (record.item_states.get(message.step, {}).get(message.item) if message.item is not None
+                 else record.step_states.get(message.step))
+        return state if state and state.status is JobStatus.SUCCEEDED and state.outputs is not None else None
 
-    def _compute(self, task: TaskSpec, message: StepMessage, state: StepState) -> dict[str, Any]:
-        raw = {target: resolve(ref, message.context) for target, ref in message.bind.items()}
-        inputs = task.check_inputs(raw, where=f"step {message.step!r} ({task.name})")
+    def _count_item(self, job_id: str, message: StepMessage) -> None:
+        done = self.jobs.count_item_done(job_id, message.step)
+        self.jobs.save_step(job_id, message.step, StepState(status=JobStatus.RUNNING,
+                                                            progress=(min(done, message.count), message.count)))
+
+    def _compute(self, task: TaskSpec, message: StepMessage, context: Context, state: StepState) -> dict[str, Any]:
+        raw = {target: resolve(binding, context) for target, binding in message.bind.items()}
+        for target, ref in message.each.items():
+            raw[target] = resolve(ref, context)[message.item]
+        raw = {target: _fit(task.inputs.get(target), value) for target, value in raw.items()}
+        where = f"step {message.step!r}" + (f" item {message.item}" if message.item is not None else "")
+        inputs = task.check_inputs(raw, where=f"{where} ({task.name})")
         prepared = {name: self._prepare(value) for name, value in inputs.items()}
-        progress = _ProgressReporter(self.jobs, message.job_id, message.step, state)
+        progress = _ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
         [outputs] = self.specialisation.run(task.name, [prepared], progress)
         return self._store_outputs(task, outputs)
 
@@ -110,26 +176,61 @@ class StepRunner:
         missing = set(task.outputs) - set(outputs)
         if missing:
             raise MMQError(f"task {task.name!r} returned no {', '.join(sorted(missing))}")
-        stored = {}
-        for name in task.outputs:
-            value = outputs[name]
-            stored[name] = self.store.put_bytes(value.data, value.media_type).to_dict() \
-                if isinstance(value, Blob) else value
-        return stored
+        return {name: self._store(outputs[name]) for name in task.outputs}
 
-    def _advance(self, record: JobRecord, message: StepMessage, outputs: dict[str, Any]) -> dict[str, Any]:
-        context = {**message.context, message.step: outputs}
-        if record.steps[-1].name == message.step:
-            job_outputs = {name: resolve(ref, context) for name, ref in record.output_map.items()}
-            self.jobs.finish(record.id, JobStatus.SUCCEEDED, outputs=job_outputs)
+    def _store(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._store(item) for item in value]
+        if isinstance(value, Blob):
+            return self.store.put_bytes(value.data, value.media_type).to_dict()
+        return value
+
+    def _advance(self, record: JobRecord, message: StepMessage, context: Context,
+                 outputs: dict[str, Any]) -> Context:
+        value = outputs if message.item is None else item_outputs(outputs, message.item, message.count or 0)
+        context = {**context, message.step: value}
+        if message.final:
+            self._finish(record, context)
         return context
+
+    def _finish(self, record: JobRecord, context: Context) -> None:
+        job_outputs = {name: resolve(ref, context) for name, ref in record.output_map.items()}
+        self.jobs.finish(record.id, JobStatus.SUCCEEDED, outputs=job_outputs)
+
+    def _close_fan_outs(self, record: JobRecord, context: Context) -> None:
+        """Fan-out steps whose items have all been gathered into `context` are done."""
+        for step in record.steps:
+            state = record.step_states.get(step.name)
+            if step.each and step.name in context and not (state and state.status is JobStatus.SUCCEEDED):
+                outputs = context[step.name]
+                count = len(next(iter(outputs.values()), []))
+                self.jobs.save_step(record.id, step.name, StepState(
+                    status=JobStatus.SUCCEEDED, progress=(count, count), outputs=outputs,
+                    started_at=state.started_at if state else None, finished_at=time.time()))
+
+
+def _fit(spec: Field | None, value: Any) -> Any:
+    """One value bound to a list input becomes a list of one."""
+    if spec is None or not spec.many or _is_list_of(spec.kind, value):
+        return value
+    return [value]
+
+
+def _is_list_of(kind: Kind, value: Any) -> bool:
+    if kind is Kind.EMBEDDING:  # an embedding is itself a list (of rows)
+        return isinstance(value, list) and all(isinstance(v, Mapping) or _is_matrix(v) for v in value)
+    return isinstance(value, list)
+
+
+def _is_matrix(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(row, list) for row in value)
 
 
 class _ProgressReporter:
     """The one progress hook a specialisation calls; it also notices that the job has ended."""
 
-    def __init__(self, jobs: JobStore, job_id: str, step: str, state: StepState) -> None:
-        self._jobs, self._job_id, self._step, self._state = jobs, job_id, step, state
+    def __init__(self, jobs: JobStore, job_id: str, step: str, state: StepState, item: int | None) -> None:
+        self._jobs, self._job_id, self._step, self._state, self._item = jobs, job_id, step, state, item
         self._last_write = 0.0
 
     def __call__(self, done: int, total: int) -> None:
@@ -138,5 +239,5 @@ class _ProgressReporter:
         if done < total and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write = now
-        if not self._jobs.save_step(self._job_id, self._step, self._state):
+        if not self._jobs.save_step(self._job_id, self._step, self._state, item=self._item):
             raise StepAborted(f"job {self._job_id} ended while step {self._step!r} ran")
