@@ -184,12 +184,27 @@ def _pipelines(args: argparse.Namespace) -> int:
         print(json.dumps(catalogue, indent=2))
         return 0
     for entry in catalogue:
-        flow = " → ".join(s["task"] for s in entry["steps"]) if entry["kind"] == "pipeline" else entry["queue"]
+        flow = _flow(entry["steps"]) if entry["kind"] == "pipeline" else f"queue {entry['queue']}"
         print(f"{entry['name']}  ({entry['kind']}: {flow})  {entry['description']}")
         for name, field in entry["inputs"].items():
+            kind = f"list of {field['kind']}" if field.get("many") else field["kind"]
             default = "" if field["required"] else f" = {field.get('default')!r}"
-            print(f"    {name}: {field['kind']}{default}")
+            print(f"    {name}: {kind}{default}")
     return 0
+
+
+def _flow(steps: list[dict[str, Any]]) -> str:
+    """`extract → (caption ∥ transcribe) → summarize`: levels in order, parallel steps together."""
+    from mmq.tasks.pipelines import Pipeline
+    from mmq.tasks.specfiles import step_from_dict
+
+    parsed = tuple(step_from_dict("flow", i, step) for i, step in enumerate(steps))
+    levels = Pipeline(name="flow", inputs={}, steps=parsed, outputs={}).levels()
+    stages: dict[int, list[str]] = {}
+    for step in steps:
+        stages.setdefault(levels[step["name"]], []).append(step["task"] + (" each" if step.get("each") else ""))
+    return " → ".join(names[0] if len(names) == 1 else f"({' ∥ '.join(names)})"
+                      for _, names in sorted(stages.items()))
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -42,6 +42,9 @@ class Client:
         self.extra_pipelines = dict(pipelines if pipelines is not None
                                     else load_pipeline_folder(settings.pipelines_dir, TASKS))
         self._celery = make_celery(settings)
+        # Producers never wait on Celery results (the job record is the truth), so they need not
+        # subscribe to each task's result channel, as the Redis result backend does on every send.
+        self._celery.backend.on_task_call = lambda producer, task_id: None
 
     @classmethod
     def from_env(cls) -> Client:
@@ -156,12 +159,13 @@ class Job:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         after = "0"
         while True:
-            for after, event in self._client.jobs.events(self.id, after=after, block_ms=500):
+            batch = self._client.jobs.events(self.id, after=after, block_ms=500)
+            for after, event in batch:
                 yield event
                 if event["type"] == "job" and JobStatus(event["status"]).terminal:
                     return
-            if self.status().terminal:  # the stream may have been trimmed or expired
-                return
+            if not batch and self.status().terminal:  # nothing left to read, and no end event:
+                return  # the stream was trimmed or expired
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeout(f"job {self.id} still running after {timeout_s} s")
 

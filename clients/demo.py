@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mmq.tasks.catalogue import PIPELINES, TASKS
 from mmq.tasks.errors import InvalidInput
 from mmq.tasks.jobs import JobStatus
 
@@ -25,7 +26,8 @@ def run_demo(*, image: str | None = None) -> int:
     stack = LocalStack(os.environ.get("MMQ_DATA_DIR", ".mmq"))
     already_up = _is_up(stack)
     started = time.monotonic()
-    stack.up(models="tiny")
+    # Only what `remix` needs: a caption worker and a diffusion worker.
+    stack.up(models="tiny", specialisations=sorted({TASKS[s.task].specialisation for s in PIPELINES["remix"].steps}))
     print(f"stack ready in {time.monotonic() - started:.1f} s")
     try:
         return _remix(image_path)

@@ -93,11 +93,15 @@ class Field:
     def describe(self) -> dict[str, Any]:
         """JSON-schema-like description for catalogues."""
         out: dict[str, Any] = {"kind": self.kind.value, "required": self.required}
-        for key in ("description", "default", "minimum", "maximum", "multiple_of", "max_length", "many",
-                    "max_items"):
-            value = getattr(self, key)
-            if value not in (None, "", False):
-                out[key] = list(value) if isinstance(value, tuple) else value
+        if self.many:
+            out["many"] = True
+        if self.description:
+            out["description"] = self.description
+        if not self.required:
+            out["default"] = list(self.default) if isinstance(self.default, tuple) else self.default
+        for key in ("minimum", "maximum", "multiple_of", "max_length", "max_items"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
     def _check_list(self, name: str, value: Any) -> list[Any]:

@@ -40,7 +40,7 @@ def pipeline_from_dict(data: Any, tasks: Mapping[str, TaskSpec]) -> Pipeline:
         name=name,
         description=str(data.get("description", "")),
         inputs={k: _field(name, k, v) for k, v in _mapping(data, "inputs", name).items()},
-        steps=tuple(_step(name, i, s) for i, s in enumerate(_list(data, "steps", name))),
+        steps=tuple(step_from_dict(name, i, s) for i, s in enumerate(_list(data, "steps", name))),
         outputs={str(k): str(v) for k, v in _mapping(data, "outputs", name).items()},
     )
     return pipeline.validate(tasks)
@@ -79,7 +79,7 @@ def load_pipeline_folder(folder: Path, tasks: Mapping[str, TaskSpec]) -> dict[st
     return found
 
 
-def _step(pipeline: str, index: int, data: Any) -> Step:
+def step_from_dict(pipeline: str, index: int, data: Any) -> Step:
     where = f"pipeline {pipeline!r}, step {index + 1}"
     if not isinstance(data, Mapping):
         raise InvalidPipeline(f"{where}: a step is a mapping with name, task, bind (and each)")

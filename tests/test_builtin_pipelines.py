@@ -6,7 +6,7 @@ from PIL import Image
 
 from mmq.tasks import JobStatus
 
-from .media_samples import make_video, mux_speech_into_video, speak
+from .media_samples import make_video, read_wav, speak
 
 SMALL = {"width": 64, "height": 64, "steps": 3}
 
@@ -50,7 +50,7 @@ def test_video_digest_frames_and_sound_into_one_summary(everything, tmp_path):
     speech = tmp_path / "narration.wav"
     speak("a house by the sea at sunset", speech)
     video = tmp_path / "clip.mp4"
-    video.write_bytes(mux_speech_into_video(make_video(seconds=4.0), speech, seconds=4.0))
+    video.write_bytes(make_video(seconds=4.0, sound=read_wav(speech)))
     record = succeeded(everything.client().submit("video-digest", video=video, interval_s=1.0))
     captions = record.outputs["captions"]
     assert len(captions) == len(record.outputs["frames"]) == 4 and all(captions)

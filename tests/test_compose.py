@@ -6,7 +6,10 @@ from pathlib import Path
 
 import yaml
 
+from mmq.tasks import SPECIALISATIONS
+
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+CPU_ONLY = {"media"}  # no model: PyAV on the CPU
 
 
 def rendered() -> dict:
@@ -19,18 +22,23 @@ def rendered() -> dict:
 
 def test_the_compose_file_is_valid_and_has_the_whole_stack():
     services = rendered()["services"]
-    assert {"redis", "s3", "flower", "caption", "diffusion"} <= services.keys()
+    assert {"redis", "s3", "flower", *SPECIALISATIONS} <= services.keys()
     assert "--appendonly" in services["redis"]["command"] and "yes" in services["redis"]["command"]
 
 
-def test_each_specialisation_has_its_own_gpu_worker_on_its_queue():
+def test_each_specialisation_has_its_own_worker_on_its_queue_with_a_gpu():
     services = rendered()["services"]
-    for name in ("caption", "diffusion"):
+    for name in SPECIALISATIONS:
         service = services[name]
         assert service["command"][:2] == ["worker", name]
+        assert service["environment"]["MMQ_BROKER_URL"] == "redis://redis:6379/0"
+        if name in CPU_ONLY:
+            assert "deploy" not in service
+            continue
+        assert service["command"][2:] == ["--gpus", "0"]
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["capabilities"] == ["gpu"] and devices[0]["count"] == 1
-        assert service["environment"]["MMQ_BROKER_URL"] == "redis://redis:6379/0"
+        assert service["environment"][SPECIALISATIONS[name].model_env_var] == SPECIALISATIONS[name].default_model
 
 
 def test_flower_asks_for_credentials():

@@ -51,7 +51,7 @@ def test_a_poison_job_is_dead_lettered_and_other_jobs_still_run(make_stack, star
     stack = make_stack(MMQ_MAX_DELIVERIES="2")
     worker = start_worker(stack, "diffusion")
     client = stack.client()
-    poison = client.submit("text2image", prompt="poison", width=64, height=64, steps=400)
+    poison = client.submit("text2image", prompt="poison", width=128, height=128, steps=200)
     killed = set()
     while not poison.status().terminal:
         state = poison.record().step_states.get("text2image")

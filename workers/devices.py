@@ -38,3 +38,10 @@ def limit_cpu_threads(environ: dict[str, str] | None = None) -> None:
     threads = int(env.get("MMQ_TORCH_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def compute_dtype(device: str) -> "torch.dtype":
+    """Half precision on a GPU (half the memory and time); float32 on a CPU (no fast float16 there)."""
+    import torch
+
+    return torch.float16 if device.startswith("cuda") else torch.float32

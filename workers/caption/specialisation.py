@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from mmq.tasks.errors import InvalidInput, MMQError
+from mmq.workers.devices import compute_dtype
 from mmq.workers.media import decode_image
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
@@ -33,8 +34,7 @@ class CaptionSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="blip", build=build_tiny_blip, cache_dir=self.context.cache_dir
         )
-        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
-        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(self.context.device)
         logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = BlipProcessor.from_pretrained(source)
         self.model = BlipForConditionalGeneration.from_pretrained(source, dtype=dtype)

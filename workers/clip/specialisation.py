@@ -18,7 +18,8 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.embeddings import embedding_output, normalise, ranking
+from mmq.workers.devices import compute_dtype
+from mmq.workers.embeddings import embedding_output, normalise, rank_embeddings, ranking
 from mmq.workers.media import decode_image
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
@@ -45,7 +46,7 @@ class ClipSpecialisation(Specialisation):
     """Embeds images and texts with `CLIPModel` and ranks candidates by cosine similarity."""
 
     name: ClassVar[str] = "clip"
-    tasks: ClassVar[frozenset[str]] = frozenset({"embed", "rank"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"embed", "rank", "rank_embeddings"})
     max_batch: ClassVar[int] = 32  # images, or texts, per forward pass
 
     processor: CLIPProcessor
@@ -54,14 +55,15 @@ class ClipSpecialisation(Specialisation):
     def setup(self) -> None:
         source = resolve_model(self.context.model, kind="clip", build=build_tiny_clip,
                                cache_dir=self.context.cache_dir)
-        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
-        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(self.context.device)
         logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = CLIPProcessor.from_pretrained(source)
         self.model = CLIPModel.from_pretrained(source, dtype=dtype)
         self.model.to(self.context.device).eval()
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        if task == "rank_embeddings":  # embeddings already computed (by `embed` fan-outs): no model
+            return [{"ranking": rank_embeddings(job["query"], job["candidates"])} for job in batch]
         # 1. check inputs: every job, every image decoded, before any inference.
         jobs = [self.check_inputs(task, job) for job in batch]
         # 2. encode in forward batches, reporting each one (progress may raise to abort the step).

@@ -12,6 +12,7 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from mmq.tasks.errors import InvalidInput
+from mmq.workers.devices import compute_dtype
 from mmq.workers.media import decode_image, encode_png
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
@@ -44,8 +45,7 @@ class DiffusionSpecialisation(Specialisation):
             build=build_tiny_stable_diffusion,
             cache_dir=self.context.cache_dir,
         )
-        # Half precision halves GPU memory and time; CPUs have no fast float16 kernels.
-        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(self.context.device)
         logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         # Checkpoints such as stable-diffusion-v1-5 ship a safety checker; it is not loaded here
         # (None, and no warning about it), so a checkpoint with or without one loads the same way.
@@ -97,17 +97,7 @@ class DiffusionSpecialisation(Specialisation):
     def _generate(self, job: Mapping[str, Any], progress: Progress) -> Image.Image:
         # A fresh generator per job: the same inputs give the same bytes, which content-addressed
         # outputs rely on, whatever ran before in this process.
-        generator = torch.Generator(device=self.context.device).manual_seed(job["seed"])
-        result = self.pipeline(
-            prompt=job["prompt"],
-            negative_prompt=job["negative_prompt"],  # "" is what diffusers uses when none is given
-            num_inference_steps=job["steps"],
-            guidance_scale=job["guidance"],
-            width=job["width"],
-            height=job["height"],
-            generator=generator,
-            callback_on_step_end=_step_callback(progress),
-        )
+        result = self.pipeline(width=job["width"], height=job["height"], **self._common(job, progress))
         return result.images[0]
 
 
@@ -119,18 +109,19 @@ class DiffusionSpecialisation(Specialisation):
         if width < LATENT_MULTIPLE or height < LATENT_MULTIPLE:
             raise InvalidInput(f"image must be at least 8x8 pixels but is {image.width}x{image.height}", field="image")
         image = image.crop((0, 0, width, height))
-        generator = torch.Generator(device=self.context.device).manual_seed(job["seed"])
-        result = self.img2img(
-            prompt=job["prompt"],
-            image=image,
-            strength=job["strength"],
-            negative_prompt=job["negative_prompt"],
-            num_inference_steps=job["steps"],
-            guidance_scale=job["guidance"],
-            generator=generator,
-            callback_on_step_end=_step_callback(progress),
-        )
+        result = self.img2img(image=image, strength=job["strength"], **self._common(job, progress))
         return result.images[0]
+
+    def _common(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        """The arguments both pipelines take, a fresh seeded generator among them."""
+        return {
+            "prompt": job["prompt"],
+            "negative_prompt": job["negative_prompt"],  # "" is what diffusers uses when none is given
+            "num_inference_steps": job["steps"],
+            "guidance_scale": job["guidance"],
+            "generator": torch.Generator(device=self.context.device).manual_seed(job["seed"]),
+            "callback_on_step_end": _step_callback(progress),
+        }
 
 
 def _check_side(side: str, value: int) -> None:

@@ -24,6 +24,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from transformers.utils import cached_file
 
 from mmq.tasks.errors import ConfigurationError, InvalidInput
+from mmq.workers.devices import compute_dtype
 from mmq.workers.embeddings import embedding_output, normalise, ranking
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
@@ -62,8 +63,7 @@ class SentenceSpecialisation(Specialisation):
     def setup(self) -> None:
         source = resolve_model(self.context.model, kind="sentence", build=build_tiny_sentence_model,
                                cache_dir=self.context.cache_dir)
-        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
-        dtype = torch.float16 if self.context.device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(self.context.device)
         logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         # The checkpoint first: for a hub id that is not cached, this fails with transformers'
         # clear message, where the optional files below would merely be missing.

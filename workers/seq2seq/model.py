@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from mmq.tasks.errors import MMQError
+from mmq.workers.devices import compute_dtype
 
 from .chunking import Chunk, split_by_tokens
 
@@ -52,8 +53,7 @@ class Seq2Seq:
 
     @classmethod
     def load(cls, source: str, device: str) -> Seq2Seq:
-        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(device)
         logger.info("loading %s onto %s as %s", source, device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype)

@@ -15,6 +15,7 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from mmq.workers.audio import SAMPLE_RATE
+from mmq.workers.devices import compute_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class TransformersWhisper:
     """`WhisperForConditionalGeneration` with timestamps; float16 on a GPU."""
 
     def __init__(self, source: str, device: str) -> None:
-        # Half precision halves GPU memory and time; CPUs have no fast float16 matmul.
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.dtype = compute_dtype(device)
         logger.info("loading %s onto %s as %s", source, device, self.dtype)
         self.processor = WhisperProcessor.from_pretrained(source)
         self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=self.dtype)
