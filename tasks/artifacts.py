@@ -114,9 +114,6 @@ class ArtifactStore:
                           Params={"Bucket": ref.bucket, "Key": ref.key},
                           ExpiresIn=expiry_s or self.presign_expiry_s)
 
-    def exists(self, ref: ArtifactRef) -> bool:
-        return self._exists(ref.key)
-
     def ensure_bucket(self) -> None:
         """Create the bucket on first use when it is missing."""
         if self._bucket_checked:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigurationError
@@ -116,9 +116,6 @@ class Settings:
     def limits_for(self, specialisation: str) -> TimeLimits:
         return self.time_limits.get(specialisation) or _time_limits({}, specialisation)
 
-    def with_models(self, source: str) -> Settings:
-        """Every specialisation on `source` (e.g. `tiny`)."""
-        return replace(self, models={name: source for name in SPECIALISATIONS})
 
 
 def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:

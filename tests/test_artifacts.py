@@ -58,3 +58,10 @@ def test_unreachable_server_is_storage_unavailable(tmp_path):
     stop(server.pid)
     with pytest.raises(StorageUnavailable, match="artifact store unreachable"):
         store.get_bytes(ref)
+
+
+def test_the_client_uploads_a_file_as_an_artifact_with_a_working_url(client, sample_image):
+    artifact = client.upload(sample_image)
+    assert artifact.media_type == "image/png" and artifact.size == sample_image.stat().st_size
+    with urllib.request.urlopen(artifact.url, timeout=10) as response:
+        assert response.read() == sample_image.read_bytes()
