@@ -148,7 +148,7 @@ class Field:
             if ref.media_type != "application/x-npy":
                 raise InvalidInput(f"{name} must be an .npy embedding artifact, got {ref.media_type}", field=name)
             return ref
-        if not _is_matrix(value):
+        if not is_matrix(value):
             raise InvalidInput(f"{name} must be an embedding: a list of rows of numbers", field=name)
         return value
 
@@ -165,7 +165,8 @@ class Field:
         return value
 
 
-def _is_matrix(value: Any) -> bool:
+def is_matrix(value: Any) -> bool:
+    """A non-empty list of non-empty rows of numbers: an inline embedding."""
     return isinstance(value, list) and bool(value) and all(
         isinstance(row, list) and row and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row)
         for row in value)

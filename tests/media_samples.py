@@ -48,9 +48,12 @@ def _tone(seconds: float, hz: float, rate: int = 16000) -> tuple[np.ndarray, int
 
 
 def speak(text: str, path) -> None:
-    """Speech from espeak-ng (Debian package; `make test` installs it), as a WAV file."""
+    """Speech from espeak-ng (Debian package; `make test` installs it), as a WAV file, at 120 words
+    a minute (its default is 175): clearer speech."""
+    import shutil
     import subprocess
 
+    assert shutil.which("espeak-ng"), "espeak-ng is needed: the Debian package espeak-ng (`make test`)"
     subprocess.run(["espeak-ng", "-s", "120", "-w", str(path), text], check=True, capture_output=True)
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import random
 import re
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import av
@@ -21,6 +19,8 @@ import numpy as np
 import pytest
 
 from mmq.tasks import InvalidInput, JobStatus
+
+from .media_samples import speak as speak_to_wav
 
 SENTENCE = "the quick brown fox jumps over the lazy dog near the river bank"
 RATE = 44_100  # CD rate, stereo: nothing like the 16 kHz mono the model takes
@@ -39,10 +39,8 @@ LIMIT_S = 8  # MMQ_MAX_AUDIO_S of the worker that checks the length limit
 
 def speak(text: str, folder: Path) -> np.ndarray:
     """espeak-ng speech as 44.1 kHz stereo float samples, shape (2, n); the right channel quieter."""
-    assert shutil.which("espeak-ng"), "espeak-ng is needed: the Debian package espeak-ng (`make test`)"
     wav = folder / "speech.wav"
-    # 120 words a minute (its default is 175): clearer speech, about 5.4 s for SENTENCE.
-    subprocess.run(["espeak-ng", "-s", "120", "-w", str(wav), text], check=True, capture_output=True)
+    speak_to_wav(text, wav)  # about 5.4 s for SENTENCE
     with av.open(str(wav)) as container:
         resampler = av.AudioResampler(format="fltp", layout="stereo", rate=RATE)
         frames = [out.to_ndarray() for frame in container.decode(audio=0)

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
-from mmq.tasks.fields import Field, Kind
+from mmq.tasks.fields import Field, Kind, is_matrix
 from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
 from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.wiring import Context, item_outputs, merge, resolve
@@ -218,12 +218,8 @@ def _fit(spec: Field | None, value: Any) -> Any:
 
 def _is_list_of(kind: Kind, value: Any) -> bool:
     if kind is Kind.EMBEDDING:  # an embedding is itself a list (of rows)
-        return isinstance(value, list) and all(isinstance(v, Mapping) or _is_matrix(v) for v in value)
+        return isinstance(value, list) and all(isinstance(v, Mapping) or is_matrix(v) for v in value)
     return isinstance(value, list)
-
-
-def _is_matrix(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(row, list) for row in value)
 
 
 class _ProgressReporter:
