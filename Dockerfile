@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY tasks ./tasks
 COPY workers ./workers
 COPY clients ./clients
-RUN pip install '.[workers,dev]'
+RUN pip install '.[workers,gateway,dev]'
 USER nobody
 ENV HF_HOME=/models
 ENTRYPOINT ["mmq"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The model hub is never needed (tests and the demo use tiny local models): fail fast if touched.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-deps demo test up down clean
+.PHONY: install system-deps demo test up down clean openapi
 
 install: $(VENV)/.installed
 
@@ -15,14 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[workers,stack,dev]'
+	$(BIN)/pip install --quiet -e '.[workers,stack,gateway,dev]'
 	touch $@
 
-# Debian packages the tests use: docker-compose (validates docker-compose.yml; no engine needed)
-# and espeak-ng (speaks the sentences that the speech tests transcribe).
+# Debian packages the tests use: docker-compose (validates docker-compose.yml; no engine needed),
+# espeak-ng (speaks the sentences that the speech tests transcribe), chromium and chromium-driver
+# (the job page in a headless browser) and curl (the README's HTTP walk-through, run as written).
 system-deps:
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install the Debian packages:$$missing" >&2; exit 1; fi; \
@@ -33,6 +37,10 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest -q --durations=15
+
+# The gateway's OpenAPI document, committed in docs/ (a test checks it is current).
+openapi: install
+	$(BIN)/python -m mmq.clients.gateway.openapi > docs/openapi.json
 
 up: install
 	$(BIN)/mmq up

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
+from mmq.tasks.artifacts import ArtifactRef
+
+
+class ArtifactSource(Protocol):
+    """Where an artifact's bytes and URL come from: the store itself, or the gateway."""
+
+    def presigned_url(self, ref: ArtifactRef) -> str: ...
+
+    def get_bytes(self, ref: ArtifactRef) -> bytes: ...
 
 
 class Artifact:
-    def __init__(self, ref: ArtifactRef, store: ArtifactStore) -> None:
+    def __init__(self, ref: ArtifactRef, source: ArtifactSource) -> None:
         self.ref = ref
-        self._store = store
+        self._source = source
 
     def __repr__(self) -> str:
         return f"Artifact({self.ref.uri!r}, {self.ref.media_type!r}, {self.ref.size} bytes)"
@@ -24,14 +32,18 @@ class Artifact:
     @property
     def url(self) -> str:
         """A presigned GET URL, valid for the configured expiry."""
-        return self._store.presigned_url(self.ref)
+        return self._source.presigned_url(self.ref)
 
     def read(self) -> bytes:
-        return self._store.get_bytes(self.ref)
+        return self._source.get_bytes(self.ref)
 
     def download(self, path: Path | str) -> Path:
         """Write the artifact to `path` (a file, or a folder to put it in); returns the file."""
-        return self._store.download(self.ref, path)
+        path = Path(path)
+        if path.is_dir():
+            path = path / Path(self.ref.key).name
+        path.write_bytes(self.read())
+        return path
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.ref.to_dict(), "url": self.url}

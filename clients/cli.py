@@ -7,12 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmq.tasks.catalogue import describe_all
-from mmq.tasks.errors import InvalidInput, JobTimeout, MMQError
+from mmq.tasks.errors import InvalidInput, JobNotFound, JobTimeout, MMQError
 from mmq.tasks.fields import Field
 from mmq.tasks.jobs import JobStatus
 from mmq.tasks.settings import TINY
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="model source of each specialisation whose MMQ_<NAME>_MODEL is unset")
     up.add_argument("--data-dir", help="where the stack keeps its data (default .mmq)")
     up.add_argument("--only", default=",".join(SPECIALISATIONS), help="specialisations to start")
+    up.add_argument("--no-gateway", action="store_true", help="start no HTTP gateway")
     up.set_defaults(handler=_up)
 
     down = commands.add_parser("down", help="stop what `mmq up` started")
@@ -72,6 +73,46 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--timeout", type=float, default=None, help="seconds")
             sub.add_argument("--quiet", action="store_true", help="no progress display")
         sub.set_defaults(handler=handler)
+    listing = jobs_commands.add_parser("list", help="jobs, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--cursor", help="the next-page cursor that the page before printed")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--data-dir")
+    listing.set_defaults(handler=_jobs_list)
+    download = jobs_commands.add_parser("download", help="write a job's output files into a folder")
+    download.add_argument("id")
+    download.add_argument("--out", required=True, help="folder (made if missing)")
+    download.add_argument("--data-dir")
+    download.set_defaults(handler=_jobs_download)
+
+    keys = commands.add_parser("keys", help="API keys of the gateway, per tenant")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="a new key (printed once) for a tenant")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="", help="what the key is for")
+    create.add_argument("--json", action="store_true")
+    create.add_argument("--data-dir")
+    create.set_defaults(handler=_keys_create)
+    key_list = keys_commands.add_parser("list", help="keys (never their secrets)")
+    key_list.add_argument("--tenant")
+    key_list.add_argument("--json", action="store_true")
+    key_list.add_argument("--data-dir")
+    key_list.set_defaults(handler=_keys_list)
+    revoke = keys_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("id")
+    revoke.add_argument("--data-dir")
+    revoke.set_defaults(handler=_keys_revoke)
+
+    gateway = commands.add_parser("gateway", help="serve the HTTP gateway (and deliver webhooks)")
+    gateway.add_argument("--host", default=None, help="default MMQ_GATEWAY_HOST or 127.0.0.1")
+    gateway.add_argument("--port", type=int, default=None, help="default MMQ_GATEWAY_PORT or 8600")
+    gateway.add_argument("--no-webhooks", action="store_true", help="leave webhooks to `mmq webhooks`")
+    gateway.add_argument("--data-dir")
+    gateway.set_defaults(handler=_gateway)
+
+    webhooks = commands.add_parser("webhooks", help="deliver webhooks (without serving the gateway)")
+    webhooks.add_argument("--data-dir")
+    webhooks.set_defaults(handler=_webhooks)
 
     pipelines = commands.add_parser("pipelines", help="the tasks and pipelines with their inputs")
     pipelines.add_argument("--json", action="store_true")
@@ -107,8 +148,10 @@ def _up(args: argparse.Namespace) -> int:
     if unknown:
         raise InvalidInput(f"unknown specialisation {unknown[0]!r}; known: {', '.join(SPECIALISATIONS)}")
     stack = LocalStack(os.environ.get("MMQ_DATA_DIR", ".mmq"))
-    stack.up(models=args.models, specialisations=only)
+    state = stack.up(models=args.models, specialisations=only, gateway=not args.no_gateway)
     print(f"mmq is up; settings in {stack.data_dir / 'stack.json'}")
+    if state.gateway_url:
+        print(f"gateway: {state.gateway_url} (keys: mmq keys create --tenant NAME)")
     return 0
 
 
@@ -131,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         pipeline = load_pipeline_file(spec_file, TASKS)
         job = client.submit_pipeline(pipeline, **parse_inputs(pipeline.inputs, args.inputs))
     else:
-        job = client.submit(args.name, **parse_inputs(client.pipeline(args.name).inputs, args.inputs))
+        job = client.submit(args.name, **parse_inputs(client.input_schema(args.name), args.inputs))
     if not args.wait:
         _print_job(job.to_dict(), args.json)
         return 0
@@ -163,6 +206,104 @@ def _jobs_cancel(args: argparse.Namespace) -> int:
     return 0 if cancelled else EXIT_FAILED
 
 
+def _jobs_list(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    if not 1 <= args.limit <= 100:
+        raise InvalidInput(f"--limit must be 1-100, got {args.limit}", field="limit")
+    jobs, cursor = Client.from_env().jobs(limit=args.limit, cursor=args.cursor)
+    rows = []
+    for job in jobs:
+        try:
+            rows.append(job.record())
+        except JobNotFound:  # expired between the listing and the read
+            continue
+    if args.json:
+        print(json.dumps({"jobs": [{"id": r.id, "name": r.name, "status": r.status.value,
+                                    "created_at": r.created_at, "finished_at": r.finished_at} for r in rows],
+                          "next_cursor": cursor}, indent=2))
+        return 0
+    for record in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
+        took = f"{record.finished_at - record.created_at:.1f}s" if record.finished_at else "-"
+        print(f"{record.id}  {created}  {record.status.value:<10} {took:>8}  {record.name}")
+    if cursor:
+        print(f"more: mmq jobs list --cursor {cursor}", file=sys.stderr)
+    return 0
+
+
+def _jobs_download(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    job = Client.from_env().job(args.id)
+    if job.status() is not JobStatus.SUCCEEDED:
+        raise InvalidInput(f"job {args.id} is {job.status().value}: only a succeeded job has outputs to download")
+    written = job.download(args.out)
+    for path in written:
+        print(path)
+    if not written:
+        print(f"mmq: job {args.id} has no file outputs", file=sys.stderr)
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from mmq.tasks.settings import Settings
+
+    from .keys import KeyStore
+
+    store = KeyStore.from_settings(Settings.from_env())
+    key, plaintext = store.create(args.tenant, args.name)
+    secret = store.webhook_secret(args.tenant)
+    if args.json:
+        print(json.dumps({**key.to_dict(), "key": plaintext, "webhook_secret": secret}, indent=2))
+        return 0
+    print(f"key {key.id} for tenant {key.tenant} (shown once; keep it secret):")
+    print(plaintext)
+    print(f"webhook signing secret of tenant {key.tenant}: {secret}")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from mmq.tasks.settings import Settings
+
+    from .keys import KeyStore
+
+    keys = KeyStore.from_settings(Settings.from_env()).list(args.tenant)
+    if args.json:
+        print(json.dumps([k.to_dict() for k in keys], indent=2))
+        return 0
+    for key in keys:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.created_at))
+        print(f"{key.id}  {key.tenant:<20} {'active' if key.active else 'revoked':<8} {created}  {key.name}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from mmq.tasks.settings import Settings
+
+    from .keys import KeyStore
+
+    key = KeyStore.from_settings(Settings.from_env()).revoke(args.id)
+    print(f"key {key.id} of tenant {key.tenant} is revoked")
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from .gateway import serve
+
+    serve(host=args.host, port=args.port, webhooks=not args.no_webhooks)
+    return 0
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from mmq.tasks.settings import Settings
+
+    from .webhooks import run_dispatcher
+
+    run_dispatcher(Settings.from_env())
+    return 0
+
+
 def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool, *, quiet: bool = False) -> int:
     if not quiet:
         from .progress import follow
@@ -175,11 +316,9 @@ def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool, *, quiet: 
 
 
 def _pipelines(args: argparse.Namespace) -> int:
-    from mmq.tasks.catalogue import TASKS
-    from mmq.tasks.settings import Settings
-    from mmq.tasks.specfiles import load_pipeline_folder
+    from .client import Client
 
-    catalogue = describe_all(load_pipeline_folder(Settings.from_env().pipelines_dir, TASKS))
+    catalogue = Client.from_env().pipelines()
     if args.json:
         print(json.dumps(catalogue, indent=2))
         return 0

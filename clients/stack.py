@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -21,9 +22,10 @@ from mmq.tasks.errors import StackError
 from mmq.tasks.settings import STACK_FILE, TINY
 from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
 
-from .servers import pid_alive, start_redis, start_seaweed, stop
+from .servers import free_port, pid_alive, port_free, start_redis, start_seaweed, stop
 
 WORKER_READY_TIMEOUT_S = 300.0
+DEFAULT_GATEWAY_PORT = 8600
 LOCAL_ACCESS_KEY = "mmq-local"
 LOCAL_SECRET_KEY = "mmq-local-secret"
 
@@ -51,6 +53,11 @@ class StackState:
     processes: list[StackProcess] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
+    @property
+    def gateway_url(self) -> str | None:
+        port = next((p.port for p in self.processes if p.name == "gateway"), None)
+        return f"http://127.0.0.1:{port}" if port else None
+
     def save(self, data_dir: Path) -> None:
         path = data_dir / STACK_FILE
         tmp = path.with_suffix(".tmp")
@@ -74,7 +81,7 @@ class LocalStack:
         self.data_dir = Path(data_dir).resolve()
 
     def up(self, *, models: str = TINY, specialisations: Iterable[str] = tuple(SPECIALISATIONS),
-           log: callable = print) -> StackState:
+           gateway: bool = True, log: callable = print) -> StackState:
         existing = StackState.load(self.data_dir)
         if existing and all(p.running() for p in existing.processes):
             log(f"mmq stack already up in {self.data_dir}")
@@ -95,13 +102,20 @@ class LocalStack:
             "MMQ_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3.port}",
             "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+            # Signs the webhooks of jobs submitted directly (tenants' jobs use their own secret).
+            "MMQ_WEBHOOK_SECRET": "whsec_" + secrets.token_urlsafe(24),
         }
         state.save(self.data_dir)
         log(f"redis on port {redis.port}, S3 on http://127.0.0.1:{s3.port}")
+        if gateway:
+            state.processes.append(self._start_gateway(state.env))
+            state.save(self.data_dir)
         for name in specialisations:
             state.processes.append(self._start_worker(name, state.env, models))
             state.save(self.data_dir)
         self._wait_for_workers(state, log)
+        if gateway:
+            self._wait_for_gateway(state, log)
         return state
 
     def down(self, *, log: callable = print) -> list[str]:
@@ -111,7 +125,7 @@ class LocalStack:
             return []
         stopped = []
         # Workers first (a warm shutdown acknowledges nothing it has not finished), then servers.
-        for process in sorted(state.processes, key=lambda p: not p.name.startswith("worker")):
+        for process in sorted(state.processes, key=lambda p: (not p.name.startswith("worker"), p.name != "gateway")):
             if process.running():
                 stop(process.pid)
                 stopped.append(process.name)
@@ -129,6 +143,34 @@ class LocalStack:
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log_file.close()
         return StackProcess(f"worker:{name}", process.pid, "mmq.workers")
+
+    def _start_gateway(self, stack_env: dict[str, str]) -> StackProcess:
+        port = DEFAULT_GATEWAY_PORT if port_free(DEFAULT_GATEWAY_PORT) else free_port()
+        stack_env["MMQ_GATEWAY_PORT"] = str(port)
+        log_file = open(self.data_dir / "logs" / "gateway.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "mmq.clients.gateway"], env={**os.environ, **stack_env},
+                                   stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        log_file.close()
+        return StackProcess("gateway", process.pid, "mmq.clients.gateway", port)
+
+    def _wait_for_gateway(self, state: StackState, log: callable) -> None:
+        import httpx
+
+        process = next(p for p in state.processes if p.name == "gateway")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{process.port}/healthz", timeout=2).status_code == 200:
+                    log(f"gateway ready on http://127.0.0.1:{process.port}")
+                    return
+            except httpx.HTTPError:
+                pass
+            if not process.running():
+                raise StackError(f"the gateway exited at start; see {self.data_dir / 'logs' / 'gateway.log'}")
+            if time.monotonic() > deadline:
+                raise StackError("the gateway did not answer within 60 s")
+            time.sleep(0.2)
 
     def _wait_for_workers(self, state: StackState, log: callable) -> None:
         import redis

@@ -1,7 +1,8 @@
 """Artifacts: binary media kept in S3-compatible storage, passed around as small references.
 
-Keys are content-addressed (`blobs/<sha256>.<ext>`): storing the same bytes twice writes the same
-object, so a re-delivered step cannot leave a second copy behind.
+Keys are content-addressed (`[tenants/<tenant>/]blobs/<sha256>.<ext>`): storing the same bytes
+twice writes the same object, so a re-delivered step cannot leave a second copy behind. The
+artifacts of a tenant's jobs live under the tenant's prefix (see `tenants.py`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class ArtifactRef:
 class ArtifactStore:
     """Put, get and presign artifacts in one bucket, through a boto3 S3 client handed in."""
 
-    def __init__(self, s3: Any, *, bucket: str, presign_expiry_s: int = 3600) -> None:
+    def __init__(self, s3: Any, *, bucket: str, presign_expiry_s: int = 3600, presigner: Any = None) -> None:
         self._s3 = s3
+        self._presigner = presigner or s3  # signs for the endpoint that callers see, when it differs
         self.bucket = bucket
         self.presign_expiry_s = presign_expiry_s
         self._bucket_checked = False
@@ -66,23 +68,27 @@ class ArtifactStore:
         import boto3
         from botocore.config import Config
 
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.aws_access_key_id,
-            aws_secret_access_key=settings.aws_secret_access_key,
-            # Path-style addressing works with every S3-compatible server; fail fast, retry a little.
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
-                          retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4"),
-        )
-        return cls(s3, bucket=settings.s3_bucket, presign_expiry_s=settings.presign_expiry_s)
+        def client(endpoint: str | None) -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=settings.s3_region,
+                aws_access_key_id=settings.aws_access_key_id,
+                aws_secret_access_key=settings.aws_secret_access_key,
+                # Path-style addressing works with every S3-compatible server; fail fast, retry a little.
+                config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
+                              retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4"),
+            )
 
-    def put_bytes(self, data: bytes, media_type: str | None = None) -> ArtifactRef:
-        """Store `data` (once: an existing object with the same content is reused)."""
+        public = getattr(settings, "s3_public_url", None)
+        return cls(client(settings.s3_endpoint_url), bucket=settings.s3_bucket,
+                   presign_expiry_s=settings.presign_expiry_s, presigner=client(public) if public else None)
+
+    def put_bytes(self, data: bytes, media_type: str | None = None, *, prefix: str = "") -> ArtifactRef:
+        """Store `data` under `prefix` (once: an existing object with the same content is reused)."""
         media_type = media_type or sniff_media_type(data)
         digest = hashlib.sha256(data).hexdigest()
-        key = f"blobs/{digest}.{extension_for(media_type)}"
+        key = f"{prefix}blobs/{digest}.{extension_for(media_type)}"
         ref = ArtifactRef(uri=f"s3://{self.bucket}/{key}", media_type=media_type, sha256=digest, size=len(data))
         self.ensure_bucket()
         if not self._exists(key):
@@ -90,13 +96,13 @@ class ArtifactStore:
                        Metadata={"sha256": digest})
         return ref
 
-    def put_file(self, path: Path | str, media_type: str | None = None) -> ArtifactRef:
+    def put_file(self, path: Path | str, media_type: str | None = None, *, prefix: str = "") -> ArtifactRef:
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
-        return self.put_bytes(data, media_type)
+        return self.put_bytes(data, media_type, prefix=prefix)
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
         response = self._call("get_object", Bucket=ref.bucket, Key=ref.key)
@@ -110,9 +116,18 @@ class ArtifactStore:
         return path
 
     def presigned_url(self, ref: ArtifactRef, expiry_s: int | None = None) -> str:
-        return self._call("generate_presigned_url", "get_object",
-                          Params={"Bucket": ref.bucket, "Key": ref.key},
-                          ExpiresIn=expiry_s or self.presign_expiry_s)
+        return self._presigner.generate_presigned_url(
+            "get_object", Params={"Bucket": ref.bucket, "Key": ref.key}, ExpiresIn=expiry_s or self.presign_expiry_s)
+
+    def presigned_put(self, key: str, expiry_s: int | None = None) -> str:
+        """A URL to which anyone holding it may PUT one object at `key`, until it expires."""
+        self.ensure_bucket()
+        return self._presigner.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expiry_s or self.presign_expiry_s)
+
+    def size(self, ref: ArtifactRef) -> int:
+        """The stored object's size in bytes (`ArtifactNotFound` when there is none)."""
+        return int(self._call("head_object", Bucket=ref.bucket, Key=ref.key)["ContentLength"])
 
     def ensure_bucket(self) -> None:
         """Create the bucket on first use when it is missing."""

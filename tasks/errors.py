@@ -57,3 +57,24 @@ class JobTimeout(MMQError):
 
 class StackError(MMQError):
     """The embedded local stack could not be started, found or stopped."""
+
+
+class AuthenticationFailed(MMQError):
+    """An API key is missing, unknown or revoked."""
+
+
+class IdempotencyConflict(MMQError):
+    """An idempotency key was used again with a different request."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """An upload or request body is over the configured limit."""
+
+
+class GatewayError(MMQError):
+    """The HTTP gateway answered with an error that has no more specific mmq type."""
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -204,3 +204,12 @@ def _did_you_mean(name: str, choices: Mapping[str, Any]) -> str:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def field_from_description(data: Mapping[str, Any]) -> Field:
+    """The inverse of `Field.describe`: a schema read from a catalogue (the gateway's, over HTTP)."""
+    default = None if data.get("required", True) else data.get("default")
+    return Field(kind=Kind(data["kind"]), description=data.get("description", ""),
+                 default=tuple(default) if isinstance(default, list) else default,
+                 minimum=data.get("minimum"), maximum=data.get("maximum"), multiple_of=data.get("multiple_of"),
+                 max_length=data.get("max_length"), many=bool(data.get("many")), max_items=data.get("max_items"))

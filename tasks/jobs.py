@@ -11,7 +11,13 @@ Layout of `mmq:job:<id>` (every key expires after the record TTL):
   item:<name>:<i>, attempts:<name>:<i>  the same for item i of a fan-out step
   items_done:<name>  fan-out items finished so far
 
-and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring).
+  webhook_events  the event names the job's webhook wants (matched in Redis as events are written)
+
+and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring);
+`mmq:job:<id>:deliveries`, a list of the webhook's delivery attempts; `mmq:jobs:all` and
+`mmq:jobs:owner:<tenant>`, sorted sets of job ids by creation time (the job lists, pruned as
+records expire); `mmq:idempotency:<owner>:<key>`, the job an idempotency key named; and the
+webhook outbox stream `mmq:webhooks:outbox`, written in the same step as each event a webhook wants.
 """
 
 from __future__ import annotations
@@ -24,11 +30,19 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import BrokerUnavailable, JobNotFound
+from .errors import BrokerUnavailable, IdempotencyConflict, JobNotFound
+from .webhooks import event_name
 
 KEY_PREFIX = "mmq:job:"
 EVENTS_SUFFIX = ":events"
+DELIVERIES_SUFFIX = ":deliveries"
 EVENTS_MAX = 2000  # per job; older progress events are trimmed
+ALL_JOBS_KEY = "mmq:jobs:all"
+OWNER_JOBS_PREFIX = "mmq:jobs:owner:"
+IDEMPOTENCY_PREFIX = "mmq:idempotency:"
+WEBHOOK_OUTBOX = "mmq:webhooks:outbox"
+# A safety cap: with no dispatcher running, the outbox would otherwise grow without bound.
+OUTBOX_MAX = 100_000
 
 
 class JobStatus(str, Enum):
@@ -97,12 +111,15 @@ class JobRecord:
     error: dict[str, str] | None = None
     step_states: dict[str, StepState] = field(default_factory=dict)
     item_states: dict[str, dict[int, StepState]] = field(default_factory=dict)
+    owner: str | None = None  # the tenant that submitted it through the gateway; None inside the cluster
+    webhook: dict[str, Any] | None = None  # {url, events}
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # webhook attempts, oldest first
 
     def spec_json(self) -> str:
         return json.dumps({
             "id": self.id, "name": self.name, "inputs": self.inputs,
             "steps": [asdict(s) for s in self.steps], "output_map": self.output_map,
-            "created_at": self.created_at,
+            "created_at": self.created_at, "owner": self.owner, "webhook": self.webhook,
         })
 
     def step(self, name: str) -> StepSpec:
@@ -115,8 +132,27 @@ class JobRecord:
             "created_at": self.created_at, "started_at": self.started_at,
             "finished_at": self.finished_at, "inputs": self.inputs,
             "steps": [self._step_dict(s) for s in self.steps],
-            "outputs": self.outputs, "error": self.error,
+            "outputs": self.outputs, "error": self.error, "owner": self.owner,
+            "webhook": self.webhook, "deliveries": self.deliveries,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
+        """The inverse of `to_dict`: a record read over HTTP."""
+        step_fields = {f for f in StepSpec.__dataclass_fields__}
+        state_fields = {f for f in StepState.__dataclass_fields__}
+        steps, states, items = [], {}, {}
+        for raw in data["steps"]:
+            steps.append(StepSpec(**{k: v for k, v in raw.items() if k in step_fields}))
+            states[raw["name"]] = _state_from_dict(raw, state_fields)
+            if "items" in raw:
+                items[raw["name"]] = {i: _state_from_dict(item, state_fields) for i, item in enumerate(raw["items"])}
+        return cls(id=data["id"], name=data["name"], inputs=data["inputs"], steps=steps, output_map={},
+                   created_at=data["created_at"], status=JobStatus(data["status"]),
+                   started_at=data.get("started_at"), finished_at=data.get("finished_at"),
+                   outputs=data.get("outputs"), error=data.get("error"), step_states=states,
+                   item_states=items, owner=data.get("owner"), webhook=data.get("webhook"),
+                   deliveries=list(data.get("deliveries") or []))
 
     def _step_dict(self, step: StepSpec) -> dict[str, Any]:
         out = {**asdict(step), **_state_dict(self.step_states.get(step.name))}
@@ -131,19 +167,70 @@ def _state_dict(state: StepState | None) -> dict[str, Any]:
     return {**asdict(state), "status": state.status.value}
 
 
-# Set fields only while the job is not in a terminal status, and add the event (ARGV[2], if any)
-# to the job's stream in the same step; returns 1 when written.
-_GUARDED_HSET = """
+def _state_from_dict(raw: Mapping[str, Any], names: set[str]) -> StepState:
+    state = StepState(**{k: v for k, v in raw.items() if k in names and k != "status"})
+    state.status = JobStatus(raw["status"])
+    if state.progress is not None:
+        state.progress = tuple(state.progress)
+    return state
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a job list, newest first; `next_cursor` fetches the page after it."""
+
+    ids: list[str]
+    next_cursor: str | None
+
+
+# Adds event ARGV[2] named ARGV[4] to the job's stream and, when the job's webhook wants events
+# of that name, to the webhook outbox (KEYS[3]) in the same step: no event is announced and lost.
+_EMIT = """
+local function emit(ttl, event, maxlen, name, job_id)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  local wanted = redis.call('HGET', KEYS[1], 'webhook_events')
+  if wanted and (wanted == '*' or string.find(' ' .. wanted .. ' ', ' ' .. name .. ' ', 1, true)) then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', %d, '*', 'job', job_id, 'name', name, 'event', event)
+  end
+end
+""" % OUTBOX_MAX
+
+# Set fields only while the job is not in a terminal status, and emit the event (ARGV[2], if any)
+# in the same step; returns 1 when written.
+_GUARDED_HSET = _EMIT + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[1])
-end
+if ARGV[2] ~= '' then emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
 return 1
+"""
+
+# Create a job record, its first event, its places in the job lists and, with an idempotency
+# key (KEYS[4], ARGV[7] = '1'), the key's claim: all or nothing. Returns {'created', id}, or the
+# job that the key already names: {'existing', id}, or {'conflict', id} for a different request.
+_CREATE = _EMIT + """
+local ttl, job_id, fingerprint = ARGV[1], ARGV[5], ARGV[8]
+if ARGV[7] == '1' then
+  local claimed = redis.call('HMGET', KEYS[4], 'job', 'fingerprint')
+  if claimed[1] then
+    if claimed[2] ~= fingerprint then return {'conflict', claimed[1]} end
+    return {'existing', claimed[1]}
+  end
+  redis.call('HSET', KEYS[4], 'job', job_id, 'fingerprint', fingerprint)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+redis.call('HSET', KEYS[1], 'spec', ARGV[6], 'status', 'queued')
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'webhook_events', ARGV[10]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 5, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[9], job_id)
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+emit(ttl, ARGV[2], ARGV[3], ARGV[4], job_id)
+return {'created', job_id}
 """
 
 
@@ -154,28 +241,82 @@ class JobStore:
         self._redis = redis
         self.ttl_s = ttl_s
         self._guarded_hset = redis.register_script(_GUARDED_HSET)
+        self._create = redis.register_script(_CREATE)
 
     @classmethod
     def from_settings(cls, settings: Any) -> JobStore:
         return cls(connect_redis(settings.broker_url), ttl_s=settings.record_ttl_s)
 
-    def create(self, record: JobRecord) -> None:
-        key = KEY_PREFIX + record.id
-        event = json.dumps({"type": "job", "status": record.status.value})
+    @property
+    def redis(self) -> Any:
+        """The redis-py client, for stores that keep their own keys in the same Redis."""
+        return self._redis
+
+    def ping(self) -> bool:
         with _redis_errors():
-            pipe = self._redis.pipeline()
-            pipe.hset(key, mapping={"spec": record.spec_json(), "status": record.status.value})
-            pipe.expire(key, self.ttl_s)
-            pipe.xadd(key + EVENTS_SUFFIX, {"event": event}, maxlen=EVENTS_MAX, approximate=True)
-            pipe.expire(key + EVENTS_SUFFIX, self.ttl_s)
-            pipe.execute()
+            return bool(self._redis.ping())
+
+    def create(self, record: JobRecord, *, webhook_events: str = "",
+               idempotency: tuple[str, str] | None = None) -> str:
+        """Store a new (queued) record and return its id, or, when the idempotency key
+        `(key, request fingerprint)` was seen before, the id of the job it created then
+        (`IdempotencyConflict` when that job was asked for with a different request)."""
+        key = KEY_PREFIX + record.id
+        event = {"type": "job", "status": JobStatus.QUEUED.value}
+        indexes = [ALL_JOBS_KEY] + ([OWNER_JOBS_PREFIX + record.owner] if record.owner else [])
+        idem_key = IDEMPOTENCY_PREFIX + f"{record.owner or '-'}:{idempotency[0]}" if idempotency else "-"
+        args = [self.ttl_s, json.dumps(event), EVENTS_MAX, event_name(event), record.id, record.spec_json(),
+                "1" if idempotency else "0", idempotency[1] if idempotency else "", record.created_at,
+                webhook_events]
+        with _redis_errors():
+            outcome, job_id = self._create(keys=[key, key + EVENTS_SUFFIX, WEBHOOK_OUTBOX, idem_key, *indexes],
+                                           args=args)
+        if outcome == b"conflict":
+            raise IdempotencyConflict(f"idempotency key {idempotency[0]!r} was used for job {job_id.decode()} "
+                                      "with a different request")
+        return job_id.decode()
 
     def get(self, job_id: str) -> JobRecord:
         with _redis_errors():
-            raw = self._redis.hgetall(KEY_PREFIX + job_id)
+            pipe = self._redis.pipeline()
+            pipe.hgetall(KEY_PREFIX + job_id)
+            pipe.lrange(KEY_PREFIX + job_id + DELIVERIES_SUFFIX, 0, -1)
+            raw, deliveries = pipe.execute()
         if not raw:
             raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
-        return _record_from_hash({k.decode(): v.decode() for k, v in raw.items()})
+        record = _record_from_hash({k.decode(): v.decode() for k, v in raw.items()})
+        record.deliveries = [json.loads(d) for d in deliveries]
+        return record
+
+    def owner(self, job_id: str) -> str | None:
+        """The tenant that owns a job (None for jobs submitted inside the cluster)."""
+        with _redis_errors():
+            raw = self._redis.hget(KEY_PREFIX + job_id, "spec")
+        if raw is None:
+            raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
+        return json.loads(raw).get("owner")
+
+    def list(self, owner: str | None = None, *, limit: int = 20, cursor: str | None = None) -> JobPage:
+        """Job ids newest first: every job, or those of one tenant. `cursor` is the `next_cursor`
+        of the page before; entries whose record expired are pruned on the way."""
+        key = OWNER_JOBS_PREFIX + owner if owner else ALL_JOBS_KEY
+        high = "+inf" if cursor is None else f"({_cursor_score(cursor)}"
+        with _redis_errors():
+            self._redis.zremrangebyscore(key, "-inf", f"({time.time() - self.ttl_s}")
+            entries = self._redis.zrevrangebyscore(key, high, "-inf", start=0, num=limit + 1, withscores=True)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return JobPage(ids=[member.decode() for member, _ in page],
+                       next_cursor=repr(page[-1][1]) if more and page else None)
+
+    def record_delivery(self, job_id: str, attempt: Mapping[str, Any]) -> None:
+        """Append one webhook delivery attempt to the job's record."""
+        key = KEY_PREFIX + job_id + DELIVERIES_SUFFIX
+        with _redis_errors():
+            pipe = self._redis.pipeline()
+            pipe.rpush(key, json.dumps(attempt))
+            pipe.expire(key, self.ttl_s)
+            pipe.execute()
 
     def status(self, job_id: str) -> JobStatus:
         with _redis_errors():
@@ -229,13 +370,22 @@ class JobStore:
 
     def _set(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None = None) -> bool:
         key = KEY_PREFIX + job_id
-        args = [self.ttl_s, json.dumps(event) if event else "", EVENTS_MAX,
-                *(x for pair in fields.items() for x in pair)]
+        args = [self.ttl_s, json.dumps(event) if event else "", EVENTS_MAX, event_name(event) if event else "",
+                job_id, *(x for pair in fields.items() for x in pair)]
         with _redis_errors():
-            written = self._guarded_hset(keys=[key, key + EVENTS_SUFFIX], args=args)
+            written = self._guarded_hset(keys=[key, key + EVENTS_SUFFIX, WEBHOOK_OUTBOX], args=args)
         if written == -1:
             raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
         return written == 1
+
+
+def _cursor_score(cursor: str) -> float:
+    try:
+        return float(cursor)
+    except ValueError:
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"cursor {cursor!r} is not one that a job list returned", field="cursor") from None
 
 
 def _suffixed(prefix: str, step: str, item: int | None) -> str:
@@ -271,6 +421,7 @@ def _record_from_hash(raw: Mapping[str, str]) -> JobRecord:
         status=JobStatus(raw["status"]),
         started_at=_maybe(raw, "started_at"), finished_at=_maybe(raw, "finished_at"),
         outputs=_maybe(raw, "outputs"), error=_maybe(raw, "error"), step_states=states, item_states=items,
+        owner=spec.get("owner"), webhook=spec.get("webhook"),
     )
 
 

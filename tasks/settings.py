@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigurationError
 from .specialisations import FASTER_WHISPER_DEFAULT_MODEL, SPECIALISATIONS, SPEECH_BACKENDS
@@ -53,6 +54,20 @@ class Settings:
     visibility_timeout_s: int = 4 * 3600
     # How often a worker sweeps for messages whose consumer died (unacked past the visibility timeout).
     restore_interval_s: int = 60
+    # The HTTP gateway: where SDKs outside the cluster reach it, with which key.
+    gateway_url: str | None = None
+    api_key: str | None = None
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8600
+    max_upload_bytes: int = 100 * 1024 * 1024  # one uploaded or fetched input file
+    max_request_bytes: int = 1024 * 1024  # one JSON request body
+    allow_private_urls: bool = False  # may URL inputs point at private addresses (the cluster's own)?
+    s3_public_url: str | None = None  # the S3 endpoint in presigned URLs, when callers see another one
+    # Signs the webhooks of jobs submitted inside the cluster (tenants have their own secrets).
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = 6
+    webhook_backoff_s: float = 2.0  # the first retry's delay; each further retry doubles it
+    webhook_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +110,18 @@ class Settings:
                 env, "MMQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s
             ),
             restore_interval_s=_positive_int(env, "MMQ_RESTORE_INTERVAL_S", cls.restore_interval_s),
+            gateway_url=(env.get("MMQ_GATEWAY_URL") or "").rstrip("/") or None,
+            api_key=env.get("MMQ_API_KEY") or None,
+            gateway_host=env.get("MMQ_GATEWAY_HOST", cls.gateway_host),
+            gateway_port=_positive_int(env, "MMQ_GATEWAY_PORT", cls.gateway_port),
+            max_upload_bytes=_positive_int(env, "MMQ_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_request_bytes=_positive_int(env, "MMQ_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            allow_private_urls=_flag(env, "MMQ_ALLOW_PRIVATE_URLS"),
+            s3_public_url=env.get("MMQ_S3_PUBLIC_URL") or None,
+            webhook_secret=env.get("MMQ_WEBHOOK_SECRET") or None,
+            webhook_max_attempts=_positive_int(env, "MMQ_WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts),
+            webhook_backoff_s=_positive_number(env, "MMQ_WEBHOOK_BACKOFF_S", cls.webhook_backoff_s),
+            webhook_timeout_s=_positive_number(env, "MMQ_WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s),
         )
         settings.check()
         return settings
@@ -129,16 +156,33 @@ def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _positive(env, name, default, int, "an integer")
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    return _positive(env, name, default, float, "a number")
+
+
+def _positive(env: Mapping[str, str], name: str, default: Any, parse: Any, what: str) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
+        raise ConfigurationError(f"{name} must be {what}, got {raw!r}") from None
+    if not value > 0:  # also refuses NaN
         raise ConfigurationError(f"{name} must be positive, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name} must be 1 or 0, got {raw!r}")
 
 
 def _read_stack_env(data_dir: Path) -> dict[str, str]:

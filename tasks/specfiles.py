@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import InvalidPipeline
 from .fields import Field, Kind
-from .pipelines import Format, Pipeline, Step
+from .pipelines import Format, Pipeline, Step, step_to_dict
 from .taskspec import TaskSpec
 
 _FIELD_KEYS = {"kind", "description", "default", "minimum", "maximum", "multiple_of", "max_length", "many",
@@ -136,3 +136,15 @@ def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
     if not isinstance(value, list) or not value:
         raise InvalidPipeline(f"{where}: {key!r} must be a non-empty list")
     return value
+
+
+def pipeline_to_dict(pipeline: Pipeline) -> dict[str, Any]:
+    """The JSON form of a pipeline, which `pipeline_from_dict` reads back (to send it elsewhere)."""
+    return {
+        "name": pipeline.name,
+        "description": pipeline.description,
+        "inputs": {name: {k: v for k, v in spec.describe().items() if k != "required"}
+                   for name, spec in pipeline.inputs.items()},
+        "steps": [step_to_dict(step) for step in pipeline.steps],
+        "outputs": dict(pipeline.outputs),
+    }

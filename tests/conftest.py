@@ -22,7 +22,7 @@ import pytest
 import redis as redis_lib
 
 from mmq.clients import Client
-from mmq.clients.servers import Server, die_with_parent, start_redis, start_seaweed, stop
+from mmq.clients.servers import Server, die_with_parent, free_port, start_redis, start_seaweed, stop
 from mmq.tasks import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
 
@@ -196,3 +196,51 @@ def serve(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Callable[[s
         return stack
 
     return ensure
+
+
+@dataclass
+class GatewayProcess:
+    """`python -m mmq.clients.gateway` on a free port of the session stack, and its keys."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    stack: Stack
+
+    def new_key(self, tenant: str) -> str:
+        from mmq.clients.keys import KeyStore
+
+        return KeyStore(self.stack.redis_client()).create(tenant)[1]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def launch_gateway(stack: Stack, log_dir: Path, **env: str) -> GatewayProcess:
+    port = free_port()
+    log_path = log_dir / f"gateway-{port}.log"
+    gateway_env = {**stack.env, "MMQ_GATEWAY_PORT": str(port), **env}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "mmq.clients.gateway"], env=gateway_env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+    gateway = GatewayProcess(f"http://127.0.0.1:{port}", process, log_path, stack)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return gateway
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop(process.pid)
+                raise RuntimeError(f"gateway did not start:\n{gateway.log()[-4000:]}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def gateway(workers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The gateway over the session stack (caption and diffusion workers), its webhook dispatcher
+    retrying fast. URL inputs may be private addresses here: the tests serve files from localhost."""
+    running = launch_gateway(workers, tmp_path_factory.mktemp("gateway"), MMQ_WEBHOOK_BACKOFF_S="0.5",
+                             MMQ_ALLOW_PRIVATE_URLS="1")
+    yield running
+    stop(running.process.pid, timeout_s=20)

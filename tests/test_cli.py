@@ -1,32 +1,39 @@
-"""The `mmq` command line against the embedded stack it starts: up (twice), run, jobs, down."""
+"""The `mmq` command line against the embedded stack it starts: up (twice), run, jobs, keys, the
+gateway (and the README's curl walk-through, run as written), down. Faked: the model hub (tiny
+random models) and the GPU (CPU here)."""
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mmq.clients.stack import StackState
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def mmq(*args: str, data_dir: Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+
+def mmq(*args: str, data_dir: Path, cwd: Path, timeout: float = 300, **env_vars: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMQ_", "AWS_"))}
-    env.update(HF_HUB_OFFLINE="1", MMQ_TORCH_THREADS="1")
+    env.update(HF_HUB_OFFLINE="1", MMQ_TORCH_THREADS="1", **env_vars)
     return subprocess.run([sys.executable, "-m", "mmq.clients.cli", *args, "--data-dir", str(data_dir)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start(data_dir: Path, cwd: Path) -> Path:
-    up = mmq("up", "--only", "caption", data_dir=data_dir, cwd=cwd)
+def start(data_dir: Path, cwd: Path, only: str = "caption") -> Path:
+    up = mmq("up", "--only", only, data_dir=data_dir, cwd=cwd)
     assert up.returncode == 0, up.stderr + up.stdout
     return data_dir
 
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory):
-    data_dir = start(tmp_path_factory.mktemp("cli") / "data", Path.cwd())
+    data_dir = start(tmp_path_factory.mktemp("cli") / "data", Path.cwd(), only="caption,diffusion")
     yield data_dir
     down = mmq("down", data_dir=data_dir, cwd=Path.cwd())
     assert down.returncode == 0, down.stderr
@@ -35,7 +42,7 @@ def local_stack(tmp_path_factory):
 def test_up_twice_reuses_the_stack_and_down_stops_exactly_it(tmp_path):
     own_stack = start(tmp_path / "data", tmp_path)
     state = StackState.load(own_stack)
-    assert [p.name for p in state.processes] == ["redis", "seaweedfs", "worker:caption"]
+    assert [p.name for p in state.processes] == ["redis", "seaweedfs", "gateway", "worker:caption"]
     again = mmq("up", "--only", "caption", data_dir=own_stack, cwd=tmp_path)
     assert again.returncode == 0 and "already up" in again.stdout
     assert StackState.load(own_stack).processes == state.processes
@@ -80,3 +87,56 @@ def test_pipelines_lists_every_task_and_pipeline_with_inputs(tmp_path):
     catalogue = {entry["name"]: entry for entry in json.loads(listed.stdout)}
     assert {"remix", "caption", "text2image"} <= catalogue.keys()
     assert catalogue["text2image"]["inputs"]["width"]["multiple_of"] == 8
+
+
+def new_key(data_dir: Path, cwd: Path, tenant: str) -> dict:
+    created = mmq("keys", "create", "--tenant", tenant, "--json", data_dir=data_dir, cwd=cwd)
+    assert created.returncode == 0, created.stderr
+    return json.loads(created.stdout)
+
+
+def test_the_cli_through_the_gateway_with_keys(local_stack, tmp_path, sample_image):
+    gateway = StackState.load(local_stack).gateway_url
+    key = new_key(local_stack, tmp_path, "cli")
+    assert key["key"].startswith("mmq_") and key["webhook_secret"]
+    remote = {"MMQ_GATEWAY_URL": gateway, "MMQ_API_KEY": key["key"]}
+
+    run = mmq("run", "remix", f"image=@{sample_image}", "width=64", "height=64", "steps=2", "--wait", "--json",
+              data_dir=tmp_path / "elsewhere", cwd=tmp_path, **remote)  # no stack file: the gateway only
+    assert run.returncode == 0, run.stderr
+    job = json.loads(run.stdout)
+    assert job["status"] == "succeeded"
+    assert re.search(r"text2image +succeeded +\[#+\] \d+/\d+", run.stderr), run.stderr  # progress bars
+    listed = mmq("jobs", "list", "--json", data_dir=tmp_path / "elsewhere", cwd=tmp_path, **remote)
+    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)["jobs"]]
+    download = mmq("jobs", "download", job["id"], "--out", str(tmp_path / "out"), data_dir=tmp_path / "elsewhere",
+                   cwd=tmp_path, **remote)
+    assert download.returncode == 0, download.stderr
+    assert Image.open(tmp_path / "out" / "image.png").size == (64, 64)
+
+    keys = mmq("keys", "list", "--json", data_dir=local_stack, cwd=tmp_path)
+    assert {"id": key["id"], "tenant": "cli", "active": True}.items() <= next(
+        k for k in json.loads(keys.stdout) if k["id"] == key["id"]).items()
+    assert key["key"] not in keys.stdout
+    assert mmq("keys", "revoke", key["id"], data_dir=local_stack, cwd=tmp_path).returncode == 0
+    refused = mmq("jobs", "list", data_dir=tmp_path / "elsewhere", cwd=tmp_path, **remote)
+    assert refused.returncode == 1 and f"API key {key['id']} was revoked" in refused.stderr
+
+
+def readme_curl_walkthrough() -> str:
+    readme = (ROOT / "README.md").read_text()
+    [block] = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+    return block
+
+
+def test_the_readme_curl_walkthrough_runs_as_written(local_stack, tmp_path):
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "house.png").write_bytes((ROOT / "samples" / "house.png").read_bytes())
+    env = {**os.environ, "GW": StackState.load(local_stack).gateway_url,
+           "KEY": new_key(local_stack, tmp_path, "curl")["key"]}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_curl_walkthrough()], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "event: step.progress" in result.stdout and result.stdout.rstrip().splitlines()[-1].startswith("data:")
+    assert "event: job.succeeded" in result.stdout
+    assert Image.open(io.BytesIO((tmp_path / "remixed.png").read_bytes())).size == (128, 128)

@@ -41,6 +41,12 @@ def test_each_specialisation_has_its_own_worker_on_its_queue_with_a_gpu():
         assert service["environment"][SPECIALISATIONS[name].model_env_var] == SPECIALISATIONS[name].default_model
 
 
+def test_the_gateway_serves_on_all_interfaces_with_public_presigned_urls():
+    gateway = rendered()["services"]["gateway"]
+    assert gateway["command"] == ["gateway", "--host", "0.0.0.0", "--port", "8600"]
+    assert gateway["environment"]["MMQ_S3_PUBLIC_URL"] and gateway["environment"]["MMQ_BROKER_URL"]
+
+
 def test_flower_asks_for_credentials():
     flower = rendered()["services"]["flower"]
     assert "flower" in flower["entrypoint"]

@@ -26,7 +26,7 @@ def test_a_step_retries_through_an_s3_outage_and_the_job_succeeds(make_stack, st
     stack = make_stack(MMQ_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3.port}", MMQ_S3_BUCKET="outage-test")
     start_worker(stack, "diffusion")
     client = stack.client()
-    client.store.ensure_bucket()
+    client.transport.store.ensure_bucket()
     try:
         stop(s3.pid)  # the outage: the step can compute but not store its image
         job = client.submit("text2image", prompt="a house", width=64, height=64, steps=2)

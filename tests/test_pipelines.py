@@ -47,7 +47,7 @@ def test_an_ad_hoc_pipeline_fans_out_over_frames_and_gathers_them_in_order(worke
     assert sorted(record.item_states["captions"]) == [0, 1, 2]
     assert all(item.status is JobStatus.SUCCEEDED for item in record.item_states["captions"].values())
     # Each item captioned its own frame: the same frame alone gives the same caption.
-    alone = succeeded(client.submit("caption", image=client.store.get_bytes(_ref(frames[1]))))
+    alone = succeeded(client.submit("caption", image=client.transport.store.get_bytes(_ref(frames[1]))))
     assert alone.outputs["text"] == captions[1]
 
 

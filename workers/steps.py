@@ -19,6 +19,7 @@ from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
 from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
 from mmq.tasks.taskspec import TaskSpec
+from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.wiring import Context, item_outputs, merge, resolve
 
 from .specialisation import ArtifactInput, Blob, Specialisation
@@ -84,7 +85,7 @@ class StepRunner:
             # A redelivery of a step that finished before its worker died: reuse, don't recompute.
             return self._advance(record, message, context, done.outputs or {})
         state = self._start(record, message)
-        outputs = self._compute(task, message, context, state)
+        outputs = self._compute(task, message, context, state, owner=record.owner)
         state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
         if not self.jobs.save_step(record.id, message.step, state, item=message.item):
             raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
@@ -125,16 +126,16 @@ class StepRunner:
                 f"time (bound: {self.max_deliveries}); dead-lettered"
             )
         state = StepState(status=JobStatus.RUNNING, attempts=deliveries, started_at=time.time())
+        self.jobs.mark_running(record.id, state.started_at)  # the job runs before any of its steps does
         self.jobs.save_step(record.id, message.step, state, item=message.item)
-        self.jobs.mark_running(record.id, state.started_at)
         return state
 
     def _fan_out(self, task: TaskSpec, record: JobRecord, message: StepMessage, context: Context) -> Context | FanOut:
         [(target, ref)] = message.each.items()
         items = resolve(ref, context)
         state = StepState(status=JobStatus.RUNNING, progress=(0, len(items)), started_at=time.time())
-        self.jobs.save_step(record.id, message.step, state)
         self.jobs.mark_running(record.id, state.started_at)
+        self.jobs.save_step(record.id, message.step, state)
         if items:
             return FanOut(step=record.step(message.step), count=len(items), context=context)
         outputs: dict[str, Any] = {name: [] for name in task.outputs}  # nothing to fan out over
@@ -152,7 +153,8 @@ class StepRunner:
         self.jobs.save_step(job_id, message.step, StepState(status=JobStatus.RUNNING,
                                                             progress=(min(done, message.count), message.count)))
 
-    def _compute(self, task: TaskSpec, message: StepMessage, context: Context, state: StepState) -> dict[str, Any]:
+    def _compute(self, task: TaskSpec, message: StepMessage, context: Context, state: StepState, *,
+                 owner: str | None) -> dict[str, Any]:
         raw = {target: resolve(binding, context) for target, binding in message.bind.items()}
         for target, ref in message.each.items():
             raw[target] = resolve(ref, context)[message.item]
@@ -162,7 +164,7 @@ class StepRunner:
         prepared = {name: self._prepare(value) for name, value in inputs.items()}
         progress = _ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
         [outputs] = self.specialisation.run(task.name, [prepared], progress)
-        return self._store_outputs(task, outputs)
+        return self._store_outputs(task, outputs, artifact_prefix(owner))
 
     def _prepare(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -172,17 +174,17 @@ class StepRunner:
                                  fetch=lambda ref=value: self.store.get_bytes(ref))
         return value
 
-    def _store_outputs(self, task: TaskSpec, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    def _store_outputs(self, task: TaskSpec, outputs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         missing = set(task.outputs) - set(outputs)
         if missing:
             raise MMQError(f"task {task.name!r} returned no {', '.join(sorted(missing))}")
-        return {name: self._store(outputs[name]) for name in task.outputs}
+        return {name: self._store(outputs[name], prefix) for name in task.outputs}
 
-    def _store(self, value: Any) -> Any:
+    def _store(self, value: Any, prefix: str) -> Any:
         if isinstance(value, list):
-            return [self._store(item) for item in value]
+            return [self._store(item, prefix) for item in value]
         if isinstance(value, Blob):
-            return self.store.put_bytes(value.data, value.media_type).to_dict()
+            return self.store.put_bytes(value.data, value.media_type, prefix=prefix).to_dict()
         return value
 
     def _advance(self, record: JobRecord, message: StepMessage, context: Context,

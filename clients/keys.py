@@ -1,0 +1,110 @@
+"""API keys and tenants, kept in Redis: `mmq keys create|list|revoke`, and what the gateway checks.
+
+A key reads `mmq_<id>_<secret>`. Only its SHA-256 is stored, under its id; the id alone names the
+key in lists and revocations. Each tenant also has a webhook signing secret, made with its first
+key. Unlike job records these never expire: they are configuration, removed by revoking.
+
+  mmq:apikey:<id>    hash: tenant, name, sha256, created_at, revoked_at
+  mmq:apikeys        set of key ids
+  mmq:tenant:<name>  hash: webhook_secret, created_at
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mmq.tasks.errors import AuthenticationFailed, InvalidInput
+from mmq.tasks.jobs import connect_redis
+from mmq.tasks.tenants import check_tenant_name
+
+KEY_HASH_PREFIX = "mmq:apikey:"
+KEY_INDEX = "mmq:apikeys"
+TENANT_PREFIX = "mmq:tenant:"
+KEY_WORD = "mmq"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """What is known about a key, never the key itself."""
+
+    id: str
+    tenant: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "tenant": self.tenant, "name": self.name, "created_at": self.created_at,
+                "revoked_at": self.revoked_at, "active": self.active}
+
+
+class KeyStore:
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> KeyStore:
+        return cls(connect_redis(settings.broker_url))
+
+    def create(self, tenant: str, name: str = "") -> tuple[ApiKey, str]:
+        """A new key for `tenant` (made on first use): its record and the key, shown only now."""
+        check_tenant_name(tenant)
+        key_id = secrets.token_hex(6)
+        plaintext = f"{KEY_WORD}_{key_id}_{secrets.token_urlsafe(24)}"
+        now = time.time()
+        self._redis.hsetnx(TENANT_PREFIX + tenant, "webhook_secret", "whsec_" + secrets.token_urlsafe(24))
+        self._redis.hsetnx(TENANT_PREFIX + tenant, "created_at", repr(now))
+        self._redis.hset(KEY_HASH_PREFIX + key_id, mapping={
+            "tenant": tenant, "name": name, "sha256": _digest(plaintext), "created_at": repr(now)})
+        self._redis.sadd(KEY_INDEX, key_id)
+        return ApiKey(key_id, tenant, name, now), plaintext
+
+    def list(self, tenant: str | None = None) -> list[ApiKey]:
+        keys = [self._load(member.decode()) for member in self._redis.smembers(KEY_INDEX)]
+        return sorted((k for k in keys if k and (tenant is None or k.tenant == tenant)), key=lambda k: k.created_at)
+
+    def revoke(self, key_id: str) -> ApiKey:
+        key = self._load(key_id)
+        if key is None:
+            raise InvalidInput(f"no API key with id {key_id!r}", field="id")
+        if key.active:
+            self._redis.hset(KEY_HASH_PREFIX + key_id, "revoked_at", repr(time.time()))
+        return self._load(key_id)
+
+    def authenticate(self, plaintext: str | None) -> str:
+        """The tenant of an active key; `AuthenticationFailed` for anything else."""
+        if not plaintext:
+            raise AuthenticationFailed("missing API key: send it as 'Authorization: Bearer <key>'")
+        word, _, rest = plaintext.partition("_")
+        key_id = rest.split("_", 1)[0]
+        raw = self._redis.hgetall(KEY_HASH_PREFIX + key_id) if word == KEY_WORD and key_id else {}
+        stored = {k.decode(): v.decode() for k, v in raw.items()}
+        if not stored or not hmac.compare_digest(stored["sha256"], _digest(plaintext)):
+            raise AuthenticationFailed("unknown API key")
+        if "revoked_at" in stored:
+            raise AuthenticationFailed(f"API key {key_id} was revoked")
+        return stored["tenant"]
+
+    def webhook_secret(self, tenant: str) -> str | None:
+        raw = self._redis.hget(TENANT_PREFIX + tenant, "webhook_secret")
+        return raw.decode() if raw is not None else None
+
+    def _load(self, key_id: str) -> ApiKey | None:
+        raw = {k.decode(): v.decode() for k, v in self._redis.hgetall(KEY_HASH_PREFIX + key_id).items()}
+        if not raw:
+            return None
+        return ApiKey(key_id, raw["tenant"], raw.get("name", ""), float(raw["created_at"]),
+                      float(raw["revoked_at"]) if "revoked_at" in raw else None)
+
+
+def _digest(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()

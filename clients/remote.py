@@ -1,0 +1,205 @@
+"""The client outside the cluster: the same methods as inside, through the HTTP gateway.
+
+Files given as inputs are uploaded first (a presigned URL from the gateway, then a PUT straight to
+S3); events come from the gateway's server-sent event stream; artifacts are read from the presigned
+URLs in the job's view. Gateway errors come back as the same mmq exceptions a direct client raises.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mmq.tasks.artifacts import ArtifactRef
+from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobNotFound
+from mmq.tasks.fields import Field, field_from_description
+from mmq.tasks.jobs import JobPage, JobRecord, JobStatus
+from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.specfiles import pipeline_to_dict
+from mmq.tasks.webhooks import WebhookSpec
+
+from .artifact import Artifact
+from .error_codes import exception_for
+from .transport import artifact_outputs
+
+TIMEOUT_S = 60.0
+
+
+class GatewayTransport:
+    def __init__(self, url: str, api_key: str | None, *, http: Any = None) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = http or httpx.Client(base_url=self.url, headers=headers, timeout=TIMEOUT_S)
+        self._views: dict[str, dict[str, Any]] = {}  # the last view of each job: its artifact URLs
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BrokerUnavailable(f"gateway {self.url} unreachable: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text
+            raise exception_for(response.status_code, body)
+        return response.json()
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def submit(self, target: str | Pipeline | Mapping[str, Any], inputs: Mapping[str, Any], *,
+               idempotency_key: str | None = None, webhook: WebhookSpec | None = None) -> str:
+        pipeline = pipeline_to_dict(target) if isinstance(target, Pipeline) else target
+        body: dict[str, Any] = {"pipeline": pipeline,
+                                "inputs": {k: self._input(k, v) for k, v in inputs.items()}}
+        if webhook is not None:
+            body["webhook"] = webhook.to_dict()
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        view = self._call("POST", "/v1/jobs", json=body, headers=headers)
+        self._views[view["id"]] = view
+        return view["id"]
+
+    def _input(self, name: str, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [self._input(f"{name}[{i}]", item) for i, item in enumerate(value)]
+        if isinstance(value, Artifact):
+            return value.ref.to_dict()
+        if isinstance(value, ArtifactRef):
+            return value.to_dict()
+        if isinstance(value, (bytes, Path)):
+            return self.upload(value)
+        return value
+
+    def upload(self, source: Path | str | bytes, media_type: str | None = None) -> dict[str, str]:
+        """Upload a file through a presigned URL; returns the input value that names it."""
+        if isinstance(source, bytes):
+            data = source
+        else:
+            try:
+                data = Path(source).read_bytes()
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {str(source)!r}: {exc.strerror}") from None
+        upload = self._call("POST", "/v1/uploads", json={"media_type": media_type, "size": len(data)})
+        import httpx
+
+        try:
+            response = httpx.put(upload["url"], content=data, timeout=TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            raise BrokerUnavailable(f"artifact store unreachable for upload: {exc}") from None
+        if response.status_code >= 300:
+            raise InvalidInput(f"the upload was refused by the artifact store ({response.status_code})")
+        return upload["input"]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def view(self, job_id: str) -> dict[str, Any]:
+        view = self._call("GET", f"/v1/jobs/{_checked_id(job_id)}")
+        self._views[job_id] = view
+        return view
+
+    def record(self, job_id: str) -> JobRecord:
+        return JobRecord.from_dict(self.view(job_id))
+
+    def status(self, job_id: str) -> JobStatus:
+        return JobStatus(self.view(job_id)["status"])
+
+    def events(self, job_id: str, *, after: str = "0",
+               deadline: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        import httpx
+
+        # Heartbeats arrive every few seconds, so reads never wait longer than this between lines.
+        timeout = httpx.Timeout(TIMEOUT_S, read=30.0)
+        while True:
+            with self.http.stream("GET", f"/v1/jobs/{_checked_id(job_id)}/events", params={"after": after},
+                                  timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise exception_for(response.status_code, response.json())
+                event_id, data = None, None
+                for line in response.iter_lines():
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
+                    if line.startswith("id:"):
+                        event_id = line[3:].strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line[5:].strip())
+                    elif line == "" and data is not None:
+                        after = event_id or after
+                        yield after, data
+                        if data["type"] == "job" and JobStatus(data["status"]).terminal:
+                            return
+                        event_id, data = None, None
+            if self.status(job_id).terminal:  # the stream ended without an end event: expired or trimmed
+                return
+
+    def cancel(self, job_id: str) -> bool:
+        return bool(self._call("DELETE", f"/v1/jobs/{_checked_id(job_id)}")["cancelled"])
+
+    def list_jobs(self, *, limit: int = 20, cursor: str | None = None) -> JobPage:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        body = self._call("GET", "/v1/jobs", params=params)
+        return JobPage(ids=[job["id"] for job in body["jobs"]], next_cursor=body["next_cursor"])
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/pipelines")["pipelines"]
+
+    def input_schema(self, name: str) -> Mapping[str, Field]:
+        entry = self._call("GET", f"/v1/pipelines/{name}")
+        return {key: field_from_description(value) for key, value in entry["inputs"].items()}
+
+    def artifacts(self, record: JobRecord) -> dict[str, Any]:
+        urls = _urls(self._views.get(record.id) or self.view(record.id))
+        source = _PresignedSource(urls)
+        return artifact_outputs(record.outputs, lambda ref: Artifact(ArtifactRef.from_dict(ref), source))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class _PresignedSource:
+    """Artifact bytes and URLs from the presigned URLs that the gateway put in a job's view."""
+
+    def __init__(self, urls: Mapping[str, str]) -> None:
+        self._urls = urls
+
+    def presigned_url(self, ref: ArtifactRef) -> str:
+        return self._urls[ref.uri]
+
+    def get_bytes(self, ref: ArtifactRef) -> bytes:
+        import httpx
+
+        response = httpx.get(self._urls[ref.uri], timeout=TIMEOUT_S)
+        if response.status_code != 200:
+            from mmq.tasks.errors import ArtifactNotFound
+
+            raise ArtifactNotFound(f"{ref.uri}: the artifact store answered {response.status_code}")
+        return response.content
+
+
+def _urls(value: Any, found: dict[str, str] | None = None) -> dict[str, str]:
+    found = {} if found is None else found
+    if isinstance(value, list):
+        for item in value:
+            _urls(item, found)
+    elif isinstance(value, dict):
+        if "uri" in value and "url" in value:
+            found[value["uri"]] = value["url"]
+        else:
+            for item in value.values():
+                _urls(item, found)
+    return found
+
+
+def _checked_id(job_id: str) -> str:
+    if not (len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)):
+        raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
+    return job_id

@@ -1,0 +1,63 @@
+"""What `Client` needs from the system, whichever way it reaches it: Redis and S3 directly
+(inside the cluster, `DirectTransport`) or the HTTP gateway (from outside, `GatewayTransport`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from mmq.tasks.fields import Field
+from mmq.tasks.jobs import JobPage, JobRecord, JobStatus
+from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.webhooks import WebhookSpec
+
+from .artifact import Artifact
+
+
+class Transport(Protocol):
+    def submit(self, target: str | Pipeline | Mapping[str, Any], inputs: Mapping[str, Any], *,
+               idempotency_key: str | None, webhook: WebhookSpec | None) -> str:
+        """Queue a task or pipeline (a name, a `Pipeline` or its JSON form); returns the job id."""
+
+    def record(self, job_id: str) -> JobRecord: ...
+
+    def status(self, job_id: str) -> JobStatus: ...
+
+    def events(self, job_id: str, *, after: str, deadline: float | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's events after stream id `after`, as they come, until the job ends or the
+        monotonic `deadline` passes (then the iterator just stops)."""
+
+    def cancel(self, job_id: str) -> bool: ...
+
+    def list_jobs(self, *, limit: int, cursor: str | None) -> JobPage: ...
+
+    def catalogue(self) -> list[dict[str, Any]]: ...
+
+    def input_schema(self, name: str) -> Mapping[str, Field]: ...
+
+    def upload(self, source: Any, media_type: str | None) -> Any:
+        """Store a file; returns a value that stands for it in a job's inputs."""
+
+    def artifacts(self, record: JobRecord) -> dict[str, Any]:
+        """The record's outputs with artifact references as `Artifact` objects."""
+
+    def close(self) -> None: ...
+
+
+def artifact_outputs(outputs: Mapping[str, Any] | None, make: Any) -> dict[str, Any]:
+    """Outputs with every artifact reference (also inside lists) turned into `make(ref_dict)`."""
+    from mmq.tasks.artifacts import ArtifactRef
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return [convert(item) for item in value]
+        return make(value) if ArtifactRef.is_ref(value) else value
+
+    return {k: convert(v) for k, v in (outputs or {}).items()}
+
+
+def jsonable(value: Any) -> Any:
+    """Outputs as JSON: artifacts become their reference with a URL."""
+    if isinstance(value, list):
+        return [jsonable(item) for item in value]
+    return value.to_dict() if isinstance(value, Artifact) else value

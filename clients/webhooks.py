@@ -1,0 +1,167 @@
+"""The webhook dispatcher: delivers the events that jobs' webhooks want, signed, with retries.
+
+Events a webhook wants are put in the outbox stream by the job store, in the same Redis step that
+records them, so none is announced and then lost. Dispatchers (one in each gateway, or `mmq
+webhooks` alone) read the outbox as one consumer group: each event goes to one of them; an event
+whose dispatcher died before finishing is claimed by another after `CLAIM_IDLE_MS`. A failed POST is
+retried with exponential backoff from a sorted set of due retries, up to the configured attempts.
+Every attempt is appended to the job's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+import uuid
+from typing import Any
+
+from mmq.tasks.jobs import DELIVERIES_SUFFIX, KEY_PREFIX, WEBHOOK_OUTBOX
+from mmq.tasks.settings import Settings
+from mmq.tasks.webhooks import DELIVERY_HEADER, EVENT_HEADER, signature_headers
+
+from .keys import TENANT_PREFIX
+
+log = logging.getLogger(__name__)
+GROUP = "mmq-webhooks"
+RETRY_KEY = "mmq:webhooks:retry"  # sorted set: delivery JSON by the time it is due
+CLAIM_IDLE_MS = 60_000
+MAX_BACKOFF_S = 3600.0
+# Due retries are leased, not removed: pushed `CLAIM_IDLE_MS` into the future, so that if this
+# dispatcher dies mid-attempt another one retries them then; removed once the attempt is recorded.
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[3], member) end
+return due
+"""
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, *, consumer: str | None = None) -> None:
+        import httpx
+        import redis.asyncio
+
+        self.settings = settings
+        self.redis = redis.asyncio.Redis.from_url(settings.broker_url)
+        self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
+        self.consumer = consumer or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._claim_due = self.redis.register_script(_CLAIM_DUE)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Deliver until `stop` is set (or forever)."""
+        stop = stop or asyncio.Event()
+        try:
+            await self.redis.xgroup_create(WEBHOOK_OUTBOX, GROUP, id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP: another dispatcher made it first
+            if "BUSYGROUP" not in str(exc):
+                raise
+        while not stop.is_set():
+            try:
+                await self._poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away for a moment: log, wait, go on; the outbox keeps the events
+                log.exception("webhook dispatcher: poll failed")
+                await asyncio.sleep(1.0)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+
+    async def _poll(self) -> None:
+        _, claimed, _ = await self.redis.xautoclaim(WEBHOOK_OUTBOX, GROUP, self.consumer,
+                                                   min_idle_time=CLAIM_IDLE_MS, start_id="0", count=20)
+        fresh = await self.redis.xreadgroup(GROUP, self.consumer, {WEBHOOK_OUTBOX: ">"}, count=20, block=500)
+        for entry_id, data in [*claimed, *(entry for _, entries in fresh or [] for entry in entries)]:
+            if data:  # a claimed entry trimmed meanwhile has no data
+                job_id = data[b"job"].decode()
+                # The id is the outbox entry's: the same for every attempt, so receivers can dedupe.
+                delivery = {"job": job_id, "name": data[b"name"].decode(), "event": json.loads(data[b"event"]),
+                            "attempt": 1, "id": f"{job_id}-{entry_id.decode()}"}
+                self._spawn(self._deliver(delivery, outbox_id=entry_id))
+            else:
+                await self.redis.xack(WEBHOOK_OUTBOX, GROUP, entry_id)
+        for raw in await self._claim_due(keys=[RETRY_KEY], args=[time.time(), 20, CLAIM_IDLE_MS / 1000]):
+            self._spawn(self._deliver(json.loads(raw), retry_member=raw))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, delivery: dict[str, Any], *, outbox_id: bytes | None = None,
+                       retry_member: bytes | None = None) -> None:
+        try:
+            await self._attempt(delivery)
+        except Exception:  # Redis went away mid-attempt: keep the entry; it is claimed again later
+            log.exception("webhook delivery %s of job %s failed unexpectedly", delivery["id"], delivery["job"])
+            return
+        # The attempt is recorded (and its retry scheduled): done with the entry that asked for it.
+        if outbox_id is not None:
+            await self.redis.xack(WEBHOOK_OUTBOX, GROUP, outbox_id)
+            await self.redis.xdel(WEBHOOK_OUTBOX, outbox_id)
+        if retry_member is not None:
+            await self.redis.zrem(RETRY_KEY, retry_member)
+
+    async def _attempt(self, delivery: dict[str, Any]) -> None:
+        job_id = delivery["job"]
+        raw_spec = await self.redis.hget(KEY_PREFIX + job_id, "spec")
+        if raw_spec is None:
+            return  # the job expired meanwhile: nobody left to tell
+        spec = json.loads(raw_spec)
+        url = (spec.get("webhook") or {}).get("url")
+        secret = await self._secret(spec.get("owner"))
+        if not url or not secret:
+            log.error("job %s has a webhook but no URL or signing secret; not delivered", job_id)
+            return
+        body = json.dumps({"id": delivery["id"], "type": delivery["name"], "job_id": job_id,
+                           "job_name": spec["name"], "event": delivery["event"]}).encode()
+        headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery["id"],
+                   EVENT_HEADER: delivery["name"], **signature_headers(secret, body)}
+        started = time.time()
+        outcome: dict[str, Any] = {"delivery": delivery["id"], "event": delivery["name"], "url": url,
+                                   "attempt": delivery["attempt"], "at": started}
+        try:
+            response = await self.http.post(url, content=body, headers=headers)
+            outcome["status_code"] = response.status_code
+            outcome["ok"] = 200 <= response.status_code < 300
+        except Exception as exc:  # httpx's errors, and anything else the network throws
+            outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            outcome["ok"] = False
+        outcome["duration_ms"] = round((time.time() - started) * 1000, 1)
+        if not outcome["ok"] and delivery["attempt"] < self.settings.webhook_max_attempts:
+            delay = min(self.settings.webhook_backoff_s * 2 ** (delivery["attempt"] - 1), MAX_BACKOFF_S)
+            outcome["retry_at"] = started + delay
+            await self.redis.zadd(RETRY_KEY, {json.dumps({**delivery, "attempt": delivery["attempt"] + 1}):
+                                              started + delay})
+        elif not outcome["ok"]:
+            outcome["gave_up"] = True
+        await self._record(job_id, outcome)
+
+    async def _record(self, job_id: str, outcome: dict[str, Any]) -> None:
+        key = KEY_PREFIX + job_id + DELIVERIES_SUFFIX
+        await self.redis.rpush(key, json.dumps(outcome))
+        await self.redis.expire(key, self.settings.record_ttl_s)
+
+    async def _secret(self, owner: str | None) -> str | None:
+        if owner is None:
+            return self.settings.webhook_secret
+        raw = await self.redis.hget(TENANT_PREFIX + owner, "webhook_secret")
+        return raw.decode() if raw is not None else None
+
+
+def run_dispatcher(settings: Settings) -> None:
+    """`mmq webhooks`: a dispatcher on its own, until interrupted."""
+    async def main() -> None:
+        dispatcher = Dispatcher(settings)
+        try:
+            await dispatcher.run()
+        finally:
+            await dispatcher.close()
+
+    asyncio.run(main())

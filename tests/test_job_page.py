@@ -1,0 +1,105 @@
+"""The job page, in a real browser: headless Chromium, driven by Selenium, follows a remix job.
+
+Real: the gateway process, Redis, the SeaweedFS S3 server the browser loads images from, the
+caption and diffusion Celery workers, Chromium and chromedriver. Faked: the model hub and the GPU;
+the workers run tiny randomly initialised models of the real architectures, on CPU. Nothing here
+skips: without Chromium the test fails and says which Debian packages to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB_TIMEOUT_S = 120
+IMAGE_SIZE = 64
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.fail("headless Chromium is needed: apt-get install chromium chromium-driver "
+                    f"(found chromium={chromium}, chromedriver={chromedriver})")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def artifacts_dir() -> Path:
+    folder = Path(os.environ.get("MMQ_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def submit_remix(http: httpx.Client, image: Path) -> dict[str, Any]:
+    """Upload the image through a presigned URL, as an HTTP client does, and submit a remix of it."""
+    upload = http.post("/v1/uploads", json={"media_type": "image/png"})
+    assert upload.status_code == 201, upload.text
+    put = httpx.put(upload.json()["url"], content=image.read_bytes(), headers={"Content-Type": "image/png"})
+    assert put.status_code in (200, 201, 204), put.text
+    inputs = {"image": upload.json()["input"], "steps": 4, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
+              "seed": 3}
+    job = http.post("/v1/jobs", json={"pipeline": "remix", "inputs": inputs})
+    assert job.status_code == 201, job.text
+    return job.json()
+
+
+def status_word(driver: webdriver.Chrome) -> str | None:
+    elements = driver.find_elements(By.ID, "job-status")
+    return elements[0].text if elements else None
+
+
+def test_job_page_follows_a_remix_to_its_image(gateway: Any, sample_image: Path,
+                                               browser: webdriver.Chrome) -> None:
+    # given a remix job submitted over HTTP, and its page opened at once, while it may still run
+    key = gateway.new_key("page-tenant")
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        job = submit_remix(http, sample_image)
+        browser.get(gateway.url + job["links"]["page"])
+
+        # when the job ends, the page says so without being reloaded
+        ended = WebDriverWait(browser, JOB_TIMEOUT_S).until(
+            lambda d: status_word(d) if status_word(d) in ("succeeded", "failed", "cancelled") else None,
+            message=f"the page never showed the job ending within {JOB_TIMEOUT_S} s")
+        final = http.get(f"/v1/jobs/{job['id']}").json()
+    assert ended == "succeeded", f"job ended {ended}: {final.get('error')}\n{gateway.log()[-3000:]}"
+
+    # then the graph shows caption, then text2image one column to its right, both succeeded
+    caption = browser.find_element(By.CSS_SELECTOR, '.step[data-step="caption"]')
+    text2image = browser.find_element(By.CSS_SELECTOR, '.step[data-step="text2image"]')
+    assert caption.get_attribute("data-status") == "succeeded"
+    assert text2image.get_attribute("data-status") == "succeeded"
+    assert text2image.location["x"] > caption.location["x"] + caption.size["width"]
+
+    # and the generated image really loaded from S3, at the size asked for
+    image = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="image"] img')
+    natural_width = WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image),
+        message="the output image did not load from its presigned URL")
+    assert natural_width == IMAGE_SIZE
+    assert image.get_attribute("src").startswith(gateway.stack.env["MMQ_S3_ENDPOINT_URL"] + "/")
+
+    # and the caption is shown as the very text the API returns
+    shown = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="caption"]')
+    assert shown.get_property("textContent") == final["outputs"]["caption"]
+
+    screenshot = artifacts_dir() / "job-page.png"
+    assert browser.save_screenshot(str(screenshot))
+    assert screenshot.stat().st_size > 0
