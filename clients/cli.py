@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="where the stack keeps its data (default .mmq)")
     up.add_argument("--only", default=",".join(SPECIALISATIONS), help="specialisations to start")
     up.add_argument("--no-gateway", action="store_true", help="start no HTTP gateway")
+    up.add_argument("--no-flower", action="store_true", help="start no Flower")
     up.set_defaults(handler=_up)
 
     down = commands.add_parser("down", help="stop what `mmq up` started")
@@ -110,6 +111,22 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--data-dir")
     gateway.set_defaults(handler=_gateway)
 
+    status = commands.add_parser("status", help="queues, workers and recent failures")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--data-dir")
+    status.set_defaults(handler=_status)
+
+    ready = commands.add_parser("ready", help="exit 0 when a worker of SPECIALISATION on this host is ready")
+    ready.add_argument("specialisation", choices=sorted(SPECIALISATIONS))
+    ready.add_argument("--data-dir")
+    ready.set_defaults(handler=_ready)
+
+    metrics = commands.add_parser("metrics", help="serve Prometheus metrics (for deployments without a gateway)")
+    metrics.add_argument("--host", default="0.0.0.0")
+    metrics.add_argument("--port", type=int, default=9600)
+    metrics.add_argument("--data-dir")
+    metrics.set_defaults(handler=_metrics)
+
     webhooks = commands.add_parser("webhooks", help="deliver webhooks (without serving the gateway)")
     webhooks.add_argument("--data-dir")
     webhooks.set_defaults(handler=_webhooks)
@@ -148,10 +165,15 @@ def _up(args: argparse.Namespace) -> int:
     if unknown:
         raise InvalidInput(f"unknown specialisation {unknown[0]!r}; known: {', '.join(SPECIALISATIONS)}")
     stack = LocalStack(os.environ.get("MMQ_DATA_DIR", ".mmq"))
-    state = stack.up(models=args.models, specialisations=only, gateway=not args.no_gateway)
+    state = stack.up(models=args.models, specialisations=only, gateway=not args.no_gateway,
+                     flower=not args.no_flower)
     print(f"mmq is up; settings in {stack.data_dir / 'stack.json'}")
     if state.gateway_url:
         print(f"gateway: {state.gateway_url} (keys: mmq keys create --tenant NAME)")
+    if state.flower_url:
+        user = state.env["MMQ_FLOWER_BASIC_AUTH"].split(":", 1)[0]
+        print(f"flower:  {state.flower_url} (user {user}; password: MMQ_FLOWER_BASIC_AUTH in stack.json)")
+    print("status:  mmq status")
     return 0
 
 
@@ -292,6 +314,63 @@ def _gateway(args: argparse.Namespace) -> int:
     from .gateway import serve
 
     serve(host=args.host, port=args.port, webhooks=not args.no_webhooks)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mmq.tasks.jobs import JobStore
+    from mmq.tasks.settings import Settings
+
+    from .operations import status
+
+    report = status(JobStore.from_settings(Settings.from_env()))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("QUEUE          DEPTH  WORKERS")
+    for queue in report["queues"]:
+        print(f"{queue['queue']:<14} {queue['depth']:>5}  {queue['workers']:>7}")
+    print("\nWORKER                                   DEVICE  GPU  LOAD    MODEL")
+    for worker in report["workers"]:
+        print(f"{worker['hostname']:<40} {worker['device']:<7} {worker.get('gpu') or '-':<4} "
+              f"{worker['load_s']:>5.1f}s  {worker['model']}")
+    if not report["workers"]:
+        print("(no worker has a current heartbeat)")
+    jobs = report["jobs"]
+    print(f"\njobs: {jobs.get('created', 0)} created, {jobs.get('succeeded', 0)} succeeded, "
+          f"{jobs.get('failed', 0)} failed, {jobs.get('cancelled', 0)} cancelled")
+    for failure in report["recent_failures"]:
+        error = failure["error"] or {}
+        when = time.strftime("%H:%M:%S", time.localtime(failure["finished_at"] or 0))
+        print(f"  failed {when} {failure['id']} {failure['name']}: step {error.get('step')!r} "
+              f"{error.get('type')}: {str(error.get('message'))[:100]}")
+    return 0
+
+
+def _ready(args: argparse.Namespace) -> int:
+    import socket
+
+    from mmq.tasks.jobs import connect_redis
+    from mmq.tasks.settings import Settings
+
+    from .operations import ready_here
+
+    try:
+        ready = ready_here(connect_redis(Settings.from_env().broker_url), args.specialisation, socket.gethostname())
+    except Exception as exc:  # redis-py's errors: the broker is unreachable, so not ready
+        print(f"mmq: not ready: broker unreachable: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not ready:
+        print(f"mmq: no ready {args.specialisation} worker on {socket.gethostname()}", file=sys.stderr)
+    return 0 if ready else EXIT_FAILED
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from mmq.tasks.settings import Settings
+
+    from .exporter import serve_metrics
+
+    serve_metrics(Settings.from_env(), host=args.host, port=args.port)
     return 0
 
 

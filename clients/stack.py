@@ -26,6 +26,8 @@ from .servers import free_port, pid_alive, port_free, start_redis, start_seaweed
 
 WORKER_READY_TIMEOUT_S = 300.0
 DEFAULT_GATEWAY_PORT = 8600
+DEFAULT_FLOWER_PORT = 5555
+WORKER_STOP_TIMEOUT_S = 180.0  # beyond the default shutdown timeout, so a running step can finish
 LOCAL_ACCESS_KEY = "mmq-local"
 LOCAL_SECRET_KEY = "mmq-local-secret"
 
@@ -55,7 +57,14 @@ class StackState:
 
     @property
     def gateway_url(self) -> str | None:
-        port = next((p.port for p in self.processes if p.name == "gateway"), None)
+        return self._url("gateway")
+
+    @property
+    def flower_url(self) -> str | None:
+        return self._url("flower")
+
+    def _url(self, name: str) -> str | None:
+        port = next((p.port for p in self.processes if p.name == name), None)
         return f"http://127.0.0.1:{port}" if port else None
 
     def save(self, data_dir: Path) -> None:
@@ -81,7 +90,7 @@ class LocalStack:
         self.data_dir = Path(data_dir).resolve()
 
     def up(self, *, models: str = TINY, specialisations: Iterable[str] = tuple(SPECIALISATIONS),
-           gateway: bool = True, log: callable = print) -> StackState:
+           gateway: bool = True, flower: bool = True, log: callable = print) -> StackState:
         existing = StackState.load(self.data_dir)
         if existing and all(p.running() for p in existing.processes):
             log(f"mmq stack already up in {self.data_dir}")
@@ -104,6 +113,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
             # Signs the webhooks of jobs submitted directly (tenants' jobs use their own secret).
             "MMQ_WEBHOOK_SECRET": "whsec_" + secrets.token_urlsafe(24),
+            "MMQ_FLOWER_BASIC_AUTH": os.environ.get("MMQ_FLOWER_BASIC_AUTH") or "admin:" + secrets.token_urlsafe(12),
         }
         state.save(self.data_dir)
         log(f"redis on port {redis.port}, S3 on http://127.0.0.1:{s3.port}")
@@ -116,6 +126,9 @@ class LocalStack:
         self._wait_for_workers(state, log)
         if gateway:
             self._wait_for_gateway(state, log)
+        if flower:  # after the workers: Flower asks them for their queues and stats as it starts
+            state.processes.append(self._start_flower(state.env))
+            state.save(self.data_dir)
         return state
 
     def down(self, *, log: callable = print) -> list[str]:
@@ -125,9 +138,12 @@ class LocalStack:
             return []
         stopped = []
         # Workers first (a warm shutdown acknowledges nothing it has not finished), then servers.
-        for process in sorted(state.processes, key=lambda p: (not p.name.startswith("worker"), p.name != "gateway")):
+        for process in sorted(state.processes, key=lambda p: (not p.name.startswith("worker"),
+                                                               p.name not in ("gateway", "flower"))):
             if process.running():
-                stop(process.pid)
+                # Workers get SIGTERM alone, as an orchestrator sends it: a graceful shutdown.
+                is_worker = process.name.startswith("worker")
+                stop(process.pid, group=not is_worker, timeout_s=WORKER_STOP_TIMEOUT_S if is_worker else 15.0)
                 stopped.append(process.name)
                 log(f"stopped {process.name} (pid {process.pid})")
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
@@ -153,6 +169,17 @@ class LocalStack:
                                    start_new_session=True)
         log_file.close()
         return StackProcess("gateway", process.pid, "mmq.clients.gateway", port)
+
+    def _start_flower(self, stack_env: dict[str, str]) -> StackProcess:
+        port = DEFAULT_FLOWER_PORT if port_free(DEFAULT_FLOWER_PORT) else free_port()
+        env = {**os.environ, **stack_env, "FLOWER_BASIC_AUTH": stack_env["MMQ_FLOWER_BASIC_AUTH"]}
+        log_file = open(self.data_dir / "logs" / "flower.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "celery", "--broker", stack_env["MMQ_BROKER_URL"],
+                                    "flower", f"--port={port}", "--address=127.0.0.1"],
+                                   env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        log_file.close()
+        return StackProcess("flower", process.pid, "flower", port)
 
     def _wait_for_gateway(self, state: StackState, log: callable) -> None:
         import httpx

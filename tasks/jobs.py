@@ -31,6 +31,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import BrokerUnavailable, IdempotencyConflict, JobNotFound
+from .stats import count_job
 from .webhooks import event_name
 
 KEY_PREFIX = "mmq:job:"
@@ -274,6 +275,8 @@ class JobStore:
         if outcome == b"conflict":
             raise IdempotencyConflict(f"idempotency key {idempotency[0]!r} was used for job {job_id.decode()} "
                                       "with a different request")
+        if outcome == b"created":
+            self._count("created")
         return job_id.decode()
 
     def get(self, job_id: str) -> JobRecord:
@@ -350,7 +353,21 @@ class JobStore:
         """Move the job to a terminal status, once: the first writer wins."""
         fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
         event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
-        return self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}), event)
+        finished = self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}), event)
+        if finished:
+            self._count(status.value)
+        return finished
+
+    def _count(self, outcome: str) -> None:
+        """Jobs by outcome, for metrics: best effort, after the fact that it counts."""
+        import redis
+
+        try:
+            pipe = self._redis.pipeline()
+            count_job(pipe, outcome)
+            pipe.execute()
+        except redis.RedisError:
+            pass
 
     def events(self, job_id: str, after: str = "0", block_ms: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """Events after the stream id `after`, waiting up to `block_ms` for the first one."""

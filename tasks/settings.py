@@ -68,6 +68,9 @@ class Settings:
     webhook_max_attempts: int = 6
     webhook_backoff_s: float = 2.0  # the first retry's delay; each further retry doubles it
     webhook_timeout_s: float = 10.0
+    # On SIGTERM a worker lets its running step finish for this long, then requeues it.
+    shutdown_timeout_s: float = 120.0
+    flower_basic_auth: str | None = None  # user:password, for Flower
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +125,8 @@ class Settings:
             webhook_max_attempts=_positive_int(env, "MMQ_WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts),
             webhook_backoff_s=_positive_number(env, "MMQ_WEBHOOK_BACKOFF_S", cls.webhook_backoff_s),
             webhook_timeout_s=_positive_number(env, "MMQ_WEBHOOK_TIMEOUT_S", cls.webhook_timeout_s),
+            shutdown_timeout_s=_positive_number(env, "MMQ_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s),
+            flower_basic_auth=env.get("MMQ_FLOWER_BASIC_AUTH") or None,
         )
         settings.check()
         return settings

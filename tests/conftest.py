@@ -22,7 +22,8 @@ import pytest
 import redis as redis_lib
 
 from mmq.clients import Client
-from mmq.clients.servers import Server, die_with_parent, free_port, start_redis, start_seaweed, stop
+from mmq.clients.servers import Server, free_port, start_redis, start_seaweed, stop
+from mmq.tasks.processes import die_with_parent
 from mmq.tasks import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
 

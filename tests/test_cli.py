@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from mmq.clients.stack import StackState
+from mmq.tasks.specialisations import SPECIALISATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +35,8 @@ def start(data_dir: Path, cwd: Path, only: str = "caption") -> Path:
 
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory):
-    data_dir = start(tmp_path_factory.mktemp("cli") / "data", Path.cwd(), only="caption,diffusion")
+    # Every specialisation, as a bare `mmq up` starts them.
+    data_dir = start(tmp_path_factory.mktemp("cli") / "data", Path.cwd(), only=",".join(SPECIALISATIONS))
     yield data_dir
     down = mmq("down", data_dir=data_dir, cwd=Path.cwd())
     assert down.returncode == 0, down.stderr
@@ -42,7 +45,7 @@ def local_stack(tmp_path_factory):
 def test_up_twice_reuses_the_stack_and_down_stops_exactly_it(tmp_path):
     own_stack = start(tmp_path / "data", tmp_path)
     state = StackState.load(own_stack)
-    assert [p.name for p in state.processes] == ["redis", "seaweedfs", "gateway", "worker:caption"]
+    assert [p.name for p in state.processes] == ["redis", "seaweedfs", "gateway", "worker:caption", "flower"]
     again = mmq("up", "--only", "caption", data_dir=own_stack, cwd=tmp_path)
     assert again.returncode == 0 and "already up" in again.stdout
     assert StackState.load(own_stack).processes == state.processes
@@ -140,3 +143,43 @@ def test_the_readme_curl_walkthrough_runs_as_written(local_stack, tmp_path):
     assert "event: step.progress" in result.stdout and result.stdout.rstrip().splitlines()[-1].startswith("data:")
     assert "event: job.succeeded" in result.stdout
     assert Image.open(io.BytesIO((tmp_path / "remixed.png").read_bytes())).size == (128, 128)
+
+
+def test_status_shows_every_specialisation_with_its_worker_and_queue(local_stack, tmp_path):
+    result = mmq("status", "--json", data_dir=local_stack, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {q["queue"]: q["workers"] for q in report["queues"]} == {name: 1 for name in SPECIALISATIONS}
+    assert sorted(w["specialisation"] for w in report["workers"]) == sorted(SPECIALISATIONS)
+    text = mmq("status", data_dir=local_stack, cwd=tmp_path).stdout
+    for name in SPECIALISATIONS:
+        assert re.search(rf"^{name} +0 +1$", text, flags=re.M), text
+        assert re.search(rf"^{name}-cpu-\d+@", text, flags=re.M), text
+        assert mmq("ready", name, data_dir=local_stack, cwd=tmp_path).returncode == 0
+
+
+def test_flower_shows_each_specialisations_worker_behind_a_password(local_stack):
+    import httpx
+
+    state = StackState.load(local_stack)
+    user, password = state.env["MMQ_FLOWER_BASIC_AUTH"].split(":", 1)
+    assert httpx.get(f"{state.flower_url}/api/workers", timeout=30).status_code == 401
+    assert httpx.get(f"{state.flower_url}/api/workers", auth=(user, "wrong"), timeout=30).status_code == 401
+
+    def workers() -> dict:
+        # refresh=1: Flower asks the workers now, rather than answering from what it last heard.
+        response = httpx.get(f"{state.flower_url}/api/workers", params={"refresh": 1}, auth=(user, password),
+                             timeout=30)
+        return response.json() if response.status_code == 200 else {}
+
+    def lists_every_specialisation(found: dict) -> bool:
+        return all(any(w.startswith(f"{name}-cpu-") for w in found) for name in SPECIALISATIONS)
+
+    deadline = time.monotonic() + 120
+    while not lists_every_specialisation(found := workers()):  # Flower asks the workers as it starts
+        assert time.monotonic() < deadline, f"Flower lists {sorted(found)}"
+        time.sleep(1)
+    caption = next(w for w in found if w.startswith("caption-cpu-"))
+    assert [q["name"] for q in found[caption]["active_queues"]] == ["caption"]
+    metrics = httpx.get(f"{state.flower_url}/metrics", auth=(user, password), timeout=30)
+    assert metrics.status_code == 200 and "flower_" in metrics.text

@@ -47,6 +47,23 @@ def test_the_gateway_serves_on_all_interfaces_with_public_presigned_urls():
     assert gateway["environment"]["MMQ_S3_PUBLIC_URL"] and gateway["environment"]["MMQ_BROKER_URL"]
 
 
+def test_workers_have_a_readiness_healthcheck_and_time_to_finish_their_step():
+    services = rendered()["services"]
+    for name in SPECIALISATIONS:
+        service = services[name]
+        assert service["healthcheck"]["test"] == ["CMD", "mmq", "ready", name]
+        grace_s = _seconds(service["stop_grace_period"])
+        assert float(service["environment"]["MMQ_SHUTDOWN_TIMEOUT_S"]) < grace_s
+
+
+def _seconds(duration: str) -> float:
+    """`10m0s`, `90s`, `1h`: docker-compose's durations, in seconds."""
+    import re
+
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(amount) * units[unit] for amount, unit in re.findall(r"([0-9.]+)([hms])", duration))
+
+
 def test_flower_asks_for_credentials():
     flower = rendered()["services"]["flower"]
     assert "flower" in flower["entrypoint"]

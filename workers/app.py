@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_shutting_down
 
 from mmq.tasks.artifacts import ArtifactStore
 from mmq.tasks.canvas import COLLECT_TASK, fan_out_signature
@@ -31,7 +32,7 @@ from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.settings import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX
 
-from .devices import limit_cpu_threads, pick_device
+from .devices import gpu_memory, limit_cpu_threads, pick_device
 from .registry import specialisation_class
 from .specialisation import ModelContext
 from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
@@ -60,6 +61,7 @@ def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) 
     """The Celery app with the bodies of `specialisation`'s tasks, loading its model per process."""
     specialisation_class(specialisation)  # fail now on an unknown name, not in the child
     app = make_celery(settings)
+    _bound_the_warm_shutdown(settings.shutdown_timeout_s)
     state = _ProcessState()
     for task in TASKS.values():
         if task.specialisation == specialisation:
@@ -71,6 +73,20 @@ def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) 
         state.runner = _build_runner(settings, specialisation, hostname)
 
     return app
+
+
+def _bound_the_warm_shutdown(timeout_s: float) -> None:
+    """SIGTERM starts Celery's warm shutdown: no new step, the running one finishes, then exit.
+    Past `timeout_s` this turns it into a cold shutdown (SIGQUIT), which cancels the step; its
+    message, never acknowledged, goes back to the queue for another worker. (Celery's own soft
+    shutdown sleeps its whole timeout even when the step ends at once.)"""
+
+    @worker_shutting_down.connect(weak=False)
+    def start_the_clock(how: str = "", **_: Any) -> None:
+        if how == "Warm":
+            timer = threading.Timer(timeout_s, os.kill, (os.getpid(), signal.SIGQUIT))
+            timer.daemon = True
+            timer.start()
 
 
 def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
@@ -86,7 +102,9 @@ def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
     redis = connect_redis(settings.broker_url)
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s)
     _start_heartbeat(redis, hostname, {"specialisation": name, "model": context.model, "device": device,
-                                      "pid": os.getpid(), "load_s": round(load_s, 3)})
+                                      "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
+                                      "load_s": round(load_s, 3), "started_at": time.time()},
+                     live=lambda: {"gpu_memory": gpu_memory(device)})
     return StepRunner(specialisation, jobs=jobs, store=ArtifactStore.from_settings(settings),
                       max_deliveries=settings.max_deliveries)
 
@@ -154,15 +172,17 @@ def _failures_recorded(task_call: Task, runner: StepRunner, message: StepMessage
         raise
 
 
-def _start_heartbeat(redis: Any, hostname: str, facts: dict[str, Any]) -> None:
-    """Announce readiness (model loaded, broker reachable) under an expiring key, refreshed."""
+def _start_heartbeat(redis: Any, hostname: str, facts: dict[str, Any],
+                     live: Callable[[], dict[str, Any]] = dict) -> None:
+    """Announce readiness (model loaded, broker reachable) under an expiring key, refreshed with
+    the `live` facts (GPU memory) of the moment."""
     key = READY_KEY_PREFIX + hostname
-    payload = json.dumps({**facts, "hostname": hostname, "host": socket.gethostname()})
+    fixed = {**facts, "hostname": hostname, "host": socket.gethostname()}
 
     def beat() -> None:
         while True:
             try:
-                redis.set(key, payload, ex=READY_TTL_S)
+                redis.set(key, json.dumps({**fixed, **live(), "beat_at": time.time()}), ex=READY_TTL_S)
             except Exception:  # the broker may be restarting; the next beat tries again
                 log.warning("heartbeat to Redis failed", exc_info=True)
             time.sleep(READY_TTL_S / 3)

@@ -45,3 +45,14 @@ def compute_dtype(device: str) -> "torch.dtype":
     import torch
 
     return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def gpu_memory(device: str) -> dict[str, int] | None:
+    """This process's GPU memory in bytes (allocated by tensors, reserved by the caching allocator,
+    the device's total), or None on a CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return {"allocated": torch.cuda.memory_allocated(), "reserved": torch.cuda.memory_reserved(),
+            "total": torch.cuda.get_device_properties(0).total_memory}

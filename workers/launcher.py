@@ -1,8 +1,12 @@
 """`python -m mmq.workers SPECIALISATION [--gpus 0,1]`: one pinned Celery worker process per GPU.
 
 With several GPUs this process supervises one child per GPU, each started with
-CUDA_VISIBLE_DEVICES set to its GPU, and forwards SIGTERM/SIGINT to them. With one GPU (or none)
-it becomes the Celery worker itself: prefork pool, concurrency 1, only its specialisation's queue.
+CUDA_VISIBLE_DEVICES set to its GPU: it restarts a child that dies (with backoff), and on
+SIGTERM/SIGINT stops them all and waits for them. With one GPU (or none) it becomes the Celery
+worker itself: prefork pool, concurrency 1, only its specialisation's queue.
+
+SIGTERM is a bounded graceful shutdown: the running step may finish within
+MMQ_SHUTDOWN_TIMEOUT_S; past that it is cancelled and, unacknowledged, goes back to its queue.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from mmq.tasks.errors import MMQError
+from mmq.tasks.processes import die_with_parent
 from mmq.tasks.settings import Settings
 from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
+
+log = logging.getLogger("mmq.workers.supervisor")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus = _parse_gpus(args.gpus)
     try:
         if len(gpus) > 1:
+            logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             return _supervise(args.specialisation, gpus, args.loglevel)
         return _serve(args.specialisation, gpus[0] if gpus else None, args.loglevel)
     except MMQError as exc:
@@ -66,17 +75,66 @@ def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
 
 
 def _supervise(specialisation: str, gpus: list[str], loglevel: str) -> int:
-    children = [
-        subprocess.Popen([sys.executable, "-m", "mmq.workers", specialisation, "--gpus", gpu,
-                          "--loglevel", loglevel])
-        for gpu in gpus
-    ]
+    return Supervisor(specialisation, gpus, loglevel).run()
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
+
+class Supervisor:
+    """One child worker per GPU, restarted when it dies, all stopped together."""
+
+    POLL_S = 0.5
+    MAX_BACKOFF_S = 30.0
+    STABLE_S = 60.0  # a child that ran this long before dying is restarted at once again
+
+    def __init__(self, specialisation: str, gpus: list[str], loglevel: str) -> None:
+        self.specialisation = specialisation
+        self.gpus = gpus
+        self.loglevel = loglevel
+        self.children: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.backoff: dict[str, float] = {gpu: 1.0 for gpu in gpus}
+        self.restart_at: dict[str, float] = {}
+        self.stopping: int | None = None  # the signal that asked us to stop
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for gpu in self.gpus:
+            self._start(gpu)
+        while self.stopping is None:
+            time.sleep(self.POLL_S)
+            for gpu, child in list(self.children.items()):
+                if child.poll() is not None and self.stopping is None:
+                    self._schedule_restart(gpu, child.returncode)
+            for gpu, when in list(self.restart_at.items()):
+                if time.monotonic() >= when and self.stopping is None:
+                    del self.restart_at[gpu]
+                    self._start(gpu)
+        for child in self.children.values():
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(self.stopping)
+        return max((child.wait() for child in self.children.values()), default=0)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+    def _start(self, gpu: str) -> None:
+        # Each child in a session of its own: a signal to our process group (a terminal's Ctrl+C)
+        # reaches it once, forwarded by us, not twice (the second would cut its graceful shutdown
+        # short). If we die, it is told to stop.
+        self.children[gpu] = subprocess.Popen([sys.executable, "-m", "mmq.workers", self.specialisation,
+                                               "--gpus", gpu, "--loglevel", self.loglevel],
+                                              start_new_session=True, preexec_fn=die_with_parent)
+        self.started_at[gpu] = time.monotonic()
+        log.info("supervisor: %s worker on GPU %s started (pid %d)", self.specialisation, gpu,
+                 self.children[gpu].pid)
+
+    def _schedule_restart(self, gpu: str, returncode: int) -> None:
+        if gpu in self.restart_at:
+            return
+        if time.monotonic() - self.started_at[gpu] >= self.STABLE_S:
+            self.backoff[gpu] = 1.0
+        delay = self.backoff[gpu]
+        self.backoff[gpu] = min(delay * 2, self.MAX_BACKOFF_S)
+        self.restart_at[gpu] = time.monotonic() + delay
+        log.warning("supervisor: %s worker on GPU %s exited with %s; restarting in %.0f s",
+                    self.specialisation, gpu, returncode, delay)
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self.stopping = signum

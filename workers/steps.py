@@ -18,6 +18,7 @@ from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
 from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
+from mmq.tasks.stats import record_step
 from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.wiring import Context, item_outputs, merge, resolve
@@ -85,13 +86,25 @@ class StepRunner:
             # A redelivery of a step that finished before its worker died: reuse, don't recompute.
             return self._advance(record, message, context, done.outputs or {})
         state = self._start(record, message)
-        outputs = self._compute(task, message, context, state, owner=record.owner)
+        try:
+            outputs = self._compute(task, message, context, state, owner=record.owner)
+        except Exception:
+            self._measure(task, state, failed=True)
+            raise
         state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
+        self._measure(task, state, failed=False)
         if not self.jobs.save_step(record.id, message.step, state, item=message.item):
             raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
         if message.item is not None:
             self._count_item(record.id, message)
         return self._advance(record, message, context, outputs)
+
+    def _measure(self, task: TaskSpec, state: StepState, *, failed: bool) -> None:
+        """The step's duration into its task's histogram: best effort, never the step's failure."""
+        try:
+            record_step(self.jobs.redis, task.name, time.time() - (state.started_at or time.time()), failed=failed)
+        except Exception:  # Redis away for a moment: a missing sample is no reason to fail the step
+            log.warning("could not record the duration of a %s step", task.name, exc_info=True)
 
     def collect(self, job_id: str, received: Any, *, final: bool) -> Context | None:
         """Join parallel branches into one context; with `final`, end the job."""

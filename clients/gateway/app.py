@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,6 +34,7 @@ from mmq.tasks.webhooks import WebhookSpec
 from ..direct import DirectTransport
 from ..error_codes import code_for
 from ..keys import KeyStore
+from ..operations import prometheus_metrics
 from . import schemas
 from .auth import PageTokens
 from .events import job_events
@@ -225,6 +226,11 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
     @app.get("/v1/pipelines/{name}", responses=ERROR_RESPONSES, summary="One task or pipeline")
     def pipeline(name: str = Path(max_length=200)) -> dict[str, Any]:
         return gateway.transport.pipeline(name).describe()
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def metrics() -> Any:
+        return PlainTextResponse(prometheus_metrics(gateway.transport.jobs.redis),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz", summary="Redis reachable")
     def health() -> dict[str, bool]:

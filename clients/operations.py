@@ -1,0 +1,131 @@
+"""What operators read: queue depths, live workers, recent failures, and the Prometheus metrics
+that the gateway (`/metrics`) and `mmq metrics` serve. Everything comes from Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mmq.tasks.jobs import JobNotFound, JobStatus, JobStore
+from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS
+from mmq.tasks.stats import read_jobs, read_steps
+
+# kombu's Redis transport keeps a queue in one list per priority step: `name`, then `name\x06\x16N`.
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def queue_depths(redis: Any) -> dict[str, int]:
+    """Messages waiting in each specialisation's queue (not those a worker holds)."""
+    pipe = redis.pipeline()
+    for spec in SPECIALISATIONS.values():
+        for suffix in _PRIORITY_SUFFIXES:
+            pipe.llen(spec.queue + suffix)
+    lengths = iter(pipe.execute())
+    return {spec.queue: sum(next(lengths) for _ in _PRIORITY_SUFFIXES) for spec in SPECIALISATIONS.values()}
+
+
+def live_workers(redis: Any) -> list[dict[str, Any]]:
+    """The workers whose heartbeat is current: specialisation, device, GPU, model, load time."""
+    keys = sorted(redis.scan_iter(READY_KEY_PREFIX + "*"))
+    values = redis.mget(keys) if keys else []
+    workers = [json.loads(raw) for raw in values if raw is not None]
+    return sorted(workers, key=lambda w: (w["specialisation"], w["hostname"]))
+
+
+def ready_here(redis: Any, specialisation: str, host: str) -> bool:
+    """A worker of `specialisation` on `host` has loaded its model and heartbeats to Redis."""
+    return any(True for _ in redis.scan_iter(f"{READY_KEY_PREFIX}{specialisation}-*@{host}", count=1000))
+
+
+def recent_failures(jobs: JobStore, *, limit: int = 10, scan: int = 500) -> list[dict[str, Any]]:
+    """The latest failed jobs among the `scan` newest, newest first."""
+    failures: list[dict[str, Any]] = []
+    cursor = None
+    while len(failures) < limit and scan > 0:
+        page = jobs.list(None, limit=min(100, scan), cursor=cursor)
+        scan -= len(page.ids)
+        for job_id in page.ids:
+            try:
+                record = jobs.get(job_id)
+            except JobNotFound:
+                continue
+            if record.status is JobStatus.FAILED:
+                failures.append({"id": record.id, "name": record.name, "finished_at": record.finished_at,
+                                 "error": record.error})
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return failures[:limit]
+
+
+def status(jobs: JobStore) -> dict[str, Any]:
+    """`mmq status`: queues, workers, recent failures."""
+    redis = jobs.redis
+    depths = queue_depths(redis)
+    workers = live_workers(redis)
+    return {
+        "queues": [{"queue": name, "depth": depth,
+                    "workers": sum(1 for w in workers if w["specialisation"] == name)}
+                   for name, depth in depths.items()],
+        "workers": workers,
+        "recent_failures": recent_failures(jobs),
+        "jobs": read_jobs(redis),
+    }
+
+
+def prometheus_metrics(redis: Any) -> str:
+    """The Prometheus text exposition of mmq's metrics."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    family("mmq_queue_depth", "gauge", "Steps waiting in each specialisation's queue.")
+    for queue, depth in queue_depths(redis).items():
+        lines.append(f'mmq_queue_depth{{queue="{queue}"}} {depth}')
+
+    jobs = read_jobs(redis)
+    family("mmq_jobs_total", "counter", "Jobs created, and jobs ended by status.")
+    for outcome in ("created", *(s.value for s in JobStatus if s.terminal)):
+        lines.append(f'mmq_jobs_total{{status="{outcome}"}} {jobs.get(outcome, 0)}')
+    family("mmq_jobs_in_progress", "gauge", "Jobs created and not yet ended (queued or running).")
+    ended = sum(jobs.get(s.value, 0) for s in JobStatus if s.terminal)
+    lines.append(f"mmq_jobs_in_progress {max(0, jobs.get('created', 0) - ended)}")
+
+    steps = read_steps(redis)
+    family("mmq_step_duration_seconds", "histogram", "Time from a step's start to its end, per task.")
+    for task, data in sorted(steps.items()):
+        for bound, count in data["buckets"]:
+            lines.append(f'mmq_step_duration_seconds_bucket{{task="{task}",le="{bound}"}} {count}')
+        lines.append(f'mmq_step_duration_seconds_bucket{{task="{task}",le="+Inf"}} {data["count"]}')
+        lines.append(f'mmq_step_duration_seconds_sum{{task="{task}"}} {data["sum_s"]:.6f}')
+        lines.append(f'mmq_step_duration_seconds_count{{task="{task}"}} {data["count"]}')
+    family("mmq_steps_failed_total", "counter", "Steps that ended in an error, per task.")
+    for task, data in sorted(steps.items()):
+        lines.append(f'mmq_steps_failed_total{{task="{task}"}} {data["failed"]}')
+
+    workers = live_workers(redis)
+    family("mmq_workers", "gauge", "Workers with a current heartbeat, per specialisation.")
+    for name in SPECIALISATIONS:
+        lines.append(f'mmq_workers{{specialisation="{name}"}} {sum(w["specialisation"] == name for w in workers)}')
+    family("mmq_model_load_seconds", "gauge", "How long each worker took to load its model.")
+    for w in workers:
+        lines.append(f'mmq_model_load_seconds{{{_worker_labels(w)}}} {w["load_s"]}')
+    family("mmq_gpu_memory_bytes", "gauge", "GPU memory of each worker on a GPU, by kind.")
+    for w in workers:
+        for kind, value in (w.get("gpu_memory") or {}).items():
+            lines.append(f'mmq_gpu_memory_bytes{{{_worker_labels(w)},kind="{kind}"}} {value}')
+    family("mmq_metrics_generated_timestamp_seconds", "gauge", "When these metrics were read.")
+    lines.append(f"mmq_metrics_generated_timestamp_seconds {time.time():.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def _worker_labels(worker: dict[str, Any]) -> str:
+    return (f'worker="{_escape(worker["hostname"])}",specialisation="{worker["specialisation"]}",'
+            f'model="{_escape(worker["model"])}",device="{worker["device"]}"')
+
+
+def _escape(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,60 @@
+"""Operational counters in Redis, for metrics: jobs by outcome and step durations per task.
+
+  mmq:stats:jobs             hash: created, succeeded, failed, cancelled (counters)
+  mmq:stats:step:<task>      hash: le:<bound> per histogram bucket (cumulative on read), count,
+                             sum_ms, failed
+
+Counters only ever grow (Prometheus computes rates and handles resets); each write refreshes the
+key's expiry, so the counters of a system that stopped running go away like everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+JOBS_KEY = "mmq:stats:jobs"
+STEP_KEY_PREFIX = "mmq:stats:step:"
+# Seconds; a step's duration is counted in the first bucket it fits (and +Inf).
+STEP_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+STATS_TTL_S = 30 * 24 * 3600
+
+
+def count_job(pipe: Any, outcome: str) -> None:
+    """Add to a Redis pipeline: one more job `created` or ended with `outcome`."""
+    pipe.hincrby(JOBS_KEY, outcome, 1)
+    pipe.expire(JOBS_KEY, STATS_TTL_S)
+
+
+def record_step(redis: Any, task: str, duration_s: float, *, failed: bool) -> None:
+    """One more step of `task` that took `duration_s` (succeeded, or failed)."""
+    key = STEP_KEY_PREFIX + task
+    bucket = next((bound for bound in STEP_BUCKETS_S if duration_s <= bound), None)
+    pipe = redis.pipeline()
+    if bucket is not None:
+        pipe.hincrby(key, f"le:{bucket}", 1)
+    pipe.hincrby(key, "count", 1)
+    pipe.hincrbyfloat(key, "sum_s", duration_s)
+    if failed:
+        pipe.hincrby(key, "failed", 1)
+    pipe.expire(key, STATS_TTL_S)
+    pipe.execute()
+
+
+def read_jobs(redis: Any) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in redis.hgetall(JOBS_KEY).items()}
+
+
+def read_steps(redis: Any) -> dict[str, dict[str, Any]]:
+    """Per task: `buckets` [(bound, cumulative count)], `count`, `sum_s`, `failed`."""
+    out = {}
+    for key in redis.scan_iter(STEP_KEY_PREFIX + "*"):
+        raw: Mapping[str, str] = {k.decode(): v.decode() for k, v in redis.hgetall(key).items()}
+        running, buckets = 0, []
+        for bound in STEP_BUCKETS_S:
+            running += int(raw.get(f"le:{bound}", 0))
+            buckets.append((bound, running))
+        out[key.decode().removeprefix(STEP_KEY_PREFIX)] = {
+            "buckets": buckets, "count": int(raw.get("count", 0)), "sum_s": float(raw.get("sum_s", 0.0)),
+            "failed": int(raw.get("failed", 0))}
+    return out
