@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The model hub is never needed (tests and the demo use tiny local models): fail fast if touched.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-deps demo test up down clean openapi
+.PHONY: install system-deps demo test up down clean openapi bench
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ demo: install
 
 test: install system-deps
 	$(BIN)/python -m pytest -q --durations=15
+
+# The benchmarks (not part of the tests): B1-B5 side by side on this machine, as a markdown table,
+# also written into docs/benchmarks.md. bench/gpu.sh runs B2 and B5 with real models on a GPU.
+bench: install
+	$(BIN)/python -m bench
 
 # The gateway's OpenAPI document, committed in docs/ (a test checks it is current).
 openapi: install

@@ -57,6 +57,10 @@ class AsyncClient:
                                webhook=webhook, **inputs)
         return AsyncJob(job)
 
+    async def submit_many(self, name: str | Pipeline | Mapping[str, Any],
+                          inputs: list[Mapping[str, Any]]) -> list[AsyncJob]:
+        return [AsyncJob(job) for job in await _in_thread(self.sync.submit_many, name, inputs)]
+
     async def job(self, job_id: str) -> AsyncJob:
         return AsyncJob(await _in_thread(self.sync.job, job_id))
 

@@ -12,7 +12,7 @@ and MMQ_API_KEY and the same methods go through the HTTP gateway.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,11 @@ class Client:
     def _submit(self, target: Any, inputs: Mapping[str, Any], idempotency_key: str | None, webhook: Any) -> Job:
         hook = WebhookSpec.parse(webhook) if webhook is not None else None
         return Job(self.transport.submit(target, inputs, idempotency_key=idempotency_key, webhook=hook), self)
+
+    def submit_many(self, name: str | Pipeline | Mapping[str, Any], inputs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Queue one job per mapping of inputs (all checked before any is queued); in bulk when
+        working directly against Redis."""
+        return [Job(job_id, self) for job_id in self.transport.submit_many(name, list(inputs))]
 
     def job(self, job_id: str) -> Job:
         """A handle on an existing job (raises `JobNotFound` when there is none)."""
@@ -149,12 +154,12 @@ class Job:
     def wait(self, timeout_s: float | None = None) -> JobRecord:
         """Block until the job ends (succeeded, failed or cancelled); returns its final record."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        delay = 0.05
-        while not (record := self.record()).status.terminal:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout_s} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+        # Blocking reads of the job's event stream, not polling: woken by the end event itself.
+        for _ in self._client.transport.events(self.id, after="0", deadline=deadline):
+            pass
+        record = self.record()
+        if not record.status.terminal:
+            raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout_s} s")
         return record
 
     @property

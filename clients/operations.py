@@ -9,7 +9,7 @@ from typing import Any
 
 from mmq.tasks.jobs import JobNotFound, JobStatus, JobStore
 from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS
-from mmq.tasks.stats import read_jobs, read_steps
+from mmq.tasks.stats import BATCH_BUCKETS, read_batches, read_jobs, read_steps
 
 # kombu's Redis transport keeps a queue in one list per priority step: `name`, then `name\x06\x16N`.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -105,6 +105,15 @@ def prometheus_metrics(redis: Any) -> str:
     family("mmq_steps_failed_total", "counter", "Steps that ended in an error, per task.")
     for task, data in sorted(steps.items()):
         lines.append(f'mmq_steps_failed_total{{task="{task}"}} {data["failed"]}')
+
+    family("mmq_batch_size", "histogram", "Steps served by one forward pass, per task (dynamic batching).")
+    for task, data in sorted(read_batches(redis).items()):
+        for bound in BATCH_BUCKETS:
+            count = sum(n for size, n in data["sizes"].items() if size <= bound)
+            lines.append(f'mmq_batch_size_bucket{{task="{task}",le="{bound}"}} {count}')
+        lines.append(f'mmq_batch_size_bucket{{task="{task}",le="+Inf"}} {data["count"]}')
+        lines.append(f'mmq_batch_size_sum{{task="{task}"}} {data["sum"]}')
+        lines.append(f'mmq_batch_size_count{{task="{task}"}} {data["count"]}')
 
     workers = live_workers(redis)
     family("mmq_workers", "gauge", "Workers with a current heartbeat, per specialisation.")

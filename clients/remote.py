@@ -68,6 +68,10 @@ class GatewayTransport:
         self._views[view["id"]] = view
         return view["id"]
 
+    def submit_many(self, target: str | Pipeline | Mapping[str, Any], inputs: list[Mapping[str, Any]]) -> list[str]:
+        """One request per job: the gateway has no bulk route, so this is the plain loop."""
+        return [self.submit(target, job_inputs) for job_inputs in inputs]
+
     def _input(self, name: str, value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [self._input(f"{name}[{i}]", item) for i, item in enumerate(value)]

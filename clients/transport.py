@@ -19,6 +19,9 @@ class Transport(Protocol):
                idempotency_key: str | None, webhook: WebhookSpec | None) -> str:
         """Queue a task or pipeline (a name, a `Pipeline` or its JSON form); returns the job id."""
 
+    def submit_many(self, target: str | Pipeline | Mapping[str, Any], inputs: list[Mapping[str, Any]]) -> list[str]:
+        """Queue one job per mapping of inputs; returns their ids in order."""
+
     def record(self, job_id: str) -> JobRecord: ...
 
     def status(self, job_id: str) -> JobStatus: ...

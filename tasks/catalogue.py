@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from .errors import UnknownTask
 from .fields import Field, Kind
@@ -163,6 +164,14 @@ TASKS: Mapping[str, TaskSpec] = {
 }
 
 _DIGEST = Format("What is seen, scene by scene:\n{captions.text}\n\nWhat is said:\n{transcript.text}")
+
+# Every task of a model family may name the model to run it with: one of the ids its workers
+# serve (model multiplexing); empty means the worker's default.
+MODEL_INPUT = Field(Kind.TEXT, "A model id that the workers of this task serve (their default, or one of "
+                    "MMQ_<SPECIALISATION>_MODELS); empty: the default.", default="", max_length=300)
+_WITHOUT_MODEL = frozenset({"media"})  # PyAV, no model to choose
+TASKS = {name: task if task.specialisation in _WITHOUT_MODEL
+         else replace(task, inputs={**task.inputs, "model": MODEL_INPUT}) for name, task in TASKS.items()}
 
 PIPELINES: Mapping[str, Pipeline] = {
     p.name: p.validate(TASKS)

@@ -25,12 +25,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
+import contextlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 from .errors import BrokerUnavailable, IdempotencyConflict, JobNotFound
+from .stats import JOBS_KEY as JOBS_STATS_KEY
 from .stats import count_job
 from .webhooks import event_name
 
@@ -69,6 +71,8 @@ class StepState:
     finished_at: float | None = None
     outputs: dict[str, Any] | None = None
     error: dict[str, str] | None = None
+    fetch_s: float | None = None  # reading its artifact inputs from storage
+    store_s: float | None = None  # writing its artifact outputs
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "status": self.status.value})
@@ -278,6 +282,25 @@ class JobStore:
         if outcome == b"created":
             self._count("created")
         return job_id.decode()
+
+    def create_many(self, records: list[JobRecord]) -> None:
+        """Store new (queued) records in one round trip: bulk submission (no idempotency keys, no
+        webhooks)."""
+        event = {"type": "job", "status": JobStatus.QUEUED.value}
+        with _redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for record in records:
+                key = KEY_PREFIX + record.id
+                indexes = [ALL_JOBS_KEY] + ([OWNER_JOBS_PREFIX + record.owner] if record.owner else [])
+                self._create(keys=[key, key + EVENTS_SUFFIX, WEBHOOK_OUTBOX, "-", *indexes],
+                             args=[self.ttl_s, json.dumps(event), EVENTS_MAX, event_name(event), record.id,
+                                   record.spec_json(), "0", "", record.created_at, ""], client=pipe)
+            pipe.execute()
+        if records:
+            with contextlib.suppress(Exception):  # counters are best effort
+                pipe = self._redis.pipeline()
+                pipe.hincrby(JOBS_STATS_KEY, "created", len(records))
+                pipe.execute()
 
     def get(self, job_id: str) -> JobRecord:
         with _redis_errors():

@@ -30,6 +30,16 @@ class TimeLimits:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How a worker serves its specialisation: dynamic batching and the models it may load."""
+
+    max_batch: int = 1  # jobs sharing one forward pass; 1 turns batching off
+    max_wait_ms: int = 10  # how long the first job of a batch waits for company
+    models: tuple[str, ...] = ()  # model ids a job may name, beside the default (MMQ_<NAME>_MODELS)
+    max_loaded: int = 1  # models kept loaded at once; the least recently used goes first
+
+
+@dataclass(frozen=True)
 class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str = "redis://127.0.0.1:6379/0"
@@ -42,6 +52,7 @@ class Settings:
     pipelines_dir: Path = Path("pipelines")  # YAML/JSON pipelines loaded beside the built-in ones
     models: Mapping[str, str] = field(default_factory=dict)
     time_limits: Mapping[str, TimeLimits] = field(default_factory=dict)
+    serving: Mapping[str, Serving] = field(default_factory=dict)
     record_ttl_s: int = WEEK_S
     presign_expiry_s: int = 3600
     max_deliveries: int = 3
@@ -102,6 +113,7 @@ class Settings:
             pipelines_dir=Path(env.get("MMQ_PIPELINES_DIR", "pipelines")).expanduser(),
             models=models,
             time_limits={n: _time_limits(env, n) for n in SPECIALISATIONS},
+            serving={n: _serving(env, n) for n in SPECIALISATIONS},
             record_ttl_s=_positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S),
             presign_expiry_s=_positive_int(env, "MMQ_PRESIGN_EXPIRY_S", cls.presign_expiry_s),
             max_deliveries=_positive_int(env, "MMQ_MAX_DELIVERIES", cls.max_deliveries),
@@ -148,6 +160,17 @@ class Settings:
     def limits_for(self, specialisation: str) -> TimeLimits:
         return self.time_limits.get(specialisation) or _time_limits({}, specialisation)
 
+    def serving_for(self, specialisation: str) -> Serving:
+        return self.serving.get(specialisation) or Serving()
+
+
+
+def _serving(env: Mapping[str, str], specialisation: str) -> Serving:
+    prefix = f"MMQ_{specialisation.upper()}"
+    models = tuple(m.strip() for m in env.get(f"{prefix}_MODELS", "").split(",") if m.strip())
+    return Serving(max_batch=_positive_int(env, f"{prefix}_MAX_BATCH", Serving.max_batch),
+                   max_wait_ms=_positive_int(env, f"{prefix}_MAX_WAIT_MS", Serving.max_wait_ms),
+                   models=models, max_loaded=_positive_int(env, f"{prefix}_MAX_LOADED", Serving.max_loaded))
 
 
 def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:

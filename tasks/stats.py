@@ -2,7 +2,8 @@
 
   mmq:stats:jobs             hash: created, succeeded, failed, cancelled (counters)
   mmq:stats:step:<task>      hash: le:<bound> per histogram bucket (cumulative on read), count,
-                             sum_ms, failed
+                             sum_s, failed
+  mmq:stats:batch:<task>     hash: size:<n> batches of n steps (dynamic batching), count, sum
 
 Counters only ever grow (Prometheus computes rates and handles resets); each write refreshes the
 key's expiry, so the counters of a system that stopped running go away like everything else.
@@ -18,6 +19,8 @@ STEP_KEY_PREFIX = "mmq:stats:step:"
 # Seconds; a step's duration is counted in the first bucket it fits (and +Inf).
 STEP_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 STATS_TTL_S = 30 * 24 * 3600
+BATCH_KEY_PREFIX = "mmq:stats:batch:"
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def count_job(pipe: Any, outcome: str) -> None:
@@ -57,4 +60,26 @@ def read_steps(redis: Any) -> dict[str, dict[str, Any]]:
         out[key.decode().removeprefix(STEP_KEY_PREFIX)] = {
             "buckets": buckets, "count": int(raw.get("count", 0)), "sum_s": float(raw.get("sum_s", 0.0)),
             "failed": int(raw.get("failed", 0))}
+    return out
+
+
+def record_batch(redis: Any, task: str, size: int) -> None:
+    """One more forward pass of `task` that served `size` steps together."""
+    key = BATCH_KEY_PREFIX + task
+    pipe = redis.pipeline()
+    pipe.hincrby(key, f"size:{size}", 1)
+    pipe.hincrby(key, "count", 1)
+    pipe.hincrby(key, "sum", size)
+    pipe.expire(key, STATS_TTL_S)
+    pipe.execute()
+
+
+def read_batches(redis: Any) -> dict[str, dict[str, Any]]:
+    """Per task: `sizes` {n: batches of n}, `count` (batches), `sum` (steps in them)."""
+    out = {}
+    for key in redis.scan_iter(BATCH_KEY_PREFIX + "*"):
+        raw = {k.decode(): int(v) for k, v in redis.hgetall(key).items()}
+        sizes = {int(k.split(":")[1]): v for k, v in raw.items() if k.startswith("size:")}
+        out[key.decode().removeprefix(BATCH_KEY_PREFIX)] = {"sizes": sizes, "count": raw.get("count", 0),
+                                                            "sum": raw.get("sum", 0)}
     return out

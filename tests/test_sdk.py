@@ -127,3 +127,13 @@ def test_an_ad_hoc_pipeline(any_client, sample_image):
     record = any_client.submit_pipeline(spec, image=sample_image).wait(timeout_s=180)
     assert record.status is JobStatus.SUCCEEDED, record.error
     assert record.name == "caption-then-draw" and record.outputs["image"]["media_type"] == "image/png"
+
+
+def test_submit_many(any_client, sample_image):
+    jobs = any_client.submit_many("caption", [{"image": sample_image, "max_new_tokens": n} for n in (3, 4, 5)])
+    records = [job.wait(timeout_s=120) for job in jobs]
+    assert [r.inputs["max_new_tokens"] for r in records] == [3, 4, 5]
+    assert all(r.status is JobStatus.SUCCEEDED for r in records)
+    with pytest.raises(InvalidInput) as bad:  # refused, naming the input
+        any_client.submit_many("caption", [{"image": sample_image}, {"image": sample_image, "max_new_tokens": 0}])
+    assert bad.value.field == "max_new_tokens"

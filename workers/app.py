@@ -1,7 +1,9 @@
 """A worker for one specialisation: the Celery app with the step bodies, and the pool-process setup.
 
-The Celery parent process never loads a model nor runs torch: `worker_process_init` builds the
-specialisation inside the (forked) pool process, so CUDA and OpenMP start there and only there.
+Without batching (prefork pool, one process), the Celery parent process never loads a model nor
+runs torch: `worker_process_init` builds the specialisation inside the forked pool process, so
+CUDA and OpenMP start there and only there. With batching (`MMQ_<NAME>_MAX_BATCH` > 1) the steps
+run in threads of one process, which never forks: the model loads there before the first step.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ from mmq.tasks.jobs import JobStore, connect_redis
 from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.settings import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX
+from mmq.tasks.stats import record_batch
 
 from .devices import gpu_memory, limit_cpu_threads, pick_device
+from .batching import Batcher, Executor
+from .multiplex import ModelPool
 from .registry import specialisation_class
-from .specialisation import ModelContext
+from .specialisation import ModelContext, Specialisation
 from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
 
 log = logging.getLogger(__name__)
@@ -68,11 +73,20 @@ def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) 
             _register(app, task, state)
     _register_collect(app, state)
 
-    @worker_process_init.connect(weak=False)
-    def load_model(**_: Any) -> None:
+    if uses_threads(settings, specialisation):
         state.runner = _build_runner(settings, specialisation, hostname)
+    else:
+        @worker_process_init.connect(weak=False)
+        def load_model(**_: Any) -> None:
+            state.runner = _build_runner(settings, specialisation, hostname)
 
     return app
+
+
+def uses_threads(settings: Settings, specialisation: str) -> bool:
+    """Batching runs each step in a thread of one process; Celery's thread pool enforces no
+    time limits, so batching workers trade them for throughput."""
+    return settings.serving_for(specialisation).max_batch > 1
 
 
 def _bound_the_warm_shutdown(timeout_s: float) -> None:
@@ -92,20 +106,32 @@ def _bound_the_warm_shutdown(timeout_s: float) -> None:
 def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
     limit_cpu_threads()
     device = pick_device()
-    context = ModelContext(model=settings.model_for(name), device=device,
-                           cache_dir=settings.data_dir / "models", settings=settings)
-    specialisation = specialisation_class(name)(context)
-    started = time.monotonic()
-    specialisation.setup()
-    load_s = time.monotonic() - started
-    log.info("%s: loaded %s on %s in %.1f s", name, context.model, device, load_s)
+    serving = settings.serving_for(name)
+    cls = specialisation_class(name)
+
+    def build(model: str) -> Specialisation:
+        return cls(ModelContext(model=model, device=device, cache_dir=settings.data_dir / "models",
+                                settings=settings))
+
+    models = ModelPool(build, default=settings.model_for(name), allowed=serving.models,
+                       max_loaded=serving.max_loaded)
+    models.get()  # the default model, loaded before the worker takes its first step
+    load_s = models.load_seconds[models.default]
+    log.info("%s: loaded %s on %s in %.1f s", name, models.default, device, load_s)
     redis = connect_redis(settings.broker_url)
+    if serving.max_batch > 1:
+        executor: Executor = Batcher(models, max_batch=serving.max_batch, max_wait_ms=serving.max_wait_ms,
+                                     batchable=cls.batchable,
+                                     on_batch=lambda task, size: record_batch(redis, task, size))
+    else:
+        executor = Executor(models)
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s)
-    _start_heartbeat(redis, hostname, {"specialisation": name, "model": context.model, "device": device,
+    _start_heartbeat(redis, hostname, {"specialisation": name, "model": models.default, "device": device,
                                       "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
-                                      "load_s": round(load_s, 3), "started_at": time.time()},
-                     live=lambda: {"gpu_memory": gpu_memory(device)})
-    return StepRunner(specialisation, jobs=jobs, store=ArtifactStore.from_settings(settings),
+                                      "load_s": round(load_s, 3), "started_at": time.time(),
+                                      "max_batch": serving.max_batch},
+                     live=lambda: {"gpu_memory": gpu_memory(device), "models_loaded": models.loaded()})
+    return StepRunner(executor, jobs=jobs, store=ArtifactStore.from_settings(settings),
                       max_deliveries=settings.max_deliveries)
 
 

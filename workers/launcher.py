@@ -62,14 +62,18 @@ def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything could initialise CUDA
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    from .app import build_worker_app
+    from .app import build_worker_app, uses_threads
 
+    settings = Settings.from_env()
     hostname = worker_name(specialisation, gpu, os.getpid(), socket.gethostname())
-    app = build_worker_app(Settings.from_env(), specialisation, hostname=hostname)
+    app = build_worker_app(settings, specialisation, hostname=hostname)
+    # Batching: one thread per step that may join a batch (the prefetch is the concurrency);
+    # otherwise one forked pool process, one step at a time.
+    pool = (["--pool", "threads", "--concurrency", str(settings.serving_for(specialisation).max_batch)]
+            if uses_threads(settings, specialisation) else ["--pool", "prefork", "--concurrency", "1"])
     app.worker_main([
-        "worker", "--queues", specialisation, "--concurrency", "1", "--pool", "prefork",
-        "--hostname", hostname, "--loglevel", loglevel, "--task-events", "--without-gossip",
-        "--without-mingle",
+        "worker", "--queues", specialisation, *pool, "--hostname", hostname, "--loglevel", loglevel,
+        "--task-events", "--without-gossip", "--without-mingle",
     ])
     return 0
 

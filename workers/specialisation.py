@@ -61,6 +61,9 @@ class Specialisation(ABC):
 
     name: ClassVar[str]
     tasks: ClassVar[frozenset[str]]
+    # Tasks whose `run()` takes a batch of several jobs in one forward pass (dynamic batching);
+    # the others always get a batch of one.
+    batchable: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, context: ModelContext) -> None:
         self.context = context

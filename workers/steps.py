@@ -23,7 +23,8 @@ from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.wiring import Context, item_outputs, merge, resolve
 
-from .specialisation import ArtifactInput, Blob, Specialisation
+from .batching import Executor
+from .specialisation import ArtifactInput, Blob
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
@@ -64,9 +65,9 @@ class FanOut:
 class StepRunner:
     """Runs step messages for one loaded specialisation; built once per pool process."""
 
-    def __init__(self, specialisation: Specialisation, *, jobs: JobStore, store: ArtifactStore,
+    def __init__(self, executor: Executor, *, jobs: JobStore, store: ArtifactStore,
                  max_deliveries: int) -> None:
-        self.specialisation = specialisation
+        self.executor = executor  # runs a step's inputs on its model, alone or batched with others
         self.jobs = jobs
         self.store = store
         self.max_deliveries = max_deliveries
@@ -174,17 +175,23 @@ class StepRunner:
         raw = {target: _fit(task.inputs.get(target), value) for target, value in raw.items()}
         where = f"step {message.step!r}" + (f" item {message.item}" if message.item is not None else "")
         inputs = task.check_inputs(raw, where=f"{where} ({task.name})")
-        prepared = {name: self._prepare(value) for name, value in inputs.items()}
+        fetching = _Stopwatch()
+        prepared = {name: self._prepare(value, fetching) for name, value in inputs.items()}
         progress = _ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
-        [outputs] = self.specialisation.run(task.name, [prepared], progress)
-        return self._store_outputs(task, outputs, artifact_prefix(owner))
+        outputs = self.executor.run(task.name, prepared, progress)
+        storing = _Stopwatch()
+        with storing:
+            stored = self._store_outputs(task, outputs, artifact_prefix(owner))
+        # What moving artifacts cost this step, apart from computing: the hop between steps.
+        state.fetch_s, state.store_s = round(fetching.seconds, 6), round(storing.seconds, 6)
+        return stored
 
-    def _prepare(self, value: Any) -> Any:
+    def _prepare(self, value: Any, fetching: _Stopwatch) -> Any:
         if isinstance(value, list):
-            return [self._prepare(item) for item in value]
+            return [self._prepare(item, fetching) for item in value]
         if isinstance(value, ArtifactRef):
             return ArtifactInput(media_type=value.media_type, sha256=value.sha256, size=value.size,
-                                 fetch=lambda ref=value: self.store.get_bytes(ref))
+                                 fetch=lambda ref=value: fetching.time(self.store.get_bytes, ref))
         return value
 
     def _store_outputs(self, task: TaskSpec, outputs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -235,6 +242,25 @@ def _is_list_of(kind: Kind, value: Any) -> bool:
     if kind is Kind.EMBEDDING:  # an embedding is itself a list (of rows)
         return isinstance(value, list) and all(isinstance(v, Mapping) or is_matrix(v) for v in value)
     return isinstance(value, list)
+
+
+class _Stopwatch:
+    """Seconds spent in the calls it times (and in its `with` blocks), added up."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def time(self, call: Any, *args: Any) -> Any:
+        with self:
+            return call(*args)
+
+    def __enter__(self) -> _Stopwatch:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._started
 
 
 class _ProgressReporter:

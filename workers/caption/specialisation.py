@@ -26,6 +26,7 @@ class CaptionSpecialisation(Specialisation):
 
     name: ClassVar[str] = "caption"
     tasks: ClassVar[frozenset[str]] = frozenset({"caption"})
+    batchable: ClassVar[frozenset[str]] = frozenset({"caption"})  # one generate per caption length
 
     processor: BlipProcessor
     model: BlipForConditionalGeneration

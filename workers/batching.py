@@ -1,0 +1,154 @@
+"""Dynamic batching: steps waiting at the same time share one forward pass.
+
+Each step runs in its own thread (Celery's thread pool, concurrency = `max_batch`) and hands its
+inputs to `Batcher.run`, which blocks until its outputs are ready. One dispatcher thread owns the
+model: it takes the first waiting step, gathers more of the same task and model for at most
+`max_wait_ms` (and at most `max_batch`), runs them as one batch, and hands each step its own
+outputs. A batch that fails is run again one step at a time, so a bad input fails only its own
+step. Each step's message is still acknowledged on its own, when its thread returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmq.tasks.errors import MMQError
+
+from .multiplex import ModelPool
+from .specialisation import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    task: str
+    model: str
+    inputs: Mapping[str, Any]
+    progress: Progress
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.task, self.model
+
+
+class Executor:
+    """Runs one step's inputs on the right model: alone (no batching)."""
+
+    def __init__(self, models: ModelPool) -> None:
+        self.models = models
+
+    def run(self, task: str, inputs: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        inputs = dict(inputs)
+        specialisation = self.models.get(inputs.pop("model", None))
+        [outputs] = specialisation.run(task, [inputs], progress)
+        return outputs
+
+    def close(self) -> None:
+        pass
+
+
+class Batcher(Executor):
+    """Runs steps of the batchable tasks together; others alone, in the dispatcher all the same
+    (one thread owns the model)."""
+
+    def __init__(self, models: ModelPool, *, max_batch: int, max_wait_ms: int, batchable: frozenset[str],
+                 on_batch: Callable[[str, int], None] = lambda task, size: None) -> None:
+        super().__init__(models)
+        self.on_batch = on_batch  # (task, size) of each batch run: for metrics
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.batchable = batchable
+        self._waiting: queue.Queue[_Waiting | None] = queue.Queue()
+        self._held: list[_Waiting] = []  # taken while gathering another batch: first in line next
+        self.batch_sizes: list[int] = []  # the size of each batch run, for tests and benchmarks
+        self._thread = threading.Thread(target=self._dispatch, name="mmq-batcher", daemon=True)
+        self._thread.start()
+
+    def run(self, task: str, inputs: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        inputs = dict(inputs)
+        model = inputs.pop("model", None) or self.models.default
+        waiting = _Waiting(task, model, inputs, progress)
+        self._waiting.put(waiting)
+        waiting.done.wait()
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.outputs is not None
+        return waiting.outputs
+
+    def close(self) -> None:
+        self._waiting.put(None)
+
+    def _dispatch(self) -> None:
+        while True:
+            first = self._held.pop(0) if self._held else self._waiting.get()
+            if first is None:
+                return
+            batch = self._gather(first) if first.task in self.batchable else [first]
+            self.batch_sizes.append(len(batch))
+            try:
+                self.on_batch(first.task, len(batch))
+            except Exception:  # metrics are best effort
+                log.warning("could not record a batch of %d", len(batch), exc_info=True)
+            try:
+                self._run(batch)
+            except BaseException as error:  # noqa: BLE001 - the dispatcher must outlive any batch
+                log.exception("the batcher failed on a batch of %d", len(batch))
+                for waiting in batch:
+                    if not waiting.done.is_set():
+                        waiting.error = error
+                        waiting.done.set()
+
+    def _gather(self, first: _Waiting) -> list[_Waiting]:
+        batch = [first]
+        held, self._held = self._held, []
+        for other in held:  # steps held back before: the same key joins, others stay first in line
+            (batch if other.key == first.key and len(batch) < self.max_batch else self._held).append(other)
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            try:
+                other = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if other is None:
+                self._waiting.put(None)  # close after this batch
+                break
+            (batch if other.key == first.key else self._held).append(other)
+        return batch
+
+    def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            specialisation = self.models.get(batch[0].model)
+            outputs = specialisation.run(batch[0].task, [w.inputs for w in batch], _fan_out(batch))
+        except BaseException as error:  # noqa: BLE001 - handed to the step's own thread
+            if len(batch) == 1:
+                batch[0].error = error
+                batch[0].done.set()
+                return
+            log.info("a batch of %d %s steps failed (%s); running them one by one", len(batch),
+                     batch[0].task, type(error).__name__)
+            for waiting in batch:  # so that one bad input fails only its own step
+                self._run([waiting])
+            return
+        if len(outputs) != len(batch):
+            raise MMQError(f"{batch[0].task}: {len(outputs)} outputs for a batch of {len(batch)}")
+        for waiting, result in zip(batch, outputs):
+            waiting.outputs = result
+            waiting.done.set()
+
+
+def _fan_out(batch: list[_Waiting]) -> Progress:
+    def progress(done: int, total: int) -> None:
+        for waiting in batch:
+            waiting.progress(done, total)
+
+    return progress
