@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The model hub is never needed (tests and the demo use tiny local models): fail fast if touched.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-deps demo test up down clean openapi bench
+.PHONY: install system-deps demo test up down clean openapi bench reliability soak
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,16 @@ test: install system-deps
 # also written into docs/benchmarks.md. bench/gpu.sh runs B2 and B5 with real models on a GPU.
 bench: install
 	$(BIN)/python -m bench
+
+# The reliability suite alone (it also runs in `make test`), its figures written to docs/reliability.md.
+reliability: install system-deps
+	mkdir -p .mmq
+	MMQ_RELIABILITY_REPORT=.mmq/reliability.json $(BIN)/python -m pytest -q -m reliability
+	$(BIN)/python -m tests.reliability_report .mmq/reliability.json docs/reliability.md
+
+# The long load test (10 minutes by default; MMQ_SOAK_S to change), outside CI.
+soak: install
+	MMQ_SOAK_S=$${MMQ_SOAK_S:-600} $(BIN)/python -m pytest -q -m soak -s
 
 # The gateway's OpenAPI document, committed in docs/ (a test checks it is current).
 openapi: install

@@ -245,3 +245,29 @@ def gateway(workers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                              MMQ_ALLOW_PRIVATE_URLS="1")
     yield running
     stop(running.process.pid, timeout_s=20)
+
+
+# -- reliability figures -------------------------------------------------------------------------
+# Each reliability test records one row: the load it held, the faults injected, the bad inputs
+# tried, what was lost. `make reliability` collects them into docs/reliability.md.
+FIGURES: list[dict[str, object]] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[..., None]:
+    def record(title: str, *, load: str, faults: str = "—", bad_inputs: str = "—", lost: int = 0,
+               duplicates: int | str = "—", result: str = "") -> None:
+        row = {"test": title, "node": request.node.nodeid, "load": load, "faults": faults,
+               "bad_inputs": bad_inputs, "lost": lost, "duplicates": duplicates, "result": result}
+        print(f"FIGURE {row}")  # each test prints its figure (shown with -rP or -s)
+        FIGURES.append(row)
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    report = os.environ.get("MMQ_RELIABILITY_REPORT")
+    if report and FIGURES:
+        import json
+
+        Path(report).write_text(json.dumps(FIGURES, indent=2))

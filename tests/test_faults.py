@@ -6,6 +6,7 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from mmq.clients.servers import start_seaweed, stop
 from mmq.tasks import JobStatus
@@ -44,7 +45,8 @@ def test_a_step_retries_through_an_s3_outage_and_the_job_succeeds(make_stack, st
         stop(s3.pid)
 
 
-def test_a_poison_job_is_dead_lettered_and_other_jobs_still_run(make_stack, start_worker):
+@pytest.mark.reliability
+def test_a_poison_job_is_dead_lettered_and_other_jobs_still_run(make_stack, start_worker, figure):
     # What makes the job poisonous is faked (this test kills the pool process whenever the job's
     # step runs, as a segfaulting model would); what it exercises is real: Celery re-delivers the
     # step after each crash, and mmq stops it after MMQ_MAX_DELIVERIES deliveries.
@@ -65,4 +67,8 @@ def test_a_poison_job_is_dead_lettered_and_other_jobs_still_run(make_stack, star
     assert record.error["type"] == "DeadLettered" and "dead-lettered" in record.error["message"]
     assert record.step_states["text2image"].attempts == 3 and killed == {1, 2}
     healthy = client.submit("text2image", prompt="a house", width=64, height=64, steps=2).wait(timeout_s=120)
+    figure("Poison job", load="1 poison job, then 1 healthy job", faults=f"the pool process killed at each of "
+           f"{len(killed)} deliveries (MMQ_MAX_DELIVERIES=2)", lost=0,
+           result=f"poison job {record.status.value} ({record.error['type']}) after "
+                  f"{record.step_states['text2image'].attempts} deliveries; healthy job {healthy.status.value}")
     assert healthy.status is JobStatus.SUCCEEDED, healthy.error
