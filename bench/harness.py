@@ -25,7 +25,7 @@ class BenchStack:
         self._tmp = tempfile.TemporaryDirectory(prefix="mmq-bench-")
         tmp = Path(self._tmp.name)
         self.redis = start_redis(tmp / "redis", persistent=False, tied=True)
-        self.s3 = start_seaweed(tmp / "s3", tied=True)
+        self.s3 = start_seaweed(tmp / "s3", credentials=("bench", "bench-secret"), tied=True)
         MODEL_CACHE.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MMQ_", "AWS_"))}
         self.env.update({

@@ -137,20 +137,23 @@ def b3_hop(size_mb: float = 4.0, repeats: int = 3) -> Row:
         "inputs": {"image": {"kind": "image"}},
         "steps": [{"name": f"s{i}", "task": "image2image", "bind": {
             "image": "input.image" if i == 0 else f"s{i - 1}.image", "prompt": "input.prompt",
-            "steps": "input.steps", "strength": "input.strength"}} for i in range(3)],
+            "steps": "input.steps", "strength": "input.strength", "seed": "input.seed"}} for i in range(3)],
         "outputs": {"image": "s2.image"},
     }
     spec["inputs"].update({"prompt": {"kind": "text", "default": "noise"},
                            "steps": {"kind": "integer", "default": 2},
-                           "strength": {"kind": "number", "default": 0.5}})
+                           "strength": {"kind": "number", "default": 0.5},
+                           # A new seed each run: new images, so every hop really stores and fetches
+                           # (an image stored before would be found and not written again).
+                           "seed": {"kind": "integer", "default": 0}})
     hops = []
     with BenchStack() as stack:
         stack.start_worker("diffusion")
         with stack.client() as client:
             ref = client.upload(data).ref
             client.submit_pipeline(spec, image=ref).wait(timeout_s=600)  # warm-up
-            for _ in range(repeats):
-                record = client.submit_pipeline(spec, image=ref).wait(timeout_s=600)
+            for seed in range(1, repeats + 1):
+                record = client.submit_pipeline(spec, image=ref, seed=seed).wait(timeout_s=600)
                 states = [record.step_states[f"s{i}"] for i in range(3)]
                 for before, after in zip(states, states[1:]):
                     hops.append((after.started_at - before.finished_at + before.store_s + after.fetch_s) * 1000)

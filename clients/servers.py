@@ -7,6 +7,7 @@ servers through these same functions.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -112,8 +113,12 @@ def start_redis(data_dir: Path, *, port: int | None = None, persistent: bool = T
     return _on_free_ports(attempt, data_dir / "redis.log")
 
 
-def start_seaweed(data_dir: Path, *, s3_port: int | None = None, tied: bool = False) -> Server:
-    """`weed mini`: master, volume, filer and S3 in one process; every port chosen, all on loopback."""
+def start_seaweed(data_dir: Path, *, credentials: tuple[str, str], s3_port: int | None = None,
+                  tied: bool = False) -> Server:
+    """`weed mini`: master, volume, filer and S3 in one process; every port chosen, all on loopback.
+
+    S3 requires `credentials` (access key, secret key): without them SeaweedFS would answer
+    unsigned requests and presigned URLs would never expire."""
     data_dir.mkdir(parents=True, exist_ok=True)
 
     def attempt() -> Server:
@@ -125,7 +130,9 @@ def start_seaweed(data_dir: Path, *, s3_port: int | None = None, tied: bool = Fa
         cmd = [weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-s3.port={chosen}", "-webdav=false", "-admin.ui=false",
                *(f"-{name}={number}" for name, number in ports.items())]
-        server = _spawn("seaweedfs", cmd, chosen, data_dir / "seaweedfs.log", tied=tied)
+        access_key, secret_key = credentials
+        server = _spawn("seaweedfs", cmd, chosen, data_dir / "seaweedfs.log", tied=tied,
+                        env={**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
         _wait_until(lambda: _s3_answers(chosen), server, f"SeaweedFS S3 on port {chosen}")
         return server
 
@@ -182,10 +189,11 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _spawn(name: str, cmd: list[str], port: int, log_path: Path, *, tied: bool) -> Server:
+def _spawn(name: str, cmd: list[str], port: int, log_path: Path, *, tied: bool,
+           env: dict[str, str] | None = None) -> Server:
     """Start a server in its own session; `tied` ones die with the process that started them."""
     log = open(log_path, "ab")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                start_new_session=True, preexec_fn=die_with_parent if tied else None)
     log.close()
     return Server(name=name, pid=process.pid, port=port, process=process)

@@ -102,7 +102,7 @@ class LocalStack:
         redis = start_redis(self.data_dir / "redis")
         state = StackState(env={}, processes=[StackProcess("redis", redis.pid, "redis-server", redis.port)])
         state.save(self.data_dir)  # from here on, `down` can clean up whatever happens next
-        s3 = start_seaweed(self.data_dir / "s3")
+        s3 = start_seaweed(self.data_dir / "s3", credentials=(LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY))
         state.processes.append(StackProcess("seaweedfs", s3.pid, "weed", s3.port))
         state.env = {
             "MMQ_DATA_DIR": str(self.data_dir),

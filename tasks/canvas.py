@@ -48,8 +48,11 @@ def step_signature(app: Celery, job_id: str, step: StepSpec, *, final: bool, ite
         kwargs.update(item=item, count=count)
         task_id = f"{step.celery_id}-{item}"
     args: Sequence[Any] = () if context is None else (context,)
+    # Short reprs: Celery copies these into every message's headers, its logs and Flower; the
+    # context and the wiring are in the body already (and in the job record).
+    where = f"job={job_id} step={step.name}" + (f" item={item}" if item is not None else "")
     return app.signature(TASKS[step.task].celery_name, args=args, kwargs=kwargs).set(
-        queue=step.queue, task_id=task_id)
+        queue=step.queue, task_id=task_id, argsrepr="(context)", kwargsrepr=where)
 
 
 def collect_signature(app: Celery, job_id: str, *, queue: str, final: bool = True,

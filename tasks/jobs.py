@@ -41,6 +41,8 @@ EVENTS_SUFFIX = ":events"
 DELIVERIES_SUFFIX = ":deliveries"
 EVENTS_MAX = 2000  # per job; older progress events are trimmed
 ALL_JOBS_KEY = "mmq:jobs:all"
+# Every job's first event, not kept in its stream (see _CREATE): its id sorts before any stream id.
+QUEUED_EVENT: tuple[str, dict[str, Any]] = ("0-1", {"type": "job", "status": "queued"})
 OWNER_JOBS_PREFIX = "mmq:jobs:owner:"
 IDEMPOTENCY_PREFIX = "mmq:idempotency:"
 WEBHOOK_OUTBOX = "mmq:webhooks:outbox"
@@ -191,13 +193,16 @@ class JobPage:
 # Adds event ARGV[2] named ARGV[4] to the job's stream and, when the job's webhook wants events
 # of that name, to the webhook outbox (KEYS[3]) in the same step: no event is announced and lost.
 _EMIT = """
-local function emit(ttl, event, maxlen, name, job_id)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
-  redis.call('EXPIRE', KEYS[2], ttl)
+local function to_outbox(event, name, job_id)
   local wanted = redis.call('HGET', KEYS[1], 'webhook_events')
   if wanted and (wanted == '*' or string.find(' ' .. wanted .. ' ', ' ' .. name .. ' ', 1, true)) then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', %d, '*', 'job', job_id, 'name', name, 'event', event)
   end
+end
+local function emit(ttl, event, maxlen, name, job_id)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  to_outbox(event, name, job_id)
 end
 """ % OUTBOX_MAX
 
@@ -234,7 +239,10 @@ for i = 5, #KEYS do
   redis.call('ZADD', KEYS[i], ARGV[9], job_id)
   redis.call('EXPIRE', KEYS[i], ttl)
 end
-emit(ttl, ARGV[2], ARGV[3], ARGV[4], job_id)
+-- The queued event goes to the webhook outbox only: a stream costs Redis over 4 KB even with one
+-- entry, so a job's stream starts with its first event from a worker, and readers of the stream
+-- are told of the queued state first (QUEUED_EVENT).
+to_outbox(ARGV[2], ARGV[4], job_id)
 return {'created', job_id}
 """
 
@@ -393,7 +401,10 @@ class JobStore:
             pass
 
     def events(self, job_id: str, after: str = "0", block_ms: int = 1000) -> list[tuple[str, dict[str, Any]]]:
-        """Events after the stream id `after`, waiting up to `block_ms` for the first one."""
+        """Events after the stream id `after`, waiting up to `block_ms` for the first one; from the
+        start (`after` "0"), the queued event comes first."""
+        if after == "0":
+            return [QUEUED_EVENT]
         with _redis_errors():
             reply = self._redis.xread({KEY_PREFIX + job_id + EVENTS_SUFFIX: after}, block=block_ms, count=500)
         if not reply:

@@ -28,6 +28,7 @@ from mmq.tasks import Settings
 from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
 
 WORKER_READY_TIMEOUT_S = 180
+TEST_CREDENTIALS = ("test", "test-secret")  # S3 checks every request's signature
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -77,8 +78,8 @@ def base_env(tmp: Path, redis_port: int, s3_port: int, **extra: str) -> dict[str
         "MMQ_RESULT_BACKEND": f"redis://127.0.0.1:{redis_port}/0",
         "MMQ_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
         "MMQ_S3_BUCKET": "mmq-test",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS[0],
+        "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS[1],
         "MMQ_DATA_DIR": str(tmp),
         **{spec.model_env_var: "tiny" for spec in SPECIALISATIONS.values()},
         "MMQ_TORCH_THREADS": "1",
@@ -96,7 +97,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_seaweed(tmp_path_factory.mktemp("s3"), tied=True)
+    server = start_seaweed(tmp_path_factory.mktemp("s3"), credentials=TEST_CREDENTIALS, tied=True)
     yield server
     stop(server.pid)
 

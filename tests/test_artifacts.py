@@ -5,6 +5,7 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import TEST_CREDENTIALS
 from mmq.clients.servers import start_seaweed, stop
 from mmq.tasks import ArtifactNotFound, ArtifactRef, ArtifactStore, Settings, StorageUnavailable
 
@@ -52,7 +53,7 @@ def test_missing_object_is_artifact_not_found(s3_server):
 
 
 def test_unreachable_server_is_storage_unavailable(tmp_path):
-    server = start_seaweed(tmp_path / "s3", tied=True)
+    server = start_seaweed(tmp_path / "s3", credentials=TEST_CREDENTIALS, tied=True)
     store = store_for(server.port, "artifacts-down")
     ref = store.put_bytes(PNG)
     stop(server.pid)

@@ -64,6 +64,13 @@ def _seconds(duration: str) -> float:
     return sum(float(amount) * units[unit] for amount, unit in re.findall(r"([0-9.]+)([hms])", duration))
 
 
+def test_the_s3_store_requires_the_same_credentials_as_mmq():
+    services = rendered()["services"]
+    s3_env, worker_env = services["s3"]["environment"], services["caption"]["environment"]
+    assert s3_env["AWS_ACCESS_KEY_ID"] == worker_env["AWS_ACCESS_KEY_ID"]
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] == worker_env["AWS_SECRET_ACCESS_KEY"]
+
+
 def test_flower_asks_for_credentials():
     flower = rendered()["services"]["flower"]
     assert "flower" in flower["entrypoint"]

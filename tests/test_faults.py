@@ -8,6 +8,7 @@ import time
 import psutil
 import pytest
 
+from tests.conftest import TEST_CREDENTIALS
 from mmq.clients.servers import start_seaweed, stop
 from mmq.tasks import JobStatus
 
@@ -23,7 +24,7 @@ def wait_for(predicate, timeout_s=120, what="condition"):
 
 
 def test_a_step_retries_through_an_s3_outage_and_the_job_succeeds(make_stack, start_worker, tmp_path):
-    s3 = start_seaweed(tmp_path / "s3", tied=True)
+    s3 = start_seaweed(tmp_path / "s3", credentials=TEST_CREDENTIALS, tied=True)
     stack = make_stack(MMQ_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3.port}", MMQ_S3_BUCKET="outage-test")
     start_worker(stack, "diffusion")
     client = stack.client()
@@ -35,7 +36,7 @@ def test_a_step_retries_through_an_s3_outage_and_the_job_succeeds(make_stack, st
                  what="a retry of the step")
         assert job.status() is JobStatus.RUNNING
     finally:
-        s3 = start_seaweed(tmp_path / "s3", s3_port=s3.port, tied=True)  # the server comes back
+        s3 = start_seaweed(tmp_path / "s3", credentials=TEST_CREDENTIALS, s3_port=s3.port, tied=True)  # the server comes back
     try:
         record = job.wait(timeout_s=120)
         assert record.status is JobStatus.SUCCEEDED, record.error

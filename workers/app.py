@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_shutting_down
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mmq.tasks.artifacts import ArtifactStore
 from mmq.tasks.canvas import COLLECT_TASK, fan_out_signature
@@ -45,7 +47,7 @@ from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
 log = logging.getLogger(__name__)
 READY_TTL_S = 30
 TRANSIENT = (StorageUnavailable, BrokerUnavailable)
-MAX_TRANSIENT_RETRIES = 5
+MAX_TRANSIENT_RETRIES = 8  # backoff 1, 2, 4, 8, 16, 30, 30, 30 s: outages of over a minute ride it out
 MAX_BACKOFF_S = 30
 
 
@@ -185,7 +187,16 @@ def _failures_recorded(task_call: Task, runner: StepRunner, message: StepMessage
     except Exception as exc:
         if is_transient(exc) and task_call.request.retries < MAX_TRANSIENT_RETRIES:
             log.warning("job %s step %s: %s; retrying", job_id, step, exc)
-            raise task_call.retry(exc=exc, countdown=min(2 ** task_call.request.retries, MAX_BACKOFF_S)) from None
+            try:  # (Celery's own max_retries, 3 by default, would cut the budget short)
+                raise task_call.retry(exc=exc, countdown=min(2 ** task_call.request.retries, MAX_BACKOFF_S),
+                                      max_retries=MAX_TRANSIENT_RETRIES)
+            except Retry:
+                raise
+            except (OperationalError, RedisConnectionError, OSError):  # the broker itself is away
+                # Neither acknowledge nor fail: the message goes back to the queue, or, while Redis
+                # is unreachable, stays unacknowledged and is restored after the visibility timeout.
+                log.warning("job %s step %s: the broker is unreachable; the step is requeued", job_id, step)
+                raise Reject(f"broker unreachable: {exc}", requeue=True) from None
         if isinstance(exc, StepAborted):
             raise Ignore() from None
         if isinstance(exc, SoftTimeLimitExceeded):

@@ -358,5 +358,7 @@ class BodyLimit:
     async def _refuse(self, send: Any) -> None:
         response = _error(413, "payload_too_large", f"request body over the limit of {self.max_bytes} bytes "
                           "(MMQ_MAX_REQUEST_BYTES); upload files through POST /v1/uploads")
-        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        # Connection: close, so that the server stops reading what the client still sends.
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [*response.raw_headers, (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": response.body})

@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from mmq.tasks.jobs import EVENTS_SUFFIX, KEY_PREFIX, JobStatus
+from mmq.tasks.jobs import EVENTS_SUFFIX, KEY_PREFIX, QUEUED_EVENT, JobStatus
 from mmq.tasks.webhooks import event_name
 
 HEARTBEAT_MS = 5000  # a comment line this often keeps proxies from closing an idle stream
@@ -20,6 +20,9 @@ HEARTBEAT_MS = 5000  # a comment line this often keeps proxies from closing an i
 async def job_events(redis: Any, job_id: str, after: str = "0") -> AsyncIterator[str]:
     key = KEY_PREFIX + job_id + EVENTS_SUFFIX
     yield "retry: 2000\n\n"
+    if after == "0":  # from the start: the queued event, which is not kept in the stream
+        after, event = QUEUED_EVENT
+        yield f"id: {after}\nevent: {event_name(event)}\ndata: {json.dumps(event)}\n\n"
     while True:
         reply = await redis.xread({key: after}, block=HEARTBEAT_MS, count=200)
         if not reply:
