@@ -42,7 +42,7 @@ class ArtifactRef:
         try:
             ref = cls(uri=str(data["uri"]), media_type=str(data["media_type"]),
                       sha256=str(data["sha256"]), size=int(data["size"]))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # Overflow: a size of Infinity
             raise InvalidInput(f"{field} is not an artifact reference ({exc})", field=field) from None
         if not ref.uri.startswith("s3://") or "/" not in ref.uri.removeprefix("s3://"):
             raise InvalidInput(f"{field} has an invalid artifact URI {ref.uri!r}", field=field)

@@ -7,6 +7,7 @@ offending input (and the likely intended one, for a misspelling).
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -131,6 +132,8 @@ class Field:
             raise InvalidInput(f"{name} must be {what}, got {value!r}", field=name)
         if self.kind is Kind.INTEGER and not isinstance(value, int):
             raise InvalidInput(f"{name} must be an integer, got {value!r}", field=name)
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every bound check
+            raise InvalidInput(f"{name} must be a finite number, got {value!r}", field=name)
         if self.minimum is not None and value < self.minimum:
             raise InvalidInput(f"{name} must be at least {_num(self.minimum)} but is {value}", field=name)
         if self.maximum is not None and value > self.maximum:

@@ -15,11 +15,12 @@ YAML is read with the safe loader: a document never builds Python objects.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidPipeline
+from .errors import InvalidInput, InvalidPipeline
 from .fields import Field, Kind
 from .pipelines import Format, Pipeline, Step, step_to_dict
 from .taskspec import TaskSpec
@@ -34,7 +35,7 @@ def pipeline_from_dict(data: Any, tasks: Mapping[str, TaskSpec]) -> Pipeline:
         raise InvalidPipeline(f"a pipeline spec is a mapping, got {type(data).__name__}")
     unknown = set(data) - {"name", "description", "inputs", "steps", "outputs"}
     if unknown:
-        raise InvalidPipeline(f"pipeline spec has unknown keys: {', '.join(sorted(unknown))}")
+        raise InvalidPipeline(f"pipeline spec has unknown keys: {', '.join(sorted(map(repr, unknown)))}")
     name = _text(data, "name", "pipeline")
     pipeline = Pipeline(
         name=name,
@@ -85,7 +86,7 @@ def step_from_dict(pipeline: str, index: int, data: Any) -> Step:
         raise InvalidPipeline(f"{where}: a step is a mapping with name, task, bind (and each)")
     unknown = set(data) - {"name", "task", "bind", "each"}
     if unknown:
-        raise InvalidPipeline(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        raise InvalidPipeline(f"{where}: unknown keys {', '.join(sorted(map(repr, unknown)))}")
     name = _text(data, "name", where)
     bind = {str(k): _binding(f"pipeline {pipeline!r}, step {name!r}", k, v)
             for k, v in _mapping(data, "bind", where).items()}
@@ -108,13 +109,37 @@ def _field(pipeline: str, name: str, data: Any) -> Field:
         raise InvalidPipeline(f"{where}: an input is a mapping with at least a kind")
     unknown = set(data) - _FIELD_KEYS
     if unknown:
-        raise InvalidPipeline(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        raise InvalidPipeline(f"{where}: unknown keys {', '.join(sorted(map(repr, unknown)))}")
     try:
         kind = Kind(data["kind"])
-    except ValueError:
+    except (ValueError, TypeError):
         raise InvalidPipeline(f"{where}: unknown kind {data['kind']!r}; kinds: "
                               f"{', '.join(k.value for k in Kind)}") from None
-    return Field(**{**data, "kind": kind})
+    _check_declaration(where, data)
+    declared = Field(**{**data, "kind": kind})
+    if not declared.required:  # the default must be a value the input accepts
+        try:
+            declared.check(name, declared.default)
+        except InvalidInput as exc:
+            raise InvalidPipeline(f"{where}: its default is not valid: {exc}") from None
+    return declared
+
+
+def _check_declaration(where: str, data: Mapping[str, Any]) -> None:
+    """The parts of an input declaration that Field trusts: typed and in range, or refused here."""
+    for key in ("minimum", "maximum"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise InvalidPipeline(f"{where}: {key} must be a finite number, got {value!r}")
+    for key, least in (("multiple_of", 1), ("max_length", 0), ("max_items", 0)):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise InvalidPipeline(f"{where}: {key} must be an integer of at least {least}, got {value!r}")
+    if not isinstance(data.get("many", False), bool):
+        raise InvalidPipeline(f"{where}: many must be true or false, got {data['many']!r}")
+    if not isinstance(data.get("description", ""), str):
+        raise InvalidPipeline(f"{where}: description must be text, got {data['description']!r}")
 
 
 def _text(data: Mapping[str, Any], key: str, where: str) -> str:

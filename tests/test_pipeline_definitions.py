@@ -57,9 +57,9 @@ def test_inconsistent_pipelines_fail_when_defined_naming_the_step(steps, message
 @pytest.mark.parametrize("change, message", [
     ({"steps": []}, "'steps' must be a non-empty list"),
     ({"inputs": {"image": {"kind": "picture"}}}, "unknown kind 'picture'"),
-    ({"inputs": {"image": {"kind": "image", "colour": "red"}}}, "unknown keys colour"),
+    ({"inputs": {"image": {"kind": "image", "colour": "red"}}}, "unknown keys 'colour'"),
     ({"outputs": {"x": "caption.nothing"}}, "output 'x' refers to unknown 'caption.nothing'"),
-    ({"extra": 1}, "unknown keys: extra"),
+    ({"extra": 1}, "unknown keys: 'extra'"),
 ])
 def test_bad_specs_are_refused_naming_the_part(change, message):
     with pytest.raises(InvalidPipeline, match=message):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import wave
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -71,11 +72,13 @@ class _open:
 
 def _duration(container: Any) -> float:
     if container.duration:
-        return container.duration / 1_000_000  # microseconds (av.time_base)
-    stream = container.streams.video[0]
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return 0.0
+        seconds = container.duration / 1_000_000  # microseconds (av.time_base)
+    else:
+        stream = container.streams.video[0]
+        seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+    if not math.isfinite(seconds) or seconds < 0:  # a corrupt index
+        raise InvalidInput(f"video: the file claims a duration of {seconds} s; it is corrupt", field="video")
+    return seconds
 
 
 def _sample(container: Any, interval_s: float, max_frames: int, progress: Progress) -> Iterator[Any]:
