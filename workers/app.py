@@ -192,7 +192,9 @@ def _failures_recorded(task_call: Task, runner: StepRunner, message: StepMessage
                                       max_retries=MAX_TRANSIENT_RETRIES)
             except Retry:
                 raise
-            except (OperationalError, RedisConnectionError, OSError):  # the broker itself is away
+            # The retry could not be published: the broker itself is away (Celery then rejects the
+            # message without requeueing it, which would lose the step).
+            except (Reject, OperationalError, RedisConnectionError, OSError):
                 # Neither acknowledge nor fail: the message goes back to the queue, or, while Redis
                 # is unreachable, stays unacknowledged and is restored after the visibility timeout.
                 log.warning("job %s step %s: the broker is unreachable; the step is requeued", job_id, step)
