@@ -20,10 +20,8 @@ import json
 import os
 import select
 import socket
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +38,7 @@ from mmq.tasks.errors import ArtifactNotFound, InvalidInput, JobNotFound
 from mmq.tasks.settings import Settings
 from mmq.tasks.tenants import artifact_prefix, key_within
 from tests.conftest import launch_gateway
+from tests.test_webhooks import Receiver
 
 TINY_IMAGE = {"steps": 1, "width": 64, "height": 64}
 
@@ -294,29 +293,6 @@ def test_a_tenant_sees_nothing_of_another_through_the_sdk(gateway, figure):
 
 # -- 4. Secrets stay out of logs and records ------------------------------------------------------
 
-class Receiver:
-    """A webhook receiver answering 200, keeping each request's headers and body."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers), body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def server_log(pid: int) -> str:
     """The log of a server started by `mmq.clients.servers`: its standard output is that file."""
     return Path(os.readlink(f"/proc/{pid}/fd/1")).read_text(errors="replace")
@@ -367,7 +343,7 @@ def run_with_webhook(gateway, key: str, image: bytes) -> tuple[dict, str, list]:
     """A remix job with a webhook for every event, and every route that handles a secret used on it:
     events, the page link and its token, the output, a near-miss key. Its view, page token, and
     what the receiver got."""
-    receiver = Receiver()
+    receiver = Receiver(fail_first=0)
     try:
         created = submit(gateway, key, {"image": upload(gateway, key, image), **TINY_IMAGE}, pipeline="remix",
                          webhook={"url": receiver.url, "events": ["*"]})
@@ -385,8 +361,8 @@ def run_with_webhook(gateway, key: str, image: bytes) -> tuple[dict, str, list]:
         assert statuses == [200, 200, 200, 200, 401]
         view = wait_for(lambda: httpx.get(job, headers=auth(key)).json(),
                         until=lambda v: any(d["event"] == "job.succeeded" for d in v["deliveries"]))
-        wait_for(lambda: any(json.loads(body)["type"] == "job.succeeded" for _, body in receiver.received))
-        return view, token, receiver.received
+        wait_for(lambda: any(json.loads(body)["type"] == "job.succeeded" for _, _, body in receiver.received))
+        return view, token, [(headers, body) for _, headers, body in receiver.received]
     finally:
         receiver.server.shutdown()
 
