@@ -46,7 +46,7 @@ bench: install
 # The reliability suite alone (it also runs in `make test`), its figures written to docs/reliability.md.
 reliability: install system-deps
 	mkdir -p .mmq
-	MMQ_RELIABILITY_REPORT=.mmq/reliability.json $(BIN)/python -m pytest -q -m reliability
+	MMQ_RELIABILITY_REPORT=.mmq/reliability.json $(BIN)/python -m pytest -q -m "reliability and not soak"
 	$(BIN)/python -m tests.reliability_report .mmq/reliability.json docs/reliability.md
 
 # The long load test (10 minutes by default; MMQ_SOAK_S to change), outside CI.

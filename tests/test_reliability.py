@@ -198,6 +198,7 @@ def test_2000_jobs_from_8_clients_while_workers_restart(make_stack, start_worker
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(int(float(os.environ.get("MMQ_SOAK_S", "600"))) + 900)  # the soak, then the draining
 def test_soak(make_stack, start_worker, sample_image, figure):
     """`make soak`: the same load for MMQ_SOAK_S seconds (default 600), restarting all along."""
     duration = float(os.environ.get("MMQ_SOAK_S", "600"))
