@@ -226,7 +226,11 @@ def extracted_or_invalid(data: bytes) -> None:
     except InvalidInput as exc:
         assert exc.field == "video", exc
         return
-    assert 1 <= len(outputs["frames"]) <= 4 and outputs["duration_s"] >= 0, outputs
+    # What a downstream step relies on: 1 to max_frames PNG frames, a real duration, WAV sound.
+    assert 1 <= len(outputs["frames"]) <= 4, outputs
+    assert all(frame.media_type == "image/png" and frame.data.startswith(b"\x89PNG") for frame in outputs["frames"])
+    assert math.isfinite(outputs["duration_s"]), outputs
+    assert outputs["audio"].media_type == "audio/wav" and outputs["audio"].data.startswith(b"RIFF")
 
 
 @fuzz(200)
