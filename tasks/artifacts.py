@@ -136,8 +136,19 @@ class ArtifactStore:
         try:
             self._call("head_bucket", Bucket=self.bucket)
         except ArtifactNotFound:
-            self._call("create_bucket", Bucket=self.bucket)
+            self._create_bucket()
         self._bucket_checked = True
+
+    def _create_bucket(self) -> None:
+        try:
+            self._call("create_bucket", Bucket=self.bucket)
+        except StorageError as refused:
+            # Clients starting together all find the bucket missing; one creates it and the others
+            # are refused (BucketAlreadyOwnedByYou). The bucket being there is all they wanted.
+            try:
+                self._call("head_bucket", Bucket=self.bucket)
+            except ArtifactNotFound:
+                raise refused from None
 
     def _exists(self, key: str) -> bool:
         try:

@@ -66,3 +66,26 @@ def test_the_client_uploads_a_file_as_an_artifact_with_a_working_url(client, sam
     assert artifact.media_type == "image/png" and artifact.size == sample_image.stat().st_size
     with urllib.request.urlopen(artifact.url, timeout=10) as response:
         assert response.read() == sample_image.read_bytes()
+
+
+def test_clients_starting_together_all_get_the_bucket_that_one_of_them_creates(s3_server):
+    # The soak found this: 8 producers starting at once, a new bucket, and all but one were refused
+    # with BucketAlreadyOwnedByYou after finding it missing a moment before.
+    import threading
+
+    stores = [store_for(s3_server.port, "artifacts-race") for _ in range(8)]
+    start, errors = threading.Barrier(len(stores)), []
+
+    def first_put(store: ArtifactStore) -> None:
+        start.wait()
+        try:
+            store.put_bytes(PNG)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_put, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
