@@ -78,8 +78,8 @@ TASKS: Mapping[str, TaskSpec] = {
                 "max_tokens": Field(Kind.INTEGER, "Longest summary, in tokens.", default=130, minimum=8, maximum=1024),
                 "min_tokens": Field(Kind.INTEGER, "Shortest summary, in tokens.", default=20, minimum=0, maximum=512),
             },
-            outputs=outputs(summary=Kind.TEXT),
-            description="Summarize text (BART).",
+            outputs=outputs(summary=Kind.TEXT, sentences=Output(Kind.TEXT, many=True)),
+            description="Summarize text (BART); the summary also comes split into its sentences.",
         ),
         TaskSpec(
             name="translate",
@@ -159,6 +159,139 @@ TASKS: Mapping[str, TaskSpec] = {
             outputs=outputs(frames=Output(Kind.IMAGE, many=True), audio=Kind.AUDIO, duration_s=Kind.NUMBER),
             description="Frames sampled every interval_s seconds (PNG) and the audio track (16 kHz mono WAV; "
                         "silence when the video has none).",
+        ),
+        TaskSpec(
+            name="slideshow",
+            specialisation="media",
+            inputs={
+                "images": Field(Kind.IMAGE, "The pictures, in order; each is scaled to fit the first one's size.",
+                                many=True, max_items=_MANY),
+                "seconds_per_image": Field(Kind.NUMBER, "How long each picture is shown.", default=2.0,
+                                           minimum=0.1, maximum=60),
+                "fps": Field(Kind.INTEGER, "Frames per second of the video.", default=8, minimum=1, maximum=60),
+            },
+            outputs=outputs(video=Kind.VIDEO),
+            description="A video (MP4, H.264) that shows the images one after the other.",
+        ),
+        TaskSpec(
+            name="answer",
+            specialisation="vqa",
+            inputs={
+                "image": Field(Kind.IMAGE, "The image the question is about."),
+                "question": Field(Kind.TEXT, "The question, in plain words.", max_length=2000),
+                "max_new_tokens": Field(Kind.INTEGER, "Longest answer, in tokens.", default=64, minimum=1,
+                                        maximum=512),
+            },
+            outputs=outputs(answer=Kind.TEXT),
+            description="Answer a question about an image (LLaVA or BLIP-2 family).",
+        ),
+        TaskSpec(
+            name="describe",
+            specialisation="vqa",
+            inputs={
+                "image": Field(Kind.IMAGE, "The image to describe."),
+                "max_new_tokens": Field(Kind.INTEGER, "Longest description, in tokens.", default=256, minimum=1,
+                                        maximum=1024),
+            },
+            outputs=outputs(description=Kind.TEXT),
+            description="Describe an image at length: what it shows, where, and how (LLaVA or BLIP-2 family).",
+        ),
+        TaskSpec(
+            name="depth",
+            specialisation="depth",
+            inputs={"image": Field(Kind.IMAGE, "The image to estimate depth for.")},
+            outputs=outputs(depth_map=Kind.IMAGE, depth=Kind.ARRAY),
+            description="Monocular depth (Depth Anything or DPT): a greyscale depth map (near is bright) and the "
+                        "raw float32 array at the image's size (.npy; relative depth, larger is nearer).",
+        ),
+        TaskSpec(
+            name="segment",
+            specialisation="segment",
+            inputs={
+                "image": Field(Kind.IMAGE, "The image to cut objects out of."),
+                "points": Field(Kind.NUMBER, "Points [x, y] in pixels on the object; together they prompt one mask.",
+                                default=(), many=True, max_items=64, size=2, minimum=0),
+                "point_labels": Field(Kind.INTEGER, "One per point: 1 on the object, 0 on the background "
+                                      "(default: all 1).", default=(), many=True, max_items=64, minimum=0, maximum=1),
+                "boxes": Field(Kind.NUMBER, "Boxes [x0, y0, x1, y1] in pixels; one mask each (the points, if any, "
+                               "refine every box).", default=(), many=True, max_items=16, size=4, minimum=0),
+            },
+            outputs=outputs(masks=Output(Kind.IMAGE, many=True), scores=Kind.JSON),
+            description="Masks of the objects that points or boxes pick out (Segment Anything): one black and "
+                        "white PNG per box (or one for the points), with the model's predicted IoU for each.",
+            one_of=("points", "boxes"),
+        ),
+        TaskSpec(
+            name="features",
+            specialisation="features",
+            inputs={"images": Field(Kind.IMAGE, "Images to embed.", many=True, max_items=_MANY)},
+            outputs=outputs(embeddings=Kind.EMBEDDING),
+            description="DINOv2 image features: one L2-normalised row per image (the class token), for "
+                        "similarity, retrieval and clustering.",
+        ),
+        TaskSpec(
+            name="speak",
+            specialisation="speak",
+            inputs={
+                "text": Field(Kind.TEXT, "What to say; long text is spoken sentence by sentence.", max_length=5000),
+                "seed": Field(Kind.INTEGER, "Random seed; the same text and seed give the same voice.", default=0,
+                              minimum=0, maximum=2**32 - 1),
+            },
+            outputs=outputs(audio=Kind.AUDIO),
+            description="Text to speech (VITS / MMS-TTS): a mono WAV.",
+        ),
+        TaskSpec(
+            name="compose",
+            specialisation="compose",
+            inputs={
+                "prompt": Field(Kind.TEXT, "The sound or music to make.", max_length=1000),
+                "duration_s": Field(Kind.NUMBER, "Length of the audio, in seconds.", default=5.0, minimum=0.5,
+                                    maximum=30),
+                "guidance": Field(Kind.NUMBER, "Classifier-free guidance scale.", default=3.0, minimum=1,
+                                  maximum=20),
+                "seed": Field(Kind.INTEGER, "Random seed; the same inputs give the same audio.", default=0,
+                              minimum=0, maximum=2**32 - 1),
+            },
+            outputs=outputs(audio=Kind.AUDIO),
+            description="Text to music and sound (MusicGen): a mono WAV.",
+        ),
+        TaskSpec(
+            name="text2video",
+            specialisation="text2video",
+            inputs={
+                "prompt": Field(Kind.TEXT, "What happens in the video.", max_length=2000),
+                "negative_prompt": _TEXT2IMAGE_OPTIONS["negative_prompt"],
+                "steps": Field(Kind.INTEGER, "Denoising steps.", default=25, minimum=1, maximum=100),
+                "guidance": Field(Kind.NUMBER, "Classifier-free guidance scale.", default=9.0, minimum=0,
+                                  maximum=30),
+                "seed": _TEXT2IMAGE_OPTIONS["seed"],
+                "num_frames": Field(Kind.INTEGER, "Frames to generate.", default=16, minimum=1, maximum=64),
+                "fps": Field(Kind.INTEGER, "Frames per second of the video.", default=8, minimum=1, maximum=30),
+                "width": Field(Kind.INTEGER, "Frame width in pixels.", default=256, minimum=64, maximum=1024,
+                               multiple_of=8),
+                "height": Field(Kind.INTEGER, "Frame height in pixels.", default=256, minimum=64, maximum=1024,
+                                multiple_of=8),
+            },
+            outputs=outputs(video=Kind.VIDEO),
+            description="Generate a short video from a prompt (a diffusers text-to-video pipeline): MP4, H.264.",
+        ),
+        TaskSpec(
+            name="text2mesh",
+            specialisation="text2mesh",
+            inputs={
+                "prompt": Field(Kind.TEXT, "The object to make.", max_length=1000),
+                "steps": Field(Kind.INTEGER, "Denoising steps.", default=64, minimum=1, maximum=256),
+                "guidance": Field(Kind.NUMBER, "Classifier-free guidance scale.", default=15.0, minimum=0,
+                                  maximum=50),
+                "seed": _TEXT2IMAGE_OPTIONS["seed"],
+                "preview_size": Field(Kind.INTEGER, "Width and height of the preview image, in pixels.",
+                                      default=256, minimum=32, maximum=1024),
+                # 128 is Shap-E's own; time and memory grow with its cube (~1.5 GB at 128).
+                "grid_size": Field(Kind.INTEGER, "Marching-cubes grid points per side: the mesh's detail.",
+                                   default=128, minimum=16, maximum=128),
+            },
+            outputs=outputs(mesh=Kind.MESH, preview=Kind.IMAGE),
+            description="A 3D object from a prompt (Shap-E): a coloured mesh (PLY) and a rendered preview image.",
         ),
     )
 }
@@ -246,6 +379,64 @@ PIPELINES: Mapping[str, Pipeline] = {
             outputs={"ranking": "rank.ranking"},
             description="Embed every image in parallel (CLIP), embed the query, rank the images: "
                         "[{index, score}], best first.",
+        ),
+        Pipeline(
+            name="describe-and-speak",
+            inputs={"image": Field(Kind.IMAGE, "The image to describe aloud."),
+                    "max_new_tokens": Field(Kind.INTEGER, "Longest description, in tokens.", default=256,
+                                            minimum=1, maximum=1024)},
+            steps=(
+                Step("describe", "describe", {"image": "input.image", "max_new_tokens": "input.max_new_tokens"}),
+                Step("speak", "speak", {"text": "describe.description"}),
+            ),
+            outputs={"description": "describe.description", "audio": "speak.audio"},
+            description="An image described at length, then the description read aloud.",
+        ),
+        Pipeline(
+            name="voice-command",
+            inputs={
+                "audio": Field(Kind.AUDIO, "A spoken description of a scene."),
+                **_TEXT2IMAGE_OPTIONS,
+                "duration_s": Field(Kind.NUMBER, "Length of the sound, in seconds.", default=5.0, minimum=0.5,
+                                    maximum=30),
+            },
+            steps=(
+                Step("transcribe", "transcribe", {"audio": "input.audio"}),
+                Step("text2image", "text2image",
+                     {"prompt": "transcribe.text", **{n: f"input.{n}" for n in _TEXT2IMAGE_OPTIONS}}),
+                Step("compose", "compose", {"prompt": "transcribe.text", "duration_s": "input.duration_s",
+                                            "seed": "input.seed"}),
+            ),
+            outputs={"transcript": "transcribe.text", "image": "text2image.image", "sound": "compose.audio"},
+            description="Generation of images and sounds by voice command: the speech transcribed, then an "
+                        "image and a sound made from it in parallel.",
+        ),
+        Pipeline(
+            name="storyboard",
+            inputs={
+                "text": Field(Kind.TEXT, "The story.", max_length=_LONG_TEXT),
+                "max_tokens": Field(Kind.INTEGER, "Longest summary, in tokens (fewer sentences, fewer pictures).",
+                                    default=60, minimum=8, maximum=1024),
+                "min_tokens": Field(Kind.INTEGER, "Shortest summary, in tokens.", default=8, minimum=0,
+                                    maximum=512),
+                **{n: _TEXT2IMAGE_OPTIONS[n] for n in ("negative_prompt", "steps", "guidance", "seed")},
+                "width": replace(_TEXT2IMAGE_OPTIONS["width"], default=256),
+                "height": replace(_TEXT2IMAGE_OPTIONS["height"], default=256),
+                "seconds_per_image": Field(Kind.NUMBER, "How long each picture is shown.", default=2.0,
+                                           minimum=0.1, maximum=60),
+            },
+            steps=(
+                Step("summarize", "summarize", {"text": "input.text", "max_tokens": "input.max_tokens",
+                                                "min_tokens": "input.min_tokens"}),
+                Step("pictures", "text2image",
+                     {n: f"input.{n}" for n in ("negative_prompt", "steps", "guidance", "seed", "width", "height")},
+                     each={"prompt": "summarize.sentences"}),
+                Step("video", "slideshow", {"images": "pictures.image",
+                                            "seconds_per_image": "input.seconds_per_image"}),
+            ),
+            outputs={"summary": "summarize.summary", "pictures": "pictures.image", "video": "video.video"},
+            description="A story summarized, one picture drawn per sentence of the summary (in parallel), "
+                        "the pictures made into a short video.",
         ),
     )
 }

@@ -28,14 +28,20 @@ class Kind(str, Enum):
     VIDEO = "video"
     JSON = "json"  # structured output: segments, rankings
     EMBEDDING = "embedding"  # vectors: inline rows of floats, or an .npy artifact when large
+    MESH = "mesh"  # a 3D mesh file: PLY (model/ply) or glTF binary (model/gltf-binary)
+    ARRAY = "array"  # an n-dimensional array of numbers, as an .npy file (a raw depth map)
 
     @property
     def is_artifact(self) -> bool:
-        return self in (Kind.IMAGE, Kind.AUDIO, Kind.VIDEO)
+        return self in (Kind.IMAGE, Kind.AUDIO, Kind.VIDEO, Kind.MESH, Kind.ARRAY)
 
     def accepts(self, media_type: str) -> bool:
         """Whether a file of `media_type` can stand for this kind (a video carries audio)."""
         family = media_type.split("/", 1)[0]
+        if self is Kind.MESH:
+            return family == "model"
+        if self is Kind.ARRAY:
+            return media_type == "application/x-npy"
         return family == self.value or (self is Kind.AUDIO and family == "video")
 
 
@@ -52,6 +58,9 @@ class Field:
     max_length: int | None = None
     many: bool = False  # a list of values of `kind`
     max_items: int | None = None
+    # Each value is a tuple of this many numbers, e.g. 2 for [x, y] points, 4 for [x0, y0, x1, y1]
+    # boxes (numbers only; `minimum`/`maximum` bound every coordinate).
+    size: int | None = None
 
     @property
     def required(self) -> bool:
@@ -65,6 +74,8 @@ class Field:
 
     def check_one(self, name: str, value: Any) -> Any:
         """One value of this field's kind (one item, for a list field)."""
+        if self.size is not None:
+            return self._check_tuple(name, value)
         if self.kind is Kind.TEXT:
             return self._check_text(name, value)
         if self.kind in (Kind.INTEGER, Kind.NUMBER):
@@ -77,6 +88,16 @@ class Field:
 
     def parse(self, name: str, raw: str) -> Any:
         """Turn a command-line string into this field's kind, then check it."""
+        if self.size is not None:  # "10,20" on a command line: one [x, y] point
+            try:
+                numbers = [float(part) for part in raw.split(",")]
+            except ValueError:
+                raise InvalidInput(f"{name} must be {self.size} numbers separated by commas, got {raw!r}",
+                                   field=name) from None
+            try:
+                return self.check_one(name, numbers)
+            except InvalidInput as exc:  # named by the input typed, not by a coordinate's index
+                raise InvalidInput(f"{name}={raw}: {exc}", field=name) from None
         if self.kind is Kind.INTEGER:
             try:
                 return self.check_one(name, int(raw))
@@ -100,7 +121,7 @@ class Field:
             out["description"] = self.description
         if not self.required:
             out["default"] = list(self.default) if isinstance(self.default, tuple) else self.default
-        for key in ("minimum", "maximum", "multiple_of", "max_length", "max_items"):
+        for key in ("minimum", "maximum", "multiple_of", "max_length", "max_items", "size"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -143,6 +164,13 @@ class Field:
                 f"{name} must be a multiple of {self.multiple_of} but is {value}", field=name
             )
         return float(value) if self.kind is Kind.NUMBER else value
+
+    def _check_tuple(self, name: str, value: Any) -> list[float]:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)) \
+                or len(value) != self.size:
+            raise InvalidInput(f"{name} must be a list of {self.size} numbers, got {value!r}", field=name)
+        scalar = Field(Kind.NUMBER, minimum=self.minimum, maximum=self.maximum)
+        return [scalar.check_one(f"{name}[{i}]", x) for i, x in enumerate(value)]
 
     def _check_embedding(self, name: str, value: Any) -> list[list[float]] | ArtifactRef:
         """Rows of numbers inline, or an .npy artifact."""
@@ -215,4 +243,5 @@ def field_from_description(data: Mapping[str, Any]) -> Field:
     return Field(kind=Kind(data["kind"]), description=data.get("description", ""),
                  default=tuple(default) if isinstance(default, list) else default,
                  minimum=data.get("minimum"), maximum=data.get("maximum"), multiple_of=data.get("multiple_of"),
-                 max_length=data.get("max_length"), many=bool(data.get("many")), max_items=data.get("max_items"))
+                 max_length=data.get("max_length"), many=bool(data.get("many")), max_items=data.get("max_items"),
+                 size=data.get("size"))

@@ -14,6 +14,9 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x1a\x45\xdf\xa3", "video/webm"),
     (b"%PDF", "application/pdf"),
     (b"\x93NUMPY", "application/x-npy"),
+    (b"ply\n", "model/ply"),
+    (b"ply\r\n", "model/ply"),
+    (b"glTF", "model/gltf-binary"),
 )
 
 EXTENSIONS = {
@@ -34,6 +37,8 @@ EXTENSIONS = {
     "application/x-npy": "npy",
     "audio/mp4": "m4a",
     "text/plain": "txt",
+    "model/ply": "ply",
+    "model/gltf-binary": "glb",
 }
 
 

@@ -26,7 +26,7 @@ from .pipelines import Format, Pipeline, Step, step_to_dict
 from .taskspec import TaskSpec
 
 _FIELD_KEYS = {"kind", "description", "default", "minimum", "maximum", "multiple_of", "max_length", "many",
-               "max_items"}
+               "max_items", "size"}
 
 
 def pipeline_from_dict(data: Any, tasks: Mapping[str, TaskSpec]) -> Pipeline:
@@ -132,7 +132,7 @@ def _check_declaration(where: str, data: Mapping[str, Any]) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
             raise InvalidPipeline(f"{where}: {key} must be a finite number, got {value!r}")
-    for key, least in (("multiple_of", 1), ("max_length", 0), ("max_items", 0)):
+    for key, least in (("multiple_of", 1), ("max_length", 0), ("max_items", 0), ("size", 1)):
         value = data.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise InvalidPipeline(f"{where}: {key} must be an integer of at least {least}, got {value!r}")

@@ -86,6 +86,62 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             time_limit_s=180,
             description="Sentence embeddings (sentence-transformers models) and text ranking.",
         ),
+        SpecialisationSpec(
+            name="vqa",
+            default_model="llava-hf/llava-1.5-7b-hf",
+            soft_time_limit_s=300,
+            time_limit_s=360,
+            description="Visual question answering and long image descriptions (LLaVA or BLIP-2 family).",
+        ),
+        SpecialisationSpec(
+            name="depth",
+            default_model="depth-anything/Depth-Anything-V2-Small-hf",
+            soft_time_limit_s=120,
+            time_limit_s=180,
+            description="Monocular depth estimation (Depth Anything or DPT).",
+        ),
+        SpecialisationSpec(
+            name="segment",
+            default_model="facebook/sam-vit-base",
+            soft_time_limit_s=120,
+            time_limit_s=180,
+            description="Promptable segmentation with Segment Anything (SAM): points or boxes to masks.",
+        ),
+        SpecialisationSpec(
+            name="features",
+            default_model="facebook/dinov2-base",
+            soft_time_limit_s=120,
+            time_limit_s=180,
+            description="Self-supervised image features with DINOv2.",
+        ),
+        SpecialisationSpec(
+            name="speak",
+            default_model="facebook/mms-tts-eng",
+            soft_time_limit_s=300,
+            time_limit_s=360,
+            description="Text to speech with VITS (MMS-TTS).",
+        ),
+        SpecialisationSpec(
+            name="compose",
+            default_model="facebook/musicgen-small",
+            soft_time_limit_s=600,
+            time_limit_s=720,
+            description="Text to music and sound with MusicGen.",
+        ),
+        SpecialisationSpec(
+            name="text2video",
+            default_model="ali-vilab/text-to-video-ms-1.7b",
+            soft_time_limit_s=900,
+            time_limit_s=1000,
+            description="Text to video with a diffusers text-to-video pipeline (ModelScope), encoded with PyAV.",
+        ),
+        SpecialisationSpec(
+            name="text2mesh",
+            default_model="openai/shap-e",
+            soft_time_limit_s=600,
+            time_limit_s=720,
+            description="Text to 3D mesh with Shap-E (diffusers), with a rendered preview.",
+        ),
     )
 }
 

@@ -18,10 +18,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 import redis as redis_lib
 
 from mmq.clients import Client
+
+# hypothesis is imported up front, not by its pytest plugin at the terminal summary: there, pytest's
+# import-time rewriting (ast.parse) can be re-entered by garbage collection finalising a Celery
+# AsyncResult (whose __del__ reconnects to the stopped Redis and imports), and CPython 3.11.7 then
+# fails with "AST constructor recursion depth mismatch" (a global counter; fixed in 3.11.8).
 from mmq.clients.servers import Server, free_port, start_redis, start_seaweed, stop
 from mmq.tasks.processes import die_with_parent
 from mmq.tasks import Settings

@@ -92,6 +92,50 @@ def test_pipelines_lists_every_task_and_pipeline_with_inputs(tmp_path):
     assert catalogue["text2image"]["inputs"]["width"]["multiple_of"] == 8
 
 
+# The rest of the seed's catalogue, each from `mmq run` as a user types it (small sizes: CPU, tiny models).
+CATALOGUE_RUNS = {
+    "answer": ["image=@{image}", "question=What is on the roof?", "max_new_tokens=6"],
+    "describe": ["image=@{image}", "max_new_tokens=6"],
+    "depth": ["image=@{image}"],
+    "segment": ["image=@{image}", "points=20,30", "points=40,30", "boxes=0,0,50,40"],
+    "features": ["images=@{image}", "images=@{image}"],
+    "speak": ["text=Hello there. How are you?"],
+    "compose": ["prompt=a slow drum beat", "duration_s=0.5"],
+    "text2video": ["prompt=a boat on a lake", "num_frames=2", "width=64", "height=64", "steps=2"],
+    "text2mesh": ["prompt=a chair", "steps=2", "preview_size=32", "grid_size=64"],
+    "slideshow": ["images=@{image}", "images=@{image}", "seconds_per_image=0.25"],
+    "describe-and-speak": ["image=@{image}", "max_new_tokens=6"],
+    "voice-command": ["audio=@{speech}", "width=64", "height=64", "steps=2", "duration_s=0.5"],
+    "storyboard": ["text=A fox lives by a lake. It drinks there each day.", "width=64", "height=64", "steps=2",
+                   "seconds_per_image=0.25"],
+}
+
+
+def test_the_rest_of_the_catalogue_runs_from_mmq_run_and_is_listed(local_stack, tmp_path, sample_image):
+    from mmq.tasks.catalogue import lookup
+
+    from .media_samples import speak
+
+    speech = tmp_path / "command.wav"
+    speak("a red house by the sea", speech)
+    listed = mmq("pipelines", data_dir=local_stack, cwd=tmp_path)
+    for name, args in CATALOGUE_RUNS.items():
+        assert re.search(rf"^{re.escape(name)}  \((task|pipeline)", listed.stdout, flags=re.M), name
+        filled = [arg.format(image=sample_image, speech=speech) for arg in args]
+        run = mmq("run", name, *filled, "--wait", "--json", data_dir=local_stack, cwd=tmp_path)
+        assert run.returncode == 0, (name, run.stderr)
+        job = json.loads(run.stdout)
+        assert job["status"] == "succeeded", (name, job["error"])
+        assert set(job["outputs"]) == set(lookup(name).outputs), name
+    # A 3D object downloads as its mesh and its preview, under their output names.
+    mesh = json.loads(mmq("run", "text2mesh", "prompt=a lamp", *CATALOGUE_RUNS["text2mesh"][1:], "--wait", "--json",
+                          data_dir=local_stack, cwd=tmp_path).stdout)
+    got = mmq("jobs", "download", mesh["id"], "--out", str(tmp_path / "mesh"), data_dir=local_stack, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "mesh" / "mesh.ply").read_bytes().startswith(b"ply")
+    assert Image.open(tmp_path / "mesh" / "preview.png").size == (32, 32)
+
+
 def new_key(data_dir: Path, cwd: Path, tenant: str) -> dict:
     created = mmq("keys", "create", "--tenant", tenant, "--json", data_dir=data_dir, cwd=cwd)
     assert created.returncode == 0, created.stderr

@@ -103,3 +103,67 @@ def test_job_page_follows_a_remix_to_its_image(gateway: Any, sample_image: Path,
     screenshot = artifacts_dir() / "job-page.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 0
+
+
+# One job whose outputs are a 3D mesh with its preview image, speech and a video: the page must show
+# the preview, play the sound and the video from S3, and offer the mesh for download.
+MEDIA_SPEC = {
+    "name": "media-page",
+    "inputs": {"prompt": {"kind": "text"}, "steps": {"kind": "integer", "default": 2},
+               "preview_size": {"kind": "integer", "default": 32}, "grid_size": {"kind": "integer", "default": 64},
+               "seconds_per_image": {"kind": "number", "default": 0.5}},
+    "steps": [
+        {"name": "object", "task": "text2mesh",
+         "bind": {"prompt": "input.prompt", "steps": "input.steps", "preview_size": "input.preview_size",
+                  "grid_size": "input.grid_size"}},
+        {"name": "voice", "task": "speak", "bind": {"text": "input.prompt"}},
+        {"name": "turntable", "task": "slideshow",
+         "bind": {"images": "object.preview", "seconds_per_image": "input.seconds_per_image"}},
+    ],
+    "outputs": {"mesh": "object.mesh", "preview": "object.preview", "speech": "voice.audio",
+                "video": "turntable.video"},
+}
+
+
+def media_ready(driver: webdriver.Chrome, selector: str, script: str) -> Any:
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found and driver.execute_script(script, found[0])
+
+
+def test_job_page_shows_a_preview_plays_sound_and_video_and_links_the_mesh(gateway: Any, serve: Any,
+                                                                            browser: webdriver.Chrome) -> None:
+    for name in ("text2mesh", "speak", "media"):
+        serve(name)
+    key = gateway.new_key("page-media")
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        created = http.post("/v1/jobs", json={"pipeline": MEDIA_SPEC, "inputs": {"prompt": "a red chair"}})
+        assert created.status_code == 201, created.text
+        job = created.json()
+        browser.get(gateway.url + job["links"]["page"])
+        ended = WebDriverWait(browser, JOB_TIMEOUT_S * 2).until(
+            lambda d: status_word(d) if status_word(d) in ("succeeded", "failed", "cancelled") else None,
+            message="the page never showed the job ending")
+        final = http.get(f"/v1/jobs/{job['id']}").json()
+    assert ended == "succeeded", final.get("error")
+
+    preview = '#outputs [data-output="preview"] img'
+    width = WebDriverWait(browser, 30).until(
+        lambda d: media_ready(d, preview, "return arguments[0].complete && arguments[0].naturalWidth"),
+        message="the 3D preview did not load")
+    assert width == 32
+    # readyState >= 1: the browser fetched the file from S3 and read its duration (metadata).
+    speech = WebDriverWait(browser, 30).until(
+        lambda d: media_ready(d, '#outputs [data-output="speech"] audio',
+                              "return arguments[0].readyState >= 1 && arguments[0].duration"),
+        message="the audio player never read the WAV")
+    assert speech > 0
+    video_width = WebDriverWait(browser, 30).until(
+        lambda d: media_ready(d, '#outputs [data-output="video"] video',
+                              "return arguments[0].readyState >= 1 && arguments[0].videoWidth"),
+        message="the video player never read the MP4 (H.264)")
+    assert video_width == 32
+    link = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="mesh"] a.download')
+    assert "model/ply" in link.text and link.get_attribute("href").startswith(
+        gateway.stack.env["MMQ_S3_ENDPOINT_URL"] + "/")
+    screenshot = artifacts_dir() / "job-page-media.png"
+    assert browser.save_screenshot(str(screenshot))

@@ -31,6 +31,19 @@ def test_the_built_in_pipelines_wire_what_the_seed_describes():
     assert PIPELINES["image-search"].levels() == {"embed_images": 0, "embed_query": 0, "rank": 1}
 
 
+def test_the_catalogue_pipelines_of_speech_sound_and_storyboards_are_wired_as_the_issue_asks():
+    assert PIPELINES["describe-and-speak"].levels() == {"describe": 0, "speak": 1}
+    assert PIPELINES["describe-and-speak"].steps[1].bind == {"text": "describe.description"}
+    # voice command: one transcript, then an image and a sound from it side by side
+    assert PIPELINES["voice-command"].levels() == {"transcribe": 0, "text2image": 1, "compose": 1}
+    assert PIPELINES["voice-command"].outputs["sound"] == "compose.audio"
+    # storyboard: one picture per sentence of the summary (fan-out), then one video of them all
+    storyboard = PIPELINES["storyboard"]
+    assert storyboard.levels() == {"summarize": 0, "pictures": 1, "video": 2}
+    assert storyboard.steps[1].each == {"prompt": "summarize.sentences"}
+    assert storyboard.steps[2].bind["images"] == "pictures.image"
+
+
 @pytest.mark.parametrize("steps, message", [
     ([Step("a", "nope")], "step 'a': unknown task 'nope'"),
     ([Step("a", "text2image")], "step 'a': required input 'prompt' is not wired"),

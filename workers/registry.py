@@ -18,6 +18,14 @@ _CLASSES = {
     "clip": "mmq.workers.clip:ClipSpecialisation",
     "sentence": "mmq.workers.sentence:SentenceSpecialisation",
     "media": "mmq.workers.video:MediaSpecialisation",
+    "vqa": "mmq.workers.vqa:VqaSpecialisation",
+    "depth": "mmq.workers.depth:DepthSpecialisation",
+    "segment": "mmq.workers.segment:SegmentSpecialisation",
+    "features": "mmq.workers.features:FeaturesSpecialisation",
+    "speak": "mmq.workers.speak:SpeakSpecialisation",
+    "compose": "mmq.workers.compose:ComposeSpecialisation",
+    "text2video": "mmq.workers.text2video:Text2VideoSpecialisation",
+    "text2mesh": "mmq.workers.text2mesh:Text2MeshSpecialisation",
 }
 
 

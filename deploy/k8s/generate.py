@@ -62,6 +62,22 @@ SIZING: dict[str, Sizing] = {
     "media": Sizing(gpu=False, cpu="2", memory="4Gi", model_cache="1Gi", min_replicas=1,
                     why_min="stays at 1: it holds no GPU, and video-digest starts here",
                     max_replicas=8, list_length=5),
+    "vqa": Sizing(gpu=True, cpu="2", memory="20Gi", model_cache="30Gi", min_replicas=0, why_min=_IDLE,
+                  max_replicas=4, list_length=4),
+    "depth": Sizing(gpu=True, cpu="2", memory="3Gi", model_cache="2Gi", min_replicas=0, why_min=_IDLE,
+                    max_replicas=4, list_length=20),
+    "segment": Sizing(gpu=True, cpu="2", memory="4Gi", model_cache="3Gi", min_replicas=0, why_min=_IDLE,
+                      max_replicas=4, list_length=10),
+    "features": Sizing(gpu=True, cpu="2", memory="3Gi", model_cache="2Gi", min_replicas=0, why_min=_IDLE,
+                       max_replicas=4, list_length=20),
+    "speak": Sizing(gpu=True, cpu="2", memory="3Gi", model_cache="2Gi", min_replicas=0, why_min=_IDLE,
+                    max_replicas=4, list_length=10),
+    "compose": Sizing(gpu=True, cpu="2", memory="6Gi", model_cache="5Gi", min_replicas=0, why_min=_IDLE,
+                      max_replicas=4, list_length=2),
+    "text2video": Sizing(gpu=True, cpu="4", memory="12Gi", model_cache="15Gi", min_replicas=0, why_min=_IDLE,
+                         max_replicas=4, list_length=1),
+    "text2mesh": Sizing(gpu=True, cpu="4", memory="8Gi", model_cache="10Gi", min_replicas=0, why_min=_IDLE,
+                        max_replicas=4, list_length=2),
 }
 
 

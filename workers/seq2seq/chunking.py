@@ -29,6 +29,12 @@ class Chunk:
     separator: str
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of `text`, in order, stripped; text with no sentence end is one sentence."""
+    cuts = [0, *(m.end() for m in SENTENCE_END.finditer(text)), len(text)]
+    return [piece for start, end in zip(cuts, cuts[1:]) if (piece := text[start:end].strip())]
+
+
 def split_by_tokens(
     text: str, starts: Sequence[int], budget: int, *, break_lines: bool = False
 ) -> list[Chunk]:

@@ -15,7 +15,7 @@ from mmq.tasks.errors import InvalidInput, MMQError
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
-from .chunking import Chunk
+from .chunking import Chunk, sentences
 from .model import Seq2Seq, Tally
 from .tiny import build_tiny_bart
 
@@ -54,7 +54,9 @@ class SummarizeSpecialisation(Specialisation):
         tally = Tally(progress)
         for chunks in chunked:
             tally.expect(_passes(len(chunks)))
-        return [{"summary": self._summarize(chunks, job, tally)} for chunks, job in zip(chunked, batch)]
+        summaries = [self._summarize(chunks, job, tally) for chunks, job in zip(chunked, batch)]
+        # The sentences too: a pipeline fans out over them (storyboard: one picture each).
+        return [{"summary": summary, "sentences": sentences(summary)} for summary in summaries]
 
     def check_inputs(self, job: Mapping[str, Any]) -> None:
         """Raise `InvalidInput` naming the first bad value."""

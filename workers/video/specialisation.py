@@ -1,6 +1,8 @@
-"""`extract`: frames sampled every few seconds and the audio track, out of a video (PyAV).
+"""Media on the CPU with PyAV: `extract` takes frames and sound out of a video; `slideshow` makes
+a video out of pictures.
 
-The frames feed captioning (fan-out) and the audio feeds speech recognition, in `video-digest`.
+`extract`'s frames feed captioning (fan-out) and its audio feeds speech recognition, in
+`video-digest`; `slideshow` ends `storyboard`, one picture per sentence.
 """
 
 from __future__ import annotations
@@ -8,15 +10,16 @@ from __future__ import annotations
 import io
 import logging
 import math
-import wave
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.media import encode_png
+from mmq.workers.media import decode_image, encode_png
+from mmq.workers.mp4 import encode_mp4
 from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.wav import encode_wav
 
 log = logging.getLogger(__name__)
 AUDIO_RATE = 16_000  # what speech recognition wants
@@ -24,10 +27,23 @@ AUDIO_RATE = 16_000  # what speech recognition wants
 
 class MediaSpecialisation(Specialisation):
     name: ClassVar[str] = "media"
-    tasks: ClassVar[frozenset[str]] = frozenset({"extract"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"extract", "slideshow"})
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        if task == "slideshow":
+            return [self._slideshow(job, progress) for job in batch]
         return [self._extract(job, progress) for job in batch]
+
+    def _slideshow(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        # Every picture is decoded (and checked) before encoding starts: a bad one fails the job
+        # naming it, before any work. Frames are generated lazily: a long show is never held whole.
+        images = [decode_image(ref.read(), field=f"images[{i}]", max_pixels=self.context.max_image_pixels)
+                  for i, ref in enumerate(job["images"])]
+        size = _even(images[0].size)
+        repeat = max(1, round(job["seconds_per_image"] * job["fps"]))
+        total = len(images) * repeat
+        video = encode_mp4(_slides(images, size, repeat, progress, total), job["fps"])
+        return {"video": Blob(video, "video/mp4")}
 
     def _extract(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         # 1. open and check, 2. sample frames, 3. decode the sound, 4. encode the outputs.
@@ -48,7 +64,7 @@ class MediaSpecialisation(Specialisation):
         with _open(data) as container:
             audio = _audio(container, duration_s, av)
         return {"frames": [Blob(encode_png(f), "image/png") for f in frames],
-                "audio": Blob(_wav(audio), "audio/wav"), "duration_s": round(duration_s, 3)}
+                "audio": Blob(encode_wav(audio, AUDIO_RATE), "audio/wav"), "duration_s": round(duration_s, 3)}
 
 
 class _open:
@@ -117,12 +133,24 @@ def _audio(container: Any, duration_s: float, av: Any) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
-def _wav(samples: np.ndarray) -> bytes:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(AUDIO_RATE)
-        out.writeframes(pcm.tobytes())
-    return buffer.getvalue()
+def _even(size: tuple[int, int]) -> tuple[int, int]:
+    """H.264 in yuv420p needs even sides: an odd one loses its last pixel row or column."""
+    width, height = size
+    if width < 2 or height < 2:
+        raise InvalidInput(f"images[0]: {width}x{height} is too small for a video (2x2 at least)",
+                           field="images[0]")
+    return width - width % 2, height - height % 2
+
+
+def _slides(images: list[Any], size: tuple[int, int], repeat: int, progress: Progress,
+            total: int) -> Iterator[np.ndarray]:
+    from PIL import Image, ImageOps
+
+    done = 0
+    for image in images:
+        # Fitted inside the frame, centred, on black: no picture is cropped or stretched.
+        frame = np.asarray(ImageOps.pad(image, size, method=Image.Resampling.LANCZOS, color=(0, 0, 0)))
+        for _ in range(repeat):
+            yield frame
+        done += repeat
+        progress(done, total)

@@ -1,0 +1,127 @@
+"""MusicGen text to music and sound: a prompt in, a mono 16-bit WAV of the asked length out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from transformers import (
+    AutoProcessor,
+    MusicgenForConditionalGeneration,
+    MusicgenProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from mmq.tasks.errors import InvalidInput
+from mmq.workers.devices import compute_dtype
+from mmq.workers.models import resolve_model
+from mmq.workers.seeding import seeded
+from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.wav import encode_wav
+
+from .tiny import build_tiny_musicgen
+
+logger = logging.getLogger(__name__)
+
+
+class ComposeSpecialisation(Specialisation):
+    """Makes music and sound with `MusicgenForConditionalGeneration` (transformers), one job at a
+    time: sampled codes, seeded per job, decoded to audio by the model's EnCodec."""
+
+    name: ClassVar[str] = "compose"
+    tasks: ClassVar[frozenset[str]] = frozenset({"compose"})
+
+    processor: MusicgenProcessor
+    model: MusicgenForConditionalGeneration
+
+    def setup(self) -> None:
+        source = resolve_model(
+            self.context.model, kind="musicgen", build=build_tiny_musicgen, cache_dir=self.context.cache_dir
+        )
+        dtype = compute_dtype(self.context.device)
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        self.processor = AutoProcessor.from_pretrained(source)
+        self.model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=dtype)
+        self.model.to(self.context.device).eval()
+        # Every call passes max_new_tokens; the checkpoint's max_length (1500 codes for
+        # musicgen-small) would clash with it.
+        self.model.generation_config.max_length = None
+
+    @property
+    def frame_rate(self) -> int:
+        """Codes per second of audio (50 for musicgen's EnCodec)."""
+        return self.model.config.audio_encoder.frame_rate
+
+    @property
+    def delay(self) -> int:
+        """Extra steps MusicGen's delay pattern costs: codebook k of a frame comes k steps after the
+        first, so `frames` frames take `frames + delay` new tokens."""
+        decoder = self.model.config.decoder
+        return decoder.num_codebooks // decoder.audio_channels - 1
+
+    @property
+    def max_frames(self) -> int:
+        # The decoder has one position per token, its start token included.
+        return self.model.config.decoder.max_position_embeddings - 1 - self.delay
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        return [self._compose(job, progress) for job in batch]
+
+    def _compose(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        # 1. check inputs, 2. encode the prompt, 3. sample codes (seeded), 4. decode to a WAV.
+        frames = self._frames(job["duration_s"])
+        inputs = self._encode(job["prompt"])
+        with seeded(job["seed"], self.context.device):
+            audio = self._generate(inputs, frames + self.delay, job["guidance"], progress)
+        return {"audio": Blob(encode_wav(audio, self.model.config.audio_encoder.sampling_rate), "audio/wav")}
+
+    def _frames(self, duration_s: float) -> int:
+        frames = round(duration_s * self.frame_rate)
+        if frames > self.max_frames:
+            limit_s = self.max_frames / self.frame_rate
+            raise InvalidInput(
+                f"duration_s: {duration_s:g} s is over this model's limit of {limit_s:g} s "
+                f"({self.max_frames} frames at {self.frame_rate} per second)",
+                field="duration_s",
+            )
+        return frames
+
+    def _encode(self, prompt: str) -> dict[str, torch.Tensor]:
+        inputs = self.processor(text=[prompt], padding=True, return_tensors="pt")
+        limit = self.processor.tokenizer.model_max_length
+        if inputs["input_ids"].shape[1] > limit:
+            tokens = inputs["input_ids"].shape[1]
+            raise InvalidInput(f"prompt: {tokens} tokens, over the text encoder's {limit}", field="prompt")
+        return inputs.to(self.model.device)
+
+    @torch.inference_mode()
+    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, guidance: float,
+                  progress: Progress) -> np.ndarray:
+        audio = self.model.generate(
+            **inputs,
+            do_sample=True,
+            guidance_scale=guidance,
+            max_new_tokens=max_new_tokens,
+            stopping_criteria=StoppingCriteriaList([_Reporter(progress, max_new_tokens)]),
+        )
+        # (batch, channels, samples): one job; a stereo checkpoint is mixed down to mono.
+        return audio[0].float().mean(dim=0).cpu().numpy()
+
+
+class _Reporter(StoppingCriteria):
+    """Reports each generated token as progress; never stops generation itself. `progress` raises
+    `StepAborted` when the job was cancelled, which ends `generate()` there."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.done += 1
+        self.progress(min(self.done, self.total), self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,96 @@
+"""Monocular depth (transformers): one image in, a greyscale depth map and the raw depth array out.
+
+Depth Anything and DPT both predict relative inverse depth: larger is nearer. The raw prediction is
+resized back to the image's size by the checkpoint's own image processor
+(`post_process_depth_estimation`, bicubic), and the map is that array min-max scaled to 0..255, so
+near is bright.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForDepthEstimation, PreTrainedModel
+from transformers.image_processing_utils import BaseImageProcessor
+
+from mmq.tasks.errors import MMQError
+from mmq.workers.devices import compute_dtype
+from mmq.workers.embeddings import NPY
+from mmq.workers.media import decode_image, encode_png
+from mmq.workers.models import resolve_model
+from mmq.workers.specialisation import Blob, Progress, Specialisation
+
+from .tiny import build_tiny_depth_anything
+
+logger = logging.getLogger(__name__)
+
+
+class DepthSpecialisation(Specialisation):
+    """Estimates depth with `AutoModelForDepthEstimation` (Depth Anything, DPT)."""
+
+    name: ClassVar[str] = "depth"
+    tasks: ClassVar[frozenset[str]] = frozenset({"depth"})
+    # Not batchable: the processor keeps each image's aspect ratio, so images differ in tensor size.
+
+    processor: BaseImageProcessor
+    model: PreTrainedModel
+
+    def setup(self) -> None:
+        source = resolve_model(self.context.model, kind="depth-anything", build=build_tiny_depth_anything,
+                               cache_dir=self.context.cache_dir)
+        dtype = compute_dtype(self.context.device)
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        self.processor = AutoImageProcessor.from_pretrained(source)
+        self.model = AutoModelForDepthEstimation.from_pretrained(source, dtype=dtype)
+        self.model.to(self.context.device).eval()
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        # 1. check inputs: every image decoded before any inference.
+        images = [self.check_inputs(job) for job in batch]
+        progress(0, len(images))
+        outputs = []
+        for done, image in enumerate(images, start=1):
+            depth = self._predict(image)  # 2. encode, predict, resize back to the image
+            outputs.append({"depth_map": Blob(encode_png(depth_map(depth)), "image/png"),
+                            "depth": Blob(npy_bytes(depth), NPY)})
+            progress(done, len(images))  # may raise to abort the step: let it
+        return outputs
+
+    def check_inputs(self, job: Mapping[str, Any]) -> Image.Image:
+        """The job's image, decoded; `InvalidInput` naming `image` if it is not a safe image."""
+        return decode_image(job["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+
+    @torch.inference_mode()
+    def _predict(self, image: Image.Image) -> np.ndarray:
+        inputs = self.processor(images=image, return_tensors="pt").to(self.model.device, self.model.dtype)
+        outputs = self.model(**inputs)
+        # Resized in float32: half-precision bicubic would round the array a second time.
+        outputs.predicted_depth = outputs.predicted_depth.float()
+        target_sizes = [(image.height, image.width)]
+        (result,) = self.processor.post_process_depth_estimation(outputs, target_sizes=target_sizes)
+        depth = result["predicted_depth"].cpu().numpy().astype(np.float32)
+        if not np.isfinite(depth).all():  # e.g. a float16 overflow on a GPU: no map could mean anything
+            raise MMQError("depth: the model predicted non-finite depth (NaN or infinity)")
+        return depth
+
+
+def depth_map(depth: np.ndarray) -> Image.Image:
+    """An 8-bit greyscale image: the array min-max scaled to 0..255 (near is bright); flat is black."""
+    low, high = float(depth.min()), float(depth.max())
+    if high <= low:  # a flat prediction has no near or far: black, not a division by zero
+        return Image.fromarray(np.zeros(depth.shape, dtype=np.uint8))
+    scaled = (depth.astype(np.float64) - low) / (high - low) * 255.0
+    return Image.fromarray(np.round(scaled).astype(np.uint8))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The array as an .npy file's bytes (no pickles)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

@@ -1,0 +1,88 @@
+"""DINOv2 image features (transformers): one L2-normalised row per image, its class token.
+
+The row is the model's `pooler_output`: the class token after the final layer norm, which is what
+DINOv2's authors use as the global image descriptor. Rows are unit length, so a dot product is a
+cosine similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel, PreTrainedModel
+from transformers.image_processing_utils import BaseImageProcessor
+
+from mmq.workers.devices import compute_dtype
+from mmq.workers.embeddings import embedding_output, normalise
+from mmq.workers.media import decode_image
+from mmq.workers.models import resolve_model
+from mmq.workers.specialisation import Progress, Specialisation
+
+from .tiny import build_tiny_dinov2
+
+logger = logging.getLogger(__name__)
+
+
+class FeaturesSpecialisation(Specialisation):
+    """Embeds images with a DINOv2 `AutoModel`: the class token of each, normalised."""
+
+    name: ClassVar[str] = "features"
+    tasks: ClassVar[frozenset[str]] = frozenset({"features"})
+    max_batch: ClassVar[int] = 16  # images per forward pass
+
+    processor: BaseImageProcessor
+    model: PreTrainedModel
+
+    def setup(self) -> None:
+        source = resolve_model(self.context.model, kind="dinov2", build=build_tiny_dinov2,
+                               cache_dir=self.context.cache_dir)
+        dtype = compute_dtype(self.context.device)
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        self.processor = AutoImageProcessor.from_pretrained(source)
+        self.model = AutoModel.from_pretrained(source, dtype=dtype)
+        self.model.to(self.context.device).eval()
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        # 1. check inputs: every job, every image decoded, before any inference.
+        images_per_job = [self.check_inputs(job) for job in batch]
+        # 2. encode, one forward pass per chunk of images across the whole batch of jobs.
+        vectors = self._encode([image for images in images_per_job for image in images], progress)
+        # 3. split the rows back into jobs.
+        inline_max = self.context.settings.inline_embedding_max
+        outputs, start = [], 0
+        for images in images_per_job:
+            rows, start = vectors[start:start + len(images)], start + len(images)
+            outputs.append({"embeddings": embedding_output(rows, inline_max=inline_max)})
+        return outputs
+
+    def check_inputs(self, job: Mapping[str, Any]) -> list[Image.Image]:
+        """The job's images, decoded; `InvalidInput` naming `images[i]` for the first bad one."""
+        return [decode_image(item.read(), field=f"images[{i}]", max_pixels=self.context.max_image_pixels)
+                for i, item in enumerate(job["images"])]
+
+    def _encode(self, images: list[Image.Image], progress: Progress) -> np.ndarray:
+        total = -(-len(images) // self.max_batch)
+        rows = []
+        for done, chunk in enumerate(_chunks(images, self.max_batch), start=1):
+            rows.append(self._forward(chunk))
+            progress(done, total)  # may raise to abort the step: let it
+        if not rows:  # no images: zero rows of the feature's width
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        return normalise(np.concatenate(rows))
+
+    @torch.inference_mode()
+    def _forward(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pixels = self.processor(images=list(images), return_tensors="pt")
+        pixels = pixels.to(self.model.device, self.model.dtype)
+        # Normalised in float32 by the caller: float16 rounding would leave norms visibly off 1.
+        return self.model(**pixels).pooler_output.float().cpu().numpy()
+
+
+def _chunks(items: Sequence[Image.Image], size: int) -> Iterator[Sequence[Image.Image]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

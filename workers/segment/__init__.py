@@ -1,0 +1,5 @@
+"""Promptable segmentation with Segment Anything (SAM)."""
+
+from .specialisation import SegmentSpecialisation
+
+__all__ = ["SegmentSpecialisation"]

@@ -1,0 +1,5 @@
+"""Text to speech with VITS (MMS-TTS)."""
+
+from .specialisation import SpeakSpecialisation
+
+__all__ = ["SpeakSpecialisation"]

@@ -1,0 +1,104 @@
+"""Text-to-video with ModelScope's `TextToVideoSDPipeline` (diffusers): a prompt in, an MP4 out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from diffusers import TextToVideoSDPipeline
+
+from mmq.tasks.errors import InvalidInput
+from mmq.workers.devices import compute_dtype
+from mmq.workers.models import resolve_model
+from mmq.workers.mp4 import encode_mp4
+from mmq.workers.specialisation import Blob, Progress, Specialisation
+
+from .tiny import build_tiny_text_to_video
+
+logger = logging.getLogger(__name__)
+
+# diffusers' old-style `callback(step, timestep, latents)`: this pipeline predates
+# `callback_on_step_end` and still only takes this one (diffusers 0.42).
+StepCallback = Callable[[int, Any, torch.Tensor], None]
+
+
+class Text2VideoSpecialisation(Specialisation):
+    """Generates videos with `TextToVideoSDPipeline`, one job at a time, seeded per job."""
+
+    name: ClassVar[str] = "text2video"
+    tasks: ClassVar[frozenset[str]] = frozenset({"text2video"})
+
+    pipeline: TextToVideoSDPipeline
+
+    def setup(self) -> None:
+        source = resolve_model(
+            self.context.model,
+            kind="text-to-video-ms",
+            build=build_tiny_text_to_video,
+            cache_dir=self.context.cache_dir,
+        )
+        dtype = compute_dtype(self.context.device)
+        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
+        self.pipeline = TextToVideoSDPipeline.from_pretrained(source, dtype=dtype)
+        self.pipeline.to(self.context.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        # The pipeline decodes all frames in one VAE batch: 64 frames at 1024x1024 would need
+        # on the order of 100 GB of activations. One frame at a time costs little extra time.
+        self.pipeline.vae.enable_slicing()
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        for job in batch:  # 1. check inputs: every job, before any is run
+            self.check_inputs(job)
+        return [{"video": Blob(encode_mp4(self._generate(job, progress), job["fps"]), "video/mp4")}
+                for job in batch]
+
+    def check_inputs(self, job: Mapping[str, Any]) -> None:
+        """Raise `InvalidInput` naming what this model cannot take (bounds were checked at submission).
+
+        The frame size must be a multiple of the VAE's downscale (8 for the real checkpoint, as the
+        catalogue assumes; another checkpoint's VAE may differ). The UNet's temporal attention has
+        no position embeddings, so there is no frame limit here beyond the catalogue's cap.
+        """
+        multiple = self.pipeline.vae_scale_factor
+        for side in ("width", "height"):
+            if job[side] % multiple:
+                raise InvalidInput(
+                    f"{side} must be a multiple of {multiple} for this model but is {job[side]}", field=side
+                )
+
+    @torch.inference_mode()
+    def _generate(self, job: Mapping[str, Any], progress: Progress) -> np.ndarray:
+        """2. encode the prompt, 3. denoise, 4. decode: the frames as (frames, H, W, 3) uint8 RGB."""
+        result = self.pipeline(
+            prompt=job["prompt"],
+            negative_prompt=job["negative_prompt"],  # "" is what diffusers uses when none is given
+            num_frames=job["num_frames"],
+            width=job["width"],
+            height=job["height"],
+            num_inference_steps=job["steps"],
+            guidance_scale=job["guidance"],
+            # A fresh generator per job: the same inputs give the same bytes, whatever ran before.
+            generator=torch.Generator(device=self.context.device).manual_seed(job["seed"]),
+            output_type="np",
+            callback=_step_callback(progress, job["steps"]),
+            callback_steps=1,
+        )
+        return _to_uint8(result.frames[0])
+
+
+def _step_callback(progress: Progress, steps: int) -> StepCallback:
+    def on_step_end(step: int, timestep: Any, latents: torch.Tensor) -> None:
+        # `step` counts scheduler steps from 0; progress raises StepAborted on cancel, which
+        # unwinds out of the denoising loop.
+        progress(step + 1, steps)
+
+    return on_step_end
+
+
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    # The pipeline's "np" output is float RGB in [0, 1], (frames, H, W, 3). Rounded as diffusers'
+    # own `numpy_to_pil` does, so these are the pixels its "pil" output would have.
+    return np.clip(np.round(frames * 255), 0, 255).astype(np.uint8)
