@@ -13,10 +13,11 @@ import wave
 import av
 import numpy as np
 import pytest
-from PIL import Image
-
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.seq2seq.chunking import sentences
+from PIL import Image
+
+from tests.outcomes import succeeded
 
 from .media_samples import speak
 
@@ -28,12 +29,6 @@ def everything(workers, serve):
     for name in ("speech", "summarize", "media", "vqa", "speak", "compose"):
         serve(name)
     return workers
-
-
-def succeeded(job, timeout_s=300):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
 
 
 def wav_samples(data: bytes) -> tuple[np.ndarray, int]:
@@ -59,7 +54,7 @@ def test_slideshow_shows_each_picture_for_its_seconds_fitted_into_the_first_ones
     Image.new("RGB", (80, 60), (250, 10, 10)).save(red)
     Image.new("RGB", (30, 90), (10, 10, 250)).save(blue)  # taller: fitted in, black at the sides
     job = everything.client().submit("slideshow", images=[red, blue], seconds_per_image=0.5, fps=8)
-    record = succeeded(job)
+    record = succeeded(job, timeout_s=300)
     codec, frames, fps = decode_video(job.outputs["video"].read())
     assert job.outputs["video"].media_type == "video/mp4"
     assert codec == "h264" and fps == 8 and len(frames) == 8  # 2 pictures x 0.5 s x 8 fps
@@ -83,7 +78,7 @@ def test_slideshow_refuses_a_file_that_is_not_a_picture_naming_it(everything, tm
 
 def test_describe_and_speak_reads_the_description_aloud(everything, sample_image):
     job = everything.client().submit("describe-and-speak", image=sample_image, max_new_tokens=12)
-    record = succeeded(job)
+    record = succeeded(job, timeout_s=300)
     description = record.outputs["description"]
     assert isinstance(description, str) and description.strip()
     spoken = job.outputs["audio"].read()
@@ -91,7 +86,7 @@ def test_describe_and_speak_reads_the_description_aloud(everything, sample_image
     assert rate > 0 and len(samples) > 0 and np.abs(samples).max() > 0
     # The very description was spoken: speaking it alone (same seed) gives the same sound.
     alone = everything.client().submit("speak", text=description)
-    succeeded(alone)
+    succeeded(alone, timeout_s=300)
     assert alone.outputs["audio"].read() == spoken
 
 
@@ -99,7 +94,7 @@ def test_voice_command_makes_an_image_and_a_sound_from_one_transcript_in_paralle
     command = tmp_path / "command.wav"
     speak("a dog barking in a red house", command)
     job = everything.client().submit("voice-command", audio=command, duration_s=1.0, **SMALL)
-    record = succeeded(job)
+    record = succeeded(job, timeout_s=300)
     transcript = record.step_states["transcribe"].outputs["text"]
     assert record.outputs["transcript"] == transcript
     assert job.outputs["image"].media_type == "image/png"

@@ -11,15 +11,14 @@ positions (the real one 2048), so its longest audio is about 2.5 s. No GPU: it r
 
 from __future__ import annotations
 
-import io
 import math
-import wave
 
 import numpy as np
 import pytest
-
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.compose.tiny import NUM_CODEBOOKS, SAMPLING_RATE, UPSAMPLING_RATIOS
+
+from tests.outcomes import finished, wav
 
 PROMPT = "lofi beat with soft piano and rain"
 HOP_LENGTH = math.prod(UPSAMPLING_RATIOS)  # audio samples per EnCodec frame
@@ -33,24 +32,10 @@ def composer(serve):
     client.close()
 
 
-def finished(job, status=JobStatus.SUCCEEDED):
-    record = job.wait(timeout_s=180)
-    assert record.status is status, record.error
-    return record
-
-
 def compose(client, **inputs):
     """The finished record of a `compose` job, and its audio artifact."""
     job = client.submit("compose", prompt=PROMPT, **inputs)
     return finished(job), job.outputs["audio"]
-
-
-def wav(artifact) -> tuple[int, int, int, np.ndarray]:
-    """(rate, channels, bytes per sample, samples) of a WAV artifact."""
-    assert artifact.media_type == "audio/wav"
-    with wave.open(io.BytesIO(artifact.read())) as audio:
-        samples = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
-        return audio.getframerate(), audio.getnchannels(), audio.getsampwidth(), samples
 
 
 def assert_still_serving(client) -> None:

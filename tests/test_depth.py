@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.depth.specialisation import depth_map
 from mmq.workers.embeddings import NPY
+from PIL import Image
+
+from tests.outcomes import succeeded
 
 WIDTH, HEIGHT = 80, 60  # not square: a swapped width and height would show
 
@@ -34,12 +35,6 @@ def photo(sample_image: Path, tmp_path: Path) -> Path:
     path = tmp_path / "house-80x60.png"
     Image.open(sample_image).convert("RGB").resize((WIDTH, HEIGHT)).save(path)
     return path
-
-
-def succeeded(job, timeout_s=180):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
 
 
 def read_outputs(job) -> tuple[Image.Image, np.ndarray]:

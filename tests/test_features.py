@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from transformers import AutoImageProcessor, AutoModel
-
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.features.tiny import build_tiny_dinov2
 from mmq.workers.models import resolve_model
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel
+
+from tests.outcomes import succeeded
 
 UNIT = 1e-4  # how far from 1 a row's norm may be
 SAME = 1e-4  # how far the worker's feature may be from the one computed here
@@ -41,12 +42,6 @@ def pictures(sample_image: Path, tmp_path: Path) -> list[Path]:
         image.save(tmp_path / f"{name}.png")
         paths.append(tmp_path / f"{name}.png")
     return paths
-
-
-def succeeded(job, timeout_s=180):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
 
 
 def reference_features(paths: list[Path], cache_dir: Path) -> np.ndarray:

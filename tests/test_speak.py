@@ -8,16 +8,14 @@ and the plumbing, not the words. No GPU: it runs on the CPU.
 
 from __future__ import annotations
 
-import io
-import wave
-
 import numpy as np
 import pytest
-
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.speak.sentences import split_for_speech
 from mmq.workers.speak.specialisation import PAUSE_S
 from mmq.workers.speak.tiny import SAMPLING_RATE
+
+from tests.outcomes import finished, wav
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 # 309 characters in one sentence: over the 300 said at once, so it is cut at a comma.
@@ -36,24 +34,10 @@ def speaker(serve):
     client.close()
 
 
-def finished(job, status=JobStatus.SUCCEEDED):
-    record = job.wait(timeout_s=180)
-    assert record.status is status, record.error
-    return record
-
-
 def speak(client, **inputs):
     """The finished record of a `speak` job, and its audio artifact."""
     job = client.submit("speak", **inputs)
     return finished(job), job.outputs["audio"]
-
-
-def wav(artifact) -> tuple[int, int, int, np.ndarray]:
-    """(rate, channels, bytes per sample, samples) of a WAV artifact."""
-    assert artifact.media_type == "audio/wav"
-    with wave.open(io.BytesIO(artifact.read())) as audio:
-        samples = np.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2")
-        return audio.getframerate(), audio.getnchannels(), audio.getsampwidth(), samples
 
 
 def silent_runs(samples: np.ndarray, at_least: int) -> int:

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mmq.tasks import InvalidInput, JobStatus
+from PIL import Image
 
 PROMPT = "a red chair"
 GOOD = {"prompt": PROMPT, "steps": 2, "preview_size": 32, "seed": 0, "grid_size": 64}  # 64³: quick on a CPU

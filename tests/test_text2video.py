@@ -16,8 +16,9 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from mmq.tasks import InvalidInput, JobStatus, Settings
+
+from tests.outcomes import succeeded
 
 PROMPT = "a red kite flying over a beach"
 # The catalogue's smallest frame side is 64; a wider frame shows width and height are not swapped.
@@ -29,12 +30,6 @@ def client(serve):
     client = serve("text2video").client()
     yield client
     client.close()
-
-
-def succeeded(job, timeout_s=180):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
 
 
 def decode(data: bytes) -> tuple[av.video.stream.VideoStream, list[np.ndarray]]:

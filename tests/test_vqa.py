@@ -9,8 +9,9 @@ with an error naming the field; what the answers mean cannot be checked without 
 from pathlib import Path
 
 import pytest
-
 from mmq.tasks import InvalidInput, JobStatus
+
+from tests.outcomes import finished
 
 QUESTION = "What is in the picture?"
 TINY_CONTEXT = 512  # the tiny decoder's positions (llava-1.5-7b-hf: 4096)
@@ -21,12 +22,6 @@ def vqa(serve):
     client = serve("vqa").client()
     yield client
     client.close()
-
-
-def finished(job, status=JobStatus.SUCCEEDED):
-    record = job.wait(timeout_s=180)
-    assert record.status is status, record.error
-    return record
 
 
 def assert_still_answers(client, sample_image: Path) -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
 from mmq.workers.tiny_tokenizers import MAX_TOKENS, tiny_clip_tokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 SEED = 0
 CROSS_ATTENTION_DIM = 32
@@ -23,8 +22,8 @@ def build_tiny_stable_diffusion(folder: Path) -> None:
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(SEED)  # same weights, byte for byte, on every build
     pipeline = StableDiffusionPipeline(
-        vae=_vae(),
-        text_encoder=_text_encoder(tokenizer),
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(tiny_clip_text_config(tokenizer, CROSS_ATTENTION_DIM)),
         tokenizer=tokenizer,
         unet=_unet(),
         scheduler=_scheduler(),
@@ -35,12 +34,14 @@ def build_tiny_stable_diffusion(folder: Path) -> None:
     pipeline.save_pretrained(folder)
 
 
-def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    config = CLIPTextConfig(
+def tiny_clip_text_config(tokenizer: CLIPTokenizer, width: int) -> CLIPTextConfig:
+    """A toy CLIP text encoder's config over the tiny CLIP tokenizer: the text encoder of the tiny
+    Stable Diffusion, text-to-video and Shap-E pipelines (each with its own width)."""
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=CROSS_ATTENTION_DIM,
+        hidden_size=width,
         intermediate_size=37,
-        projection_dim=CROSS_ATTENTION_DIM,
+        projection_dim=width,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=MAX_TOKENS,
@@ -48,7 +49,6 @@ def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         eos_token_id=tokenizer.eos_token_id,  # where CLIP pools the prompt
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config)
 
 
 def _unet() -> UNet2DConditionModel:
@@ -66,7 +66,7 @@ def _unet() -> UNet2DConditionModel:
     )
 
 
-def _vae() -> AutoencoderKL:
+def tiny_vae() -> AutoencoderKL:
     # Four blocks, as in the real VAE: latents are an eighth of the image size, so the default
     # 512x512 costs the tiny UNet a 64x64 latent, not 256x256 (which takes minutes on a CPU).
     return AutoencoderKL(

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from diffusers import HeunDiscreteScheduler, PriorTransformer, ShapEPipeline
 from diffusers.pipelines.shap_e import ShapERenderer
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
-
-from mmq.workers.tiny_tokenizers import MAX_TOKENS, tiny_clip_tokenizer
+from mmq.workers.diffusion.tiny import tiny_clip_text_config
+from mmq.workers.tiny_tokenizers import tiny_clip_tokenizer
+from transformers import CLIPTextModelWithProjection
 
 from .marching_cubes import lookup_table
 
@@ -47,28 +47,12 @@ def build_tiny_shap_e(folder: Path) -> None:
     torch.manual_seed(SEED)  # same weights, byte for byte, on every build
     pipeline = ShapEPipeline(
         prior=_prior(),
-        text_encoder=_text_encoder(tokenizer),
+        text_encoder=CLIPTextModelWithProjection(tiny_clip_text_config(tokenizer, TEXT_DIM)),
         tokenizer=tokenizer,
         scheduler=_scheduler(),
         shap_e_renderer=_renderer(),
     )
     pipeline.save_pretrained(folder)
-
-
-def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_DIM,
-        intermediate_size=37,
-        projection_dim=TEXT_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=MAX_TOKENS,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,  # where CLIP pools the prompt
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModelWithProjection(config)
 
 
 def _prior() -> PriorTransformer:

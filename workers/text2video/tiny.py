@@ -17,10 +17,9 @@ from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
 # The tiny Stable Diffusion's text encoder and VAE are the same classes at the same toy sizes as
 # this checkpoint needs (a CLIP text encoder; an SD VAE with four blocks, so latents are 1/8 of
 # the frame, as in the real model): one definition serves both families.
-from mmq.workers.diffusion.tiny import CROSS_ATTENTION_DIM
-from mmq.workers.diffusion.tiny import _text_encoder as tiny_text_encoder
-from mmq.workers.diffusion.tiny import _vae as tiny_vae
+from mmq.workers.diffusion.tiny import CROSS_ATTENTION_DIM, tiny_clip_text_config, tiny_vae
 from mmq.workers.tiny_tokenizers import tiny_clip_tokenizer
+from transformers import CLIPTextModel
 
 SEED = 0
 
@@ -31,7 +30,7 @@ def build_tiny_text_to_video(folder: Path) -> None:
     torch.manual_seed(SEED)  # same weights, byte for byte, on every build
     pipeline = TextToVideoSDPipeline(
         vae=tiny_vae(),
-        text_encoder=tiny_text_encoder(tokenizer),
+        text_encoder=CLIPTextModel(tiny_clip_text_config(tokenizer, CROSS_ATTENTION_DIM)),
         tokenizer=tokenizer,
         unet=_unet(),
         scheduler=_scheduler(),
