@@ -1,5 +1,9 @@
-"""`python -m tests.reliability_report FIGURES.json docs/reliability.md` (`make reliability`):
-the figures that the reliability tests recorded, as the table of docs/reliability.md."""
+"""`python -m tests.reliability_report FIGURES.json docs/reliability.md` (`make reliability`,
+`make soak`): the figures that the reliability tests recorded, as the table of docs/reliability.md.
+
+The figures behind the page are kept beside it (docs/reliability.json). A run replaces the rows of
+its own group: `make reliability` every row but the soak's, `make soak` the soak's row only; so the
+page always holds the latest figures of both, each from a real run."""
 
 from __future__ import annotations
 
@@ -33,16 +37,31 @@ def render(figures: list[dict]) -> str:
     lost = sum(int(f["lost"]) for f in figures)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return (f"{INTRO}\n## Latest run\n\n" + "\n".join(rows) +
-            f"\n\nLost in all: **{lost}**. Measured {stamp} with `make reliability` on "
+            f"\n\nLost in all: **{lost}**. Written {stamp} by `make reliability` or `make soak` (each "
+            f"run replaces its own rows) on "
             f"{platform.machine()} Linux, Python {platform.python_version()}. The tests are "
             f"`tests/test_reliability.py`, `tests/test_faults.py`, `tests/test_fuzzing.py` and "
             f"`tests/test_security_suite.py` (see each test for what exactly it checks).\n")
 
 
+def group(figure: dict) -> str:
+    return "soak" if figure["node"].endswith("::test_soak") else "suite"
+
+
+def merged(kept: list[dict], new: list[dict]) -> list[dict]:
+    """`new` in place of the rows of the groups it has; the rows of other groups kept."""
+    groups = {group(f) for f in new}
+    rows = [*new, *(f for f in kept if group(f) not in groups)]
+    return sorted(rows, key=lambda f: group(f) == "soak")  # the suite's rows first, in run order
+
+
 def main(source: str, target: str) -> int:
-    figures = json.loads(Path(source).read_text())
+    data = Path(target).with_suffix(".json")
+    kept = json.loads(data.read_text()) if data.is_file() else []
+    figures = merged(kept, json.loads(Path(source).read_text()))
+    data.write_text(json.dumps(figures, indent=1) + "\n")
     Path(target).write_text(render(figures))
-    print(f"{len(figures)} figures written to {target}")
+    print(f"{len(figures)} figures written to {target} (and {data})")
     return 0
 
 
