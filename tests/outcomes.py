@@ -7,6 +7,7 @@ import wave
 from typing import Any
 
 import numpy as np
+
 from mmq.tasks import JobStatus
 
 

@@ -13,10 +13,10 @@ import wave
 import av
 import numpy as np
 import pytest
-from mmq.tasks import InvalidInput, JobStatus
-from mmq.workers.seq2seq.chunking import sentences
 from PIL import Image
 
+from mmq.tasks import InvalidInput, JobStatus
+from mmq.workers.seq2seq.chunking import sentences
 from tests.outcomes import succeeded
 
 from .media_samples import speak

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 import pytest
+
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.compose.tiny import NUM_CODEBOOKS, SAMPLING_RATE, UPSAMPLING_RATIOS
-
 from tests.outcomes import finished, wav
 
 PROMPT = "lofi beat with soft piano and rain"

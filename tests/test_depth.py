@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.depth.specialisation import depth_map
 from mmq.workers.embeddings import NPY
-from PIL import Image
-
 from tests.outcomes import succeeded
 
 WIDTH, HEIGHT = 80, 60  # not square: a swapped width and height would show

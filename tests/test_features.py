@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmq.tasks import InvalidInput, JobStatus
-from mmq.workers.features.tiny import build_tiny_dinov2
-from mmq.workers.models import resolve_model
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
+from mmq.tasks import InvalidInput, JobStatus
+from mmq.workers.features.tiny import build_tiny_dinov2
+from mmq.workers.models import resolve_model
 from tests.outcomes import succeeded
 
 UNIT = 1e-4  # how far from 1 a row's norm may be

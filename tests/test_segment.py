@@ -14,11 +14,11 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mmq.clients.cli import parse_inputs
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.tasks.catalogue import TASKS
-from PIL import Image
-
 from tests.outcomes import finished
 
 WIDTH, HEIGHT = 256, 192  # samples/house.png: not square, so width and height can't be swapped unseen

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.speak.sentences import split_for_speech
 from mmq.workers.speak.specialisation import PAUSE_S
 from mmq.workers.speak.tiny import SAMPLING_RATE
-
 from tests.outcomes import finished, wav
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."

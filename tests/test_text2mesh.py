@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from mmq.tasks import InvalidInput, JobStatus
 from PIL import Image
+
+from mmq.tasks import InvalidInput, JobStatus
 
 PROMPT = "a red chair"
 GOOD = {"prompt": PROMPT, "steps": 2, "preview_size": 32, "seed": 0, "grid_size": 64}  # 64³: quick on a CPU

@@ -16,8 +16,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from mmq.tasks import InvalidInput, JobStatus, Settings
 
+from mmq.tasks import InvalidInput, JobStatus, Settings
 from tests.outcomes import succeeded
 
 PROMPT = "a red kite flying over a beach"

@@ -9,8 +9,8 @@ with an error naming the field; what the answers mean cannot be checked without 
 from pathlib import Path
 
 import pytest
-from mmq.tasks import InvalidInput, JobStatus
 
+from mmq.tasks import InvalidInput, JobStatus
 from tests.outcomes import finished
 
 QUESTION = "What is in the picture?"

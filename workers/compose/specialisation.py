@@ -12,12 +12,12 @@ from transformers import (
     AutoProcessor,
     MusicgenForConditionalGeneration,
     MusicgenProcessor,
-    StoppingCriteria,
     StoppingCriteriaList,
 )
 
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.devices import compute_dtype
+from mmq.workers.generation import TokenProgress
 from mmq.workers.models import resolve_model
 from mmq.workers.seeding import seeded
 from mmq.workers.specialisation import Blob, Progress, Specialisation
@@ -106,22 +106,8 @@ class ComposeSpecialisation(Specialisation):
             do_sample=True,
             guidance_scale=guidance,
             max_new_tokens=max_new_tokens,
-            stopping_criteria=StoppingCriteriaList([_Reporter(progress, max_new_tokens)]),
+            stopping_criteria=StoppingCriteriaList(
+                [TokenProgress(lambda n: progress(min(n, max_new_tokens), max_new_tokens))]),
         )
         # (batch, channels, samples): one job; a stereo checkpoint is mixed down to mono.
         return audio[0].float().mean(dim=0).cpu().numpy()
-
-
-class _Reporter(StoppingCriteria):
-    """Reports each generated token as progress; never stops generation itself. `progress` raises
-    `StepAborted` when the job was cancelled, which ends `generate()` there."""
-
-    def __init__(self, progress: Progress, total: int) -> None:
-        self.progress = progress
-        self.total = total
-        self.done = 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        self.done += 1
-        self.progress(min(self.done, self.total), self.total)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from mmq.workers.tiny_tokenizers import MAX_TOKENS, tiny_clip_tokenizer
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from mmq.workers.tiny_tokenizers import MAX_TOKENS, tiny_clip_tokenizer
 
 SEED = 0
 CROSS_ATTENTION_DIM = 32

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from diffusers import HeunDiscreteScheduler, PriorTransformer, ShapEPipeline
 from diffusers.pipelines.shap_e import ShapERenderer
+from transformers import CLIPTextModelWithProjection
+
 from mmq.workers.diffusion.tiny import tiny_clip_text_config
 from mmq.workers.tiny_tokenizers import tiny_clip_tokenizer
-from transformers import CLIPTextModelWithProjection
 
 from .marching_cubes import lookup_table
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+from transformers import CLIPTextModel
 
 # The tiny Stable Diffusion's text encoder and VAE are the same classes at the same toy sizes as
 # this checkpoint needs (a CLIP text encoder; an SD VAE with four blocks, so latents are 1/8 of
 # the frame, as in the real model): one definition serves both families.
 from mmq.workers.diffusion.tiny import CROSS_ATTENTION_DIM, tiny_clip_text_config, tiny_vae
 from mmq.workers.tiny_tokenizers import tiny_clip_tokenizer
-from transformers import CLIPTextModel
 
 SEED = 0
 

@@ -19,12 +19,12 @@ from transformers import (
     BatchFeature,
     PreTrainedModel,
     ProcessorMixin,
-    StoppingCriteria,
     StoppingCriteriaList,
 )
 
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
 from mmq.workers.devices import compute_dtype
+from mmq.workers.generation import TokenProgress
 from mmq.workers.media import decode_image
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
@@ -130,7 +130,7 @@ class VqaSpecialisation(Specialisation):
 
     @torch.inference_mode()
     def _generate(self, request: Request, on_token: Callable[[int], None]) -> str:
-        report = StoppingCriteriaList([_ReportTokens(on_token)])
+        report = StoppingCriteriaList([TokenProgress(on_token)])
         # Greedy whatever the checkpoint's generation config says: the same image and question
         # always give the same answer.
         tokens = self.model.generate(
@@ -142,23 +142,6 @@ class VqaSpecialisation(Specialisation):
         if not text:
             raise MMQError(f"vqa: the model produced no text ({len(new)} tokens, all special or blank)")
         return text
-
-
-class _ReportTokens(StoppingCriteria):
-    """Reports each generated token as progress; never stops generation itself.
-
-    `on_token` raises `StepAborted` when the job is cancelled, which ends `generate()` mid-answer.
-    """
-
-    def __init__(self, on_token: Callable[[int], None]) -> None:
-        self._on_token = on_token
-        self._tokens = 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
-                 **kwargs: Any) -> torch.BoolTensor:
-        self._tokens += 1  # called once per generation step, after each new token
-        self._on_token(self._tokens)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _offset(progress: Progress, done: int, total: int) -> Callable[[int], None]:
