@@ -89,7 +89,7 @@ def test_workers_killed_again_and_again_lose_nothing(make_stack, start_worker, s
     redelivered = sum(state.attempts > 1 for r in records for state in r.step_states.values())
     figure("Worker crashes", load=f"{len(jobs)} jobs (text2image, caption, remix) on 2 specialisations",
            faults=f"{kills} SIGKILLs of a worker mid-flow, each replaced", lost=lost, duplicates=duplicates,
-           result=f"all succeeded; {redelivered} steps ran again after their worker died")
+           result=f"all succeeded; {redelivered} step{'s' * (redelivered != 1)} ran again after their worker died")
     assert lost == 0, [r.error for r in records if r.status is not JobStatus.SUCCEEDED]
     assert duplicates == 0
     assert kills == KILLS and redelivered >= 1
