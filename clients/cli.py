@@ -405,7 +405,8 @@ def _pipelines(args: argparse.Namespace) -> int:
         flow = _flow(entry["steps"]) if entry["kind"] == "pipeline" else f"queue {entry['queue']}"
         print(f"{entry['name']}  ({entry['kind']}: {flow})  {entry['description']}")
         for name, field in entry["inputs"].items():
-            kind = f"list of {field['kind']}" if field.get("many") else field["kind"]
+            kind = f"{field['size']} numbers" if field.get("size") else field["kind"]  # [x, y], boxes
+            kind = f"list of {kind}" if field.get("many") else kind
             default = "" if field["required"] else f" = {field.get('default')!r}"
             print(f"    {name}: {kind}{default}")
     return 0
