@@ -12,6 +12,9 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+from .devices import compute_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,18 @@ def resolve_model(source: str, *, kind: str, build: Callable[[Path], None], cach
     if not folder.is_dir():
         _build_once(folder, build)
     return str(folder)
+
+
+Model = TypeVar("Model")
+
+
+def load_pretrained(model_class: type[Model], source: str, device: str) -> Model:
+    """`model_class.from_pretrained(source)` in the device's compute dtype (half on a GPU), moved
+    onto the device, in inference mode (no dropout)."""
+    dtype = compute_dtype(device)
+    logger.info("loading %s onto %s as %s", source, device, dtype)
+    model: Any = model_class.from_pretrained(source, dtype=dtype)  # type: ignore[attr-defined]
+    return model.to(device).eval()
 
 
 def _build_once(folder: Path, build: Callable[[Path], None]) -> None:

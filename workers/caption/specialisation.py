@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -11,14 +10,11 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from mmq.tasks.errors import InvalidInput, MMQError
-from mmq.workers.devices import compute_dtype
 from mmq.workers.media import decode_image
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_blip
-
-logger = logging.getLogger(__name__)
 
 
 class CaptionSpecialisation(Specialisation):
@@ -35,11 +31,8 @@ class CaptionSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="blip", build=build_tiny_blip, cache_dir=self.context.cache_dir
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = BlipProcessor.from_pretrained(source)
-        self.model = BlipForConditionalGeneration.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(BlipForConditionalGeneration, source, self.context.device)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         self.check_inputs(batch)  # 1. check inputs: every job, before any inference

@@ -7,7 +7,6 @@ own tokenizer does, not refused.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -18,15 +17,12 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.devices import compute_dtype
 from mmq.workers.embeddings import embedding_output, normalise, rank_embeddings, ranking
 from mmq.workers.media import decode_image
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_clip
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -55,11 +51,8 @@ class ClipSpecialisation(Specialisation):
     def setup(self) -> None:
         source = resolve_model(self.context.model, kind="clip", build=build_tiny_clip,
                                cache_dir=self.context.cache_dir)
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = CLIPProcessor.from_pretrained(source)
-        self.model = CLIPModel.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(CLIPModel, source, self.context.device)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         if task == "rank_embeddings":  # embeddings already computed (by `embed` fan-outs): no model

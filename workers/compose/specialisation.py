@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -16,16 +15,13 @@ from transformers import (
 )
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.devices import compute_dtype
 from mmq.workers.generation import TokenProgress
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.seeding import seeded
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
 
 from .tiny import build_tiny_musicgen
-
-logger = logging.getLogger(__name__)
 
 
 class ComposeSpecialisation(Specialisation):
@@ -42,11 +38,8 @@ class ComposeSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="musicgen", build=build_tiny_musicgen, cache_dir=self.context.cache_dir
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = AutoProcessor.from_pretrained(source)
-        self.model = MusicgenForConditionalGeneration.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(MusicgenForConditionalGeneration, source, self.context.device)
         # Every call passes max_new_tokens; the checkpoint's max_length (1500 codes for
         # musicgen-small) would clash with it.
         self.model.generation_config.max_length = None

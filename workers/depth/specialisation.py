@@ -9,7 +9,6 @@ near is bright.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -20,15 +19,12 @@ from transformers import AutoImageProcessor, AutoModelForDepthEstimation, PreTra
 from transformers.image_processing_utils import BaseImageProcessor
 
 from mmq.tasks.errors import MMQError
-from mmq.workers.devices import compute_dtype
 from mmq.workers.embeddings import NPY
 from mmq.workers.media import decode_image, encode_png
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_depth_anything
-
-logger = logging.getLogger(__name__)
 
 
 class DepthSpecialisation(Specialisation):
@@ -44,11 +40,8 @@ class DepthSpecialisation(Specialisation):
     def setup(self) -> None:
         source = resolve_model(self.context.model, kind="depth-anything", build=build_tiny_depth_anything,
                                cache_dir=self.context.cache_dir)
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = AutoImageProcessor.from_pretrained(source)
-        self.model = AutoModelForDepthEstimation.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(AutoModelForDepthEstimation, source, self.context.device)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         # 1. check inputs: every image decoded before any inference.

@@ -7,7 +7,6 @@ cosine similarity.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -17,15 +16,12 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor
 
-from mmq.workers.devices import compute_dtype
 from mmq.workers.embeddings import embedding_output, normalise
 from mmq.workers.media import decode_image
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_dinov2
-
-logger = logging.getLogger(__name__)
 
 
 class FeaturesSpecialisation(Specialisation):
@@ -41,11 +37,8 @@ class FeaturesSpecialisation(Specialisation):
     def setup(self) -> None:
         source = resolve_model(self.context.model, kind="dinov2", build=build_tiny_dinov2,
                                cache_dir=self.context.cache_dir)
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = AutoImageProcessor.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(AutoModel, source, self.context.device)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         # 1. check inputs: every job, every image decoded, before any inference.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -13,14 +12,11 @@ from PIL import Image
 from transformers import BatchFeature, SamModel, SamProcessor
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.devices import compute_dtype
 from mmq.workers.media import decode_image, encode_png
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_sam
-
-logger = logging.getLogger(__name__)
 
 PNG = "image/png"
 
@@ -58,11 +54,8 @@ class SegmentSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="sam", build=build_tiny_sam, cache_dir=self.context.cache_dir
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = SamProcessor.from_pretrained(source)
-        self.model = SamModel.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(SamModel, source, self.context.device)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         return [self._segment(job, progress) for job in batch]  # not batchable: a batch of one

@@ -24,9 +24,8 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from transformers.utils import cached_file
 
 from mmq.tasks.errors import ConfigurationError, InvalidInput
-from mmq.workers.devices import compute_dtype
 from mmq.workers.embeddings import embedding_output, normalise, ranking
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_sentence_model
@@ -63,13 +62,10 @@ class SentenceSpecialisation(Specialisation):
     def setup(self) -> None:
         source = resolve_model(self.context.model, kind="sentence", build=build_tiny_sentence_model,
                                cache_dir=self.context.cache_dir)
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         # The checkpoint first: for a hub id that is not cached, this fails with transformers'
         # clear message, where the optional files below would merely be missing.
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(AutoModel, source, self.context.device)
         self.config = read_sentence_config(source, self.model, self.tokenizer)
         logger.info("%s pooling, %d tokens per text at most", self.config.pooling, self.config.max_seq_length)
 

@@ -7,7 +7,6 @@ the same auto classes and get BLIP-2's own "Question: ... Answer:" prompt.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,15 +22,12 @@ from transformers import (
 )
 
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
-from mmq.workers.devices import compute_dtype
 from mmq.workers.generation import TokenProgress
 from mmq.workers.media import decode_image
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_llava
-
-logger = logging.getLogger(__name__)
 
 DESCRIBE = "Describe this image in detail: the objects, the setting, the colours and what is happening."
 # Prompts for processors without a chat template, by model type. LLaVA-1.5's is the default;
@@ -70,11 +66,8 @@ class VqaSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="llava", build=build_tiny_llava, cache_dir=self.context.cache_dir
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         self.processor = AutoProcessor.from_pretrained(source)
-        self.model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(AutoModelForImageTextToText, source, self.context.device)
         _check_decoder_only(self.model)
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
