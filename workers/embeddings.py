@@ -1,4 +1,5 @@
-"""Embedding outputs and rankings, shared by the specialisations that embed (clip, sentence)."""
+"""Embedding outputs and rankings, shared by the specialisations that embed (clip, sentence,
+features), and the .npy files that carry large arrays (embeddings, depth)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,14 @@ def embedding_output(matrix: np.ndarray, *, inline_max: int) -> list[list[float]
     matrix = np.asarray(matrix, dtype=np.float32)
     if matrix.size <= inline_max:
         return [[float(x) for x in row] for row in matrix]
+    return Blob(encode_npy(matrix), NPY)
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """The array as an .npy file's bytes (no pickles)."""
     buffer = io.BytesIO()
-    np.save(buffer, matrix, allow_pickle=False)
-    return Blob(buffer.getvalue(), NPY)
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def ranking(scores: list[tuple[str, int, float]]) -> list[dict[str, Any]]:

@@ -7,9 +7,9 @@ own tokenizer does, not refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,14 +17,13 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from mmq.tasks.errors import InvalidInput
+from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise, rank_embeddings, ranking
 from mmq.workers.media import decode_image
 from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_clip
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class _Job:
     texts: list[str]  # for `rank`: the query first, then the candidate texts
 
     def forward_batches(self, size: int) -> int:
-        return _count_chunks(len(self.images), size) + _count_chunks(len(self.texts), size)
+        return count_chunks(len(self.images), size) + count_chunks(len(self.texts), size)
 
 
 class ClipSpecialisation(Specialisation):
@@ -84,7 +83,7 @@ class ClipSpecialisation(Specialisation):
     @torch.inference_mode()
     def _image_vectors(self, images: list[Image.Image], counter: _Counter) -> np.ndarray:
         rows = []
-        for chunk in _chunks(images, self.max_batch):
+        for chunk in chunks(images, self.max_batch):
             pixels = self.processor.image_processor(images=chunk, return_tensors="pt")
             pixels = pixels.to(self.model.device, self.model.dtype)
             rows.append(self.model.get_image_features(**pixels).pooler_output)
@@ -95,7 +94,7 @@ class ClipSpecialisation(Specialisation):
     def _text_vectors(self, texts: list[str], counter: _Counter) -> np.ndarray:
         rows = []
         limit = self.model.config.text_config.max_position_embeddings
-        for chunk in _chunks(texts, self.max_batch):
+        for chunk in chunks(texts, self.max_batch):
             # Padding is safe: CLIP's text tower is causal and pools at each text's own end token.
             tokens = self.processor.tokenizer(chunk, padding=True, truncation=True, max_length=limit,
                                               return_tensors="pt").to(self.model.device)
@@ -126,12 +125,3 @@ def _rank(images: np.ndarray, texts: np.ndarray) -> list[dict[str, Any]]:
     scores = [("image", i, float(s)) for i, s in enumerate(images @ query)]
     scores += [("text", i, float(s)) for i, s in enumerate(candidates @ query)]
     return ranking(scores)
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _count_chunks(count: int, size: int) -> int:
-    return -(-count // size)

@@ -8,7 +8,6 @@ near is bright.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -19,7 +18,7 @@ from transformers import AutoImageProcessor, AutoModelForDepthEstimation, PreTra
 from transformers.image_processing_utils import BaseImageProcessor
 
 from mmq.tasks.errors import MMQError
-from mmq.workers.embeddings import NPY
+from mmq.workers.embeddings import NPY, encode_npy
 from mmq.workers.media import decode_image, encode_png
 from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
@@ -51,7 +50,7 @@ class DepthSpecialisation(Specialisation):
         for done, image in enumerate(images, start=1):
             depth = self._predict(image)  # 2. encode, predict, resize back to the image
             outputs.append({"depth_map": Blob(encode_png(depth_map(depth)), "image/png"),
-                            "depth": Blob(npy_bytes(depth), NPY)})
+                            "depth": Blob(encode_npy(depth), NPY)})
             progress(done, len(images))  # may raise to abort the step: let it
         return outputs
 
@@ -80,10 +79,3 @@ def depth_map(depth: np.ndarray) -> Image.Image:
         return Image.fromarray(np.zeros(depth.shape, dtype=np.uint8))
     scaled = (depth.astype(np.float64) - low) / (high - low) * 255.0
     return Image.fromarray(np.round(scaled).astype(np.uint8))
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """The array as an .npy file's bytes (no pickles)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()

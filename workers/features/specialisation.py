@@ -7,7 +7,7 @@ cosine similarity.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,6 +16,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor
 
+from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise
 from mmq.workers.media import decode_image
 from mmq.workers.models import load_pretrained, resolve_model
@@ -59,9 +60,9 @@ class FeaturesSpecialisation(Specialisation):
                 for i, item in enumerate(job["images"])]
 
     def _encode(self, images: list[Image.Image], progress: Progress) -> np.ndarray:
-        total = -(-len(images) // self.max_batch)
+        total = count_chunks(len(images), self.max_batch)
         rows = []
-        for done, chunk in enumerate(_chunks(images, self.max_batch), start=1):
+        for done, chunk in enumerate(chunks(images, self.max_batch), start=1):
             rows.append(self._forward(chunk))
             progress(done, total)  # may raise to abort the step: let it
         if not rows:  # no images: zero rows of the feature's width
@@ -74,8 +75,3 @@ class FeaturesSpecialisation(Specialisation):
         pixels = pixels.to(self.model.device, self.model.dtype)
         # Normalised in float32 by the caller: float16 rounding would leave norms visibly off 1.
         return self.model(**pixels).pooler_output.float().cpu().numpy()
-
-
-def _chunks(items: Sequence[Image.Image], size: int) -> Iterator[Sequence[Image.Image]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

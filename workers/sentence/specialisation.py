@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,6 +24,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from transformers.utils import cached_file
 
 from mmq.tasks.errors import ConfigurationError, InvalidInput
+from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise, ranking
 from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
@@ -96,9 +97,9 @@ class SentenceSpecialisation(Specialisation):
         return {"embeddings": embedding_output(rows, inline_max=self.context.settings.inline_embedding_max)}
 
     def _encode(self, texts: list[str], progress: Progress) -> np.ndarray:
-        total = -(-len(texts) // self.max_batch)
+        total = count_chunks(len(texts), self.max_batch)
         rows = []
-        for done, chunk in enumerate(_chunks(texts, self.max_batch), start=1):
+        for done, chunk in enumerate(chunks(texts, self.max_batch), start=1):
             rows.append(self._forward(chunk))
             progress(done, total)  # may raise to abort the step: let it
         if not rows:
@@ -170,8 +171,3 @@ def _optional_json(source: str, filename: str) -> Any:
         return None
     with open(path, encoding="utf-8") as file:
         return json.load(file)
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

@@ -8,7 +8,7 @@ is called on the tokenizer's output, chunks in batches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from mmq.tasks.errors import MMQError
+from mmq.workers.chunks import chunks
 from mmq.workers.devices import compute_dtype
 
 from .chunking import Chunk, split_by_tokens
@@ -98,7 +99,7 @@ class Seq2Seq:
         `options` go to `generate()` as they are.
         """
         outputs: list[Generated] = []
-        for batch in _batches(texts, CHUNKS_PER_BATCH):
+        for batch in chunks(texts, CHUNKS_PER_BATCH):
             inputs = self._encode(batch)
             longest = inputs["input_ids"].shape[1]
             limit = max_new_tokens(longest) if callable(max_new_tokens) else max_new_tokens
@@ -141,8 +142,3 @@ class Tally:
     def advance(self, chunks: int) -> None:
         self.done += chunks
         self._progress(self.done, self.total)
-
-
-def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
