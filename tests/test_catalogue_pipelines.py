@@ -8,7 +8,6 @@ the wiring (what flows where, how many, of which kind), not the meaning.
 """
 
 import io
-import wave
 
 import av
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image
 
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.seq2seq.chunking import sentences
-from tests.outcomes import succeeded
+from tests.outcomes import succeeded, wav
 
 from .media_samples import speak
 
@@ -29,12 +28,6 @@ def everything(workers, serve):
     for name in ("speech", "summarize", "media", "vqa", "speak", "compose"):
         serve(name)
     return workers
-
-
-def wav_samples(data: bytes) -> tuple[np.ndarray, int]:
-    with wave.open(io.BytesIO(data)) as sound:
-        assert sound.getnchannels() == 1 and sound.getsampwidth() == 2
-        return np.frombuffer(sound.readframes(sound.getnframes()), dtype="<i2"), sound.getframerate()
 
 
 def blocks(image: np.ndarray, size: int = 8) -> np.ndarray:
@@ -82,8 +75,8 @@ def test_describe_and_speak_reads_the_description_aloud(everything, sample_image
     description = record.outputs["description"]
     assert isinstance(description, str) and description.strip()
     spoken = job.outputs["audio"].read()
-    samples, rate = wav_samples(spoken)
-    assert rate > 0 and len(samples) > 0 and np.abs(samples).max() > 0
+    rate, channels, width, samples = wav(job.outputs["audio"])
+    assert (channels, width) == (1, 2) and rate > 0 and len(samples) > 0 and np.abs(samples).max() > 0
     # The very description was spoken: speaking it alone (same seed) gives the same sound.
     alone = everything.client().submit("speak", text=description)
     succeeded(alone, timeout_s=300)
@@ -99,8 +92,8 @@ def test_voice_command_makes_an_image_and_a_sound_from_one_transcript_in_paralle
     assert record.outputs["transcript"] == transcript
     assert job.outputs["image"].media_type == "image/png"
     assert Image.open(io.BytesIO(job.outputs["image"].read())).size == (64, 64)
-    samples, rate = wav_samples(job.outputs["sound"].read())
-    assert rate > 0 and len(samples) > 0
+    rate, channels, width, samples = wav(job.outputs["sound"])
+    assert (channels, width) == (1, 2) and rate > 0 and len(samples) > 0
     levels = {s.name: s.level for s in record.steps}
     assert levels == {"transcribe": 0, "text2image": 1, "compose": 1}
 
