@@ -55,12 +55,15 @@ def test_a_poison_job_is_dead_lettered_and_other_jobs_still_run(make_stack, star
     worker = start_worker(stack, "diffusion")
     client = stack.client()
     poison = client.submit("text2image", prompt="poison", width=128, height=128, steps=200)
-    killed = set()
+    killed, starts_killed = set(), set()
     while not poison.status().terminal:
         state = poison.record().step_states.get("text2image")
-        if state and state.status is JobStatus.RUNNING and state.attempts not in killed:
+        # A delivery that runs saves its own started_at; the delivery counter rises before that (and
+        # before the dead-letter check), so keying on attempts alone would kill the third delivery too.
+        if state and state.status is JobStatus.RUNNING and state.started_at not in starts_killed:
             for child in psutil.Process(worker.process.pid).children(recursive=True):
                 os.kill(child.pid, signal.SIGKILL)
+            starts_killed.add(state.started_at)
             killed.add(state.attempts)
         time.sleep(0.05)
     record = poison.record()
