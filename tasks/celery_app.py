@@ -15,6 +15,13 @@ from .settings import Settings
 from .specialisations import SPECIALISATIONS
 
 
+# How long one worker's sweep for dead consumers' messages locks out the others. A sweep takes
+# milliseconds, but a worker SIGKILLed inside one leaves the lock behind: at kombu's default (300 s)
+# nobody's messages were restored for five minutes. Sweeps that overlap once it lapses are safe: each
+# restore is a WATCH transaction on the unacknowledged set, so a message is restored once.
+RESTORE_LOCK_S = 10
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("mmq", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False)
     app.conf.update(celery_config(settings))
@@ -27,7 +34,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     # Sweep for messages of dead consumers every restore_interval_s (kombu: interval x throttle).
     broker_transport = {**transport, "unacked_restore_interval": settings.restore_interval_s,
-                        "unacked_restore_throttle": 1}
+                        "unacked_restore_throttle": 1,
+                        "unacked_mutex_expire": RESTORE_LOCK_S}
     return {
         "task_serializer": "json",
         "result_serializer": "json",

@@ -7,6 +7,7 @@ import uuid
 import boto3
 
 from mmq.tasks import SPECIALISATIONS, JobStatus
+from mmq.tasks.celery_app import make_celery
 
 # Short enough for a test, and still above every hard time limit, as the settings insist.
 FAST_REDELIVERY = {
@@ -36,6 +37,11 @@ def test_a_step_survives_its_worker_being_killed(make_stack, start_worker):
     wait_for_progress(client, job)
     first.kill()
     assert job.status() is JobStatus.RUNNING  # nobody acknowledged the step
+    # Faked: the moment of the kill. A worker sweeps for dead consumers' messages every second here,
+    # and one killed inside a sweep leaves the sweep's lock behind for the lock's expiry, as set here.
+    with make_celery(stack.settings).connection_for_write() as connection:
+        lock_s = connection.default_channel.unacked_mutex_expire  # what kombu was really given
+    stack.redis_client().set("unacked_mutex", "held by the killed worker", ex=lock_s)
 
     start_worker(stack, "diffusion")
     record = job.wait(timeout_s=240)
