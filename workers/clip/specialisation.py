@@ -13,14 +13,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise, rank_embeddings, ranking
-from mmq.workers.media import decode_image
 from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.pixels import pixel_values
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_clip
@@ -30,7 +29,7 @@ from .tiny import build_tiny_clip
 class _Job:
     """One job's inputs, checked and decoded: what the forward passes read."""
 
-    images: list[Image.Image]
+    images: torch.Tensor  # pixel values, one row an image
     texts: list[str]  # for `rank`: the query first, then the candidate texts
 
     def forward_batches(self, size: int) -> int:
@@ -75,18 +74,17 @@ class ClipSpecialisation(Specialisation):
         if task == "rank" and not job["images"] and not job["texts"]:
             # The contract refuses this at submission; a message built by hand must not get past.
             raise InvalidInput("rank needs at least one of images or texts to rank", field="images")
-        images = [decode_image(item.read(), field=f"images[{i}]", max_pixels=self.context.max_image_pixels)
-                  for i, item in enumerate(job["images"])]
+        images = pixel_values(job["images"], self.processor.image_processor, field="images",
+                              max_pixels=self.context.max_image_pixels)
         texts = [job["query"], *job["texts"]] if task == "rank" else list(job["texts"])
         return _Job(images=images, texts=texts)
 
     @torch.inference_mode()
-    def _image_vectors(self, images: list[Image.Image], counter: _Counter) -> np.ndarray:
+    def _image_vectors(self, images: torch.Tensor, counter: _Counter) -> np.ndarray:
         rows = []
         for chunk in chunks(images, self.max_batch):
-            pixels = self.processor.image_processor(images=chunk, return_tensors="pt")
-            pixels = pixels.to(self.model.device, self.model.dtype)
-            rows.append(self.model.get_image_features(**pixels).pooler_output)
+            pixels = chunk.to(self.model.device, self.model.dtype)
+            rows.append(self.model.get_image_features(pixel_values=pixels).pooler_output)
             counter.step()
         return self._normalised(rows)
 

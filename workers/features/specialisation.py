@@ -12,14 +12,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor
 
 from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise
-from mmq.workers.media import decode_image
 from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.pixels import pixel_values
 from mmq.workers.specialisation import Progress, Specialisation
 
 from .tiny import build_tiny_dinov2
@@ -54,12 +53,11 @@ class FeaturesSpecialisation(Specialisation):
             outputs.append({"embeddings": embedding_output(rows, inline_max=inline_max)})
         return outputs
 
-    def check_inputs(self, job: Mapping[str, Any]) -> list[Image.Image]:
-        """The job's images, decoded; `InvalidInput` naming `images[i]` for the first bad one."""
-        return [decode_image(item.read(), field=f"images[{i}]", max_pixels=self.context.max_image_pixels)
-                for i, item in enumerate(job["images"])]
+    def check_inputs(self, job: Mapping[str, Any]) -> torch.Tensor:
+        """The job's images as pixel values; `InvalidInput` naming `images[i]` for the first bad one."""
+        return pixel_values(job["images"], self.processor, field="images", max_pixels=self.context.max_image_pixels)
 
-    def _encode(self, images: list[Image.Image], progress: Progress) -> np.ndarray:
+    def _encode(self, images: Sequence[torch.Tensor], progress: Progress) -> np.ndarray:
         total = count_chunks(len(images), self.max_batch)
         rows = []
         for done, chunk in enumerate(chunks(images, self.max_batch), start=1):
@@ -70,8 +68,7 @@ class FeaturesSpecialisation(Specialisation):
         return normalise(np.concatenate(rows))
 
     @torch.inference_mode()
-    def _forward(self, images: Sequence[Image.Image]) -> np.ndarray:
-        pixels = self.processor(images=list(images), return_tensors="pt")
-        pixels = pixels.to(self.model.device, self.model.dtype)
+    def _forward(self, images: Sequence[torch.Tensor]) -> np.ndarray:
+        pixels = torch.stack(list(images)).to(self.model.device, self.model.dtype)
         # Normalised in float32 by the caller: float16 rounding would leave norms visibly off 1.
-        return self.model(**pixels).pooler_output.float().cpu().numpy()
+        return self.model(pixel_values=pixels).pooler_output.float().cpu().numpy()
