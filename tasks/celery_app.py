@@ -14,7 +14,6 @@ from .catalogue import TASKS
 from .settings import Settings
 from .specialisations import SPECIALISATIONS
 
-
 # How long one worker's sweep for dead consumers' messages locks out the others. A sweep takes
 # milliseconds, but a worker SIGKILLed inside one leaves the lock behind: at kombu's default (300 s)
 # nobody's messages were restored for five minutes. Sweeps that overlap once it lapses are safe: each

@@ -8,9 +8,9 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import TEST_CREDENTIALS
 from mmq.clients.servers import start_seaweed, stop
 from mmq.tasks import JobStatus
+from tests.conftest import TEST_CREDENTIALS
 
 
 def wait_for(predicate, timeout_s=120, what="condition"):
