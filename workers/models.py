@@ -45,6 +45,18 @@ def load_pretrained(model_class: type[Model], source: str, device: str) -> Model
     return model.to(device).eval()
 
 
+def load_pipeline(pipeline_class: type[Model], source: str, device: str, **options: Any) -> Model:
+    """A diffusers `pipeline_class.from_pretrained(source, **options)` in the device's compute dtype,
+    moved onto the device, with its progress bar off (workers report progress themselves). Its
+    models are in inference mode already: diffusers loads them with `eval()`."""
+    dtype = compute_dtype(device)
+    logger.info("loading %s onto %s as %s", source, device, dtype)
+    pipeline: Any = pipeline_class.from_pretrained(source, dtype=dtype, **options)  # type: ignore[attr-defined]
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 def _build_once(folder: Path, build: Callable[[Path], None]) -> None:
     # Several worker processes may start at once: each builds into its own temporary sibling
     # and renames it into place, so no process ever loads a half-written folder.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -12,14 +11,11 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.devices import compute_dtype
 from mmq.workers.media import decode_image, encode_png
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pipeline, resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_stable_diffusion
-
-logger = logging.getLogger(__name__)
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 LATENT_MULTIPLE = 8  # the real VAE halves the image three times
@@ -45,19 +41,10 @@ class DiffusionSpecialisation(Specialisation):
             build=build_tiny_stable_diffusion,
             cache_dir=self.context.cache_dir,
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         # Checkpoints such as stable-diffusion-v1-5 ship a safety checker; it is not loaded here
         # (None, and no warning about it), so a checkpoint with or without one loads the same way.
-        self.pipeline = StableDiffusionPipeline.from_pretrained(
-            source,
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        self.pipeline.to(self.context.device)
-        self.pipeline.set_progress_bar_config(disable=True)
+        self.pipeline = load_pipeline(StableDiffusionPipeline, source, self.context.device, safety_checker=None,
+                                      feature_extractor=None, requires_safety_checker=False)
         # The same UNet, VAE and text encoder: image-to-image costs no extra memory.
         self.img2img = StableDiffusionImg2ImgPipeline(**self.pipeline.components, requires_safety_checker=False)
         self.img2img.set_progress_bar_config(disable=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -12,16 +11,13 @@ from diffusers import ShapEPipeline
 from diffusers.pipelines.shap_e.renderer import MeshDecoderOutput
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.devices import compute_dtype
 from mmq.workers.media import encode_png
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pipeline, resolve_model
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
 from .ply import encode_ply
 from .preview import render_view
 from .tiny import build_tiny_shap_e
-
-logger = logging.getLogger(__name__)
 
 DECODE_UNITS = 2  # progress units after denoising: the mesh, then the preview
 
@@ -43,13 +39,9 @@ class Text2MeshSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="shap-e", build=build_tiny_shap_e, cache_dir=self.context.cache_dir
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
         # openai/shap-e's model_index.json also lists a legacy `renderer`; ShapEPipeline takes
         # `shap_e_renderer` only, and diffusers skips the other with a warning.
-        self.pipeline = ShapEPipeline.from_pretrained(source, dtype=dtype)
-        self.pipeline.to(self.context.device)
-        self.pipeline.set_progress_bar_config(disable=True)
+        self.pipeline = load_pipeline(ShapEPipeline, source, self.context.device)
         # diffusers' decode_to_mesh crashes (an empty torch.cat) when marching cubes finds nothing:
         # stop it there with an error that says what happened.
         self.pipeline.shap_e_renderer.mesh_decoder.register_forward_hook(_refuse_empty_mesh)

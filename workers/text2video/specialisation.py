@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -11,14 +10,11 @@ import torch
 from diffusers import TextToVideoSDPipeline
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.devices import compute_dtype
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pipeline, resolve_model
 from mmq.workers.mp4 import encode_mp4
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_text_to_video
-
-logger = logging.getLogger(__name__)
 
 # diffusers' old-style `callback(step, timestep, latents)`: this pipeline predates
 # `callback_on_step_end` and still only takes this one (diffusers 0.42).
@@ -40,11 +36,7 @@ class Text2VideoSpecialisation(Specialisation):
             build=build_tiny_text_to_video,
             cache_dir=self.context.cache_dir,
         )
-        dtype = compute_dtype(self.context.device)
-        logger.info("loading %s onto %s as %s", source, self.context.device, dtype)
-        self.pipeline = TextToVideoSDPipeline.from_pretrained(source, dtype=dtype)
-        self.pipeline.to(self.context.device)
-        self.pipeline.set_progress_bar_config(disable=True)
+        self.pipeline = load_pipeline(TextToVideoSDPipeline, source, self.context.device)
         # The pipeline decodes all frames in one VAE batch: 64 frames at 1024x1024 would need
         # on the order of 100 GB of activations. One frame at a time costs little extra time.
         self.pipeline.vae.enable_slicing()
