@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,8 +14,9 @@ from typing import Any
 
 from mmq.clients import Client
 from mmq.clients.servers import start_redis, start_seaweed, stop
+from mmq.tasks import heartbeats
 from mmq.tasks.processes import die_with_parent
-from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
+from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / ".mmq" / "bench"  # tiny models are built once and kept between runs
@@ -70,12 +72,12 @@ class BenchStack:
         return process
 
     def heartbeat_key(self, specialisation: str, process: subprocess.Popen) -> str:
-        return READY_KEY_PREFIX + worker_name(specialisation, None, process.pid, socket.gethostname())
+        return heartbeats.beat_key(worker_name(specialisation, None, process.pid, socket.gethostname()))
 
     def wait_ready(self, specialisation: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
         redis, key = self.redis_client(), self.heartbeat_key(specialisation, process)
         deadline = time.monotonic() + timeout_s
-        while not redis.exists(key):
+        while json.loads(redis.get(key) or "{}").get("phase") != heartbeats.Phase.READY.value:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{specialisation} worker did not start; see {self.logs}")
             time.sleep(0.05)

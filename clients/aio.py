@@ -112,6 +112,10 @@ class AsyncJob:
     async def wait(self, timeout_s: float | None = None) -> JobRecord:
         return await _in_thread(self.sync.wait, timeout_s)
 
+    async def waiting(self) -> str | None:
+        """Why the job does not move, when a queue it waits on has no ready worker."""
+        return await _in_thread(self.sync.waiting)
+
     async def events(self, timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
         iterator = self.sync.events(timeout_s)
         while (event := await _in_thread(next, iterator, _END)) is not _END:

@@ -14,6 +14,7 @@ from typing import Any
 
 from mmq.tasks.errors import InvalidInput, JobNotFound, JobTimeout, MMQError
 from mmq.tasks.fields import Field
+from mmq.tasks.heartbeats import EXIT_LOAD_FAILED
 from mmq.tasks.jobs import JobStatus
 from mmq.tasks.settings import TINY
 from mmq.tasks.specialisations import SPECIALISATIONS
@@ -116,8 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--data-dir")
     status.set_defaults(handler=_status)
 
-    ready = commands.add_parser("ready", help="exit 0 when a worker of SPECIALISATION on this host is ready")
+    ready = commands.add_parser("ready", help="exit 0 when a worker of SPECIALISATION on this host is ready "
+                                "(1: loading or none; 4: its model failed to load)")
     ready.add_argument("specialisation", choices=sorted(SPECIALISATIONS))
+    ready.add_argument("--live", action="store_true",
+                       help="exit 0 while the worker loads its model too (a liveness probe: a load may take minutes)")
     ready.add_argument("--data-dir")
     ready.set_defaults(handler=_ready)
 
@@ -318,6 +322,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from mmq.tasks import heartbeats
     from mmq.tasks.jobs import JobStore
     from mmq.tasks.settings import Settings
 
@@ -327,13 +332,19 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print("QUEUE          DEPTH  WORKERS")
+    print("QUEUE          DEPTH  READY")
     for queue in report["queues"]:
-        print(f"{queue['queue']:<14} {queue['depth']:>5}  {queue['workers']:>7}")
-    print("\nWORKER                                   DEVICE  GPU  LOAD    MODEL")
+        print(f"{queue['queue']:<14} {queue['depth']:>5}  {queue['workers']:>5}")
+        if queue.get("last_load_error") and not queue["workers"]:
+            print(f"    last load failed: {queue['last_load_error']['error']}")
+    print(f"\n{'WORKER':<40} {'STATE':<22} DEVICE  GPU  LOAD    MODEL")
     for worker in report["workers"]:
-        print(f"{worker['hostname']:<40} {worker['device']:<7} {worker.get('gpu') or '-':<4} "
-              f"{worker['load_s']:>5.1f}s  {worker['model']}")
+        state = heartbeats.describe(worker)
+        load = f"{worker['load_s']:>5.1f}s" if "load_s" in worker else "     -"
+        print(f"{worker['hostname']:<40} {state.split(':')[0]:<22} {worker.get('device') or '-':<7} "
+              f"{worker.get('gpu') or '-':<4} {load}  {worker['model']}")
+        if worker.get("error"):
+            print(f"    {worker['error']}")
     if not report["workers"]:
         print("(no worker has a current heartbeat)")
     jobs = report["jobs"]
@@ -350,19 +361,31 @@ def _status(args: argparse.Namespace) -> int:
 def _ready(args: argparse.Namespace) -> int:
     import socket
 
+    from mmq.tasks import heartbeats
     from mmq.tasks.jobs import connect_redis
     from mmq.tasks.settings import Settings
 
-    from .operations import ready_here
+    from .operations import workers_here
 
+    host = socket.gethostname()
     try:
-        ready = ready_here(connect_redis(Settings.from_env().broker_url), args.specialisation, socket.gethostname())
+        beats = workers_here(connect_redis(Settings.from_env().broker_url), args.specialisation, host)
     except Exception as exc:  # redis-py's errors: the broker is unreachable, so not ready
         print(f"mmq: not ready: broker unreachable: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if not ready:
-        print(f"mmq: no ready {args.specialisation} worker on {socket.gethostname()}", file=sys.stderr)
-    return 0 if ready else EXIT_FAILED
+    phases = {w["phase"]: w for w in beats}
+    if heartbeats.Phase.READY.value in phases:
+        return 0
+    if loading := phases.get(heartbeats.Phase.LOADING.value):
+        print(f"mmq: not ready: the {args.specialisation} worker on {host} is {heartbeats.describe(loading)}",
+              file=sys.stderr)
+        return 0 if args.live else EXIT_FAILED
+    if failed := phases.get(heartbeats.Phase.FAILED.value):
+        print(f"mmq: not ready: the {args.specialisation} worker on {host} could not load its model: "
+              f"{failed['error']}", file=sys.stderr)
+        return EXIT_LOAD_FAILED
+    print(f"mmq: no {args.specialisation} worker on {host}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -468,6 +491,8 @@ def _print_job(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, indent=2))
         return
     print(f"job {summary['id']} ({summary['name']}): {summary['status']}")
+    if summary.get("waiting"):
+        print(f"  waiting: {summary['waiting']}")
     for name, value in (summary.get("outputs") or {}).items():
         if isinstance(value, dict) and "uri" in value:
             print(f"  {name}: {value['uri']} ({value['media_type']}, {value['size']} bytes)")

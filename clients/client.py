@@ -159,8 +159,15 @@ class Job:
             pass
         record = self.record()
         if not record.status.terminal:
-            raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout_s} s")
+            waiting = self._client.transport.waiting(record)
+            raise JobTimeout(f"job {self.id} still {record.status.value} after {timeout_s} s"
+                             + (f": {waiting}" if waiting else ""))
         return record
+
+    def waiting(self) -> str | None:
+        """Why the job does not move, when a queue it waits on has no ready worker: "no caption
+        worker is ready: <its last load error>". None when it is running, done, or will be taken."""
+        return self._client.transport.waiting(self.record())
 
     @property
     def outputs(self) -> dict[str, Any]:
@@ -184,8 +191,10 @@ class Job:
         return written
 
     def to_dict(self, record: JobRecord | None = None) -> dict[str, Any]:
-        """The summary that `mmq run --json` prints: id, status, outputs (with URLs), error."""
+        """The summary that `mmq run --json` prints: id, status, outputs (with URLs), error, and
+        `waiting` when a queue it waits on has no ready worker."""
         record = record or self.record()
         outputs = {k: jsonable(v) for k, v in self._client.transport.artifacts(record).items()}
+        waiting = self._client.transport.waiting(record)
         return {"id": record.id, "name": record.name, "status": record.status.value,
-                "outputs": outputs, "error": record.error}
+                "outputs": outputs, "error": record.error, **({"waiting": waiting} if waiting else {})}

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mmq.tasks import heartbeats
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.canvas import build_canvas
 from mmq.tasks.catalogue import TASKS, describe_all, lookup
@@ -193,6 +194,9 @@ class DirectTransport:
 
     def artifacts(self, record: JobRecord) -> dict[str, Any]:
         return artifact_outputs(record.outputs, lambda ref: Artifact(ArtifactRef.from_dict(ref), self.store))
+
+    def waiting(self, record: JobRecord) -> str | None:
+        return heartbeats.waiting_reason(self.jobs.redis, record)
 
     def close(self) -> None:
         self._celery.close()

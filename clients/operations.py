@@ -3,12 +3,12 @@ that the gateway (`/metrics`) and `mmq metrics` serve. Everything comes from Red
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from mmq.tasks import heartbeats
 from mmq.tasks.jobs import JobNotFound, JobStatus, JobStore
-from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS
+from mmq.tasks.specialisations import SPECIALISATIONS
 from mmq.tasks.stats import BATCH_BUCKETS, read_batches, read_jobs, read_steps
 
 # kombu's Redis transport keeps a queue in one list per priority step: `name`, then `name\x06\x16N`.
@@ -26,16 +26,14 @@ def queue_depths(redis: Any) -> dict[str, int]:
 
 
 def live_workers(redis: Any) -> list[dict[str, Any]]:
-    """The workers whose heartbeat is current: specialisation, device, GPU, model, load time."""
-    keys = sorted(redis.scan_iter(READY_KEY_PREFIX + "*"))
-    values = redis.mget(keys) if keys else []
-    workers = [json.loads(raw) for raw in values if raw is not None]
-    return sorted(workers, key=lambda w: (w["specialisation"], w["hostname"]))
+    """The workers whose heartbeat is current: phase (loading, ready, failed), specialisation,
+    device, GPU, model, load time."""
+    return heartbeats.workers(redis)
 
 
-def ready_here(redis: Any, specialisation: str, host: str) -> bool:
-    """A worker of `specialisation` on `host` has loaded its model and heartbeats to Redis."""
-    return any(True for _ in redis.scan_iter(f"{READY_KEY_PREFIX}{specialisation}-*@{host}", count=1000))
+def workers_here(redis: Any, specialisation: str, host: str) -> list[dict[str, Any]]:
+    """The current heartbeats of `specialisation`'s workers on `host`."""
+    return [w for w in heartbeats.workers(redis) if w["specialisation"] == specialisation and w.get("host") == host]
 
 
 def recent_failures(jobs: JobStore, *, limit: int = 10, scan: int = 500) -> list[dict[str, Any]]:
@@ -66,7 +64,8 @@ def status(jobs: JobStore) -> dict[str, Any]:
     workers = live_workers(redis)
     return {
         "queues": [{"queue": name, "depth": depth,
-                    "workers": sum(1 for w in workers if w["specialisation"] == name)}
+                    "workers": sum(1 for w in workers if w["specialisation"] == name and heartbeats.is_ready(w)),
+                    **({"last_load_error": error} if (error := heartbeats.last_load_error(redis, name)) else {})}
                    for name, depth in depths.items()],
         "workers": workers,
         "recent_failures": recent_failures(jobs),
@@ -116,12 +115,20 @@ def prometheus_metrics(redis: Any) -> str:
         lines.append(f'mmq_batch_size_count{{task="{task}"}} {data["count"]}')
 
     workers = live_workers(redis)
-    family("mmq_workers", "gauge", "Workers with a current heartbeat, per specialisation.")
+    family("mmq_workers", "gauge", "Workers ready to take steps (model loaded), per specialisation.")
     for name in SPECIALISATIONS:
-        lines.append(f'mmq_workers{{specialisation="{name}"}} {sum(w["specialisation"] == name for w in workers)}')
+        count = sum(w["specialisation"] == name and heartbeats.is_ready(w) for w in workers)
+        lines.append(f'mmq_workers{{specialisation="{name}"}} {count}')
+    family("mmq_workers_not_ready", "gauge", "Workers with a current heartbeat that take no steps: loading "
+           "their model, or failed to load it.")
+    for name in SPECIALISATIONS:
+        for phase in (heartbeats.Phase.LOADING, heartbeats.Phase.FAILED):
+            count = sum(w["specialisation"] == name and w["phase"] == phase.value for w in workers)
+            lines.append(f'mmq_workers_not_ready{{specialisation="{name}",phase="{phase.value}"}} {count}')
     family("mmq_model_load_seconds", "gauge", "How long each worker took to load its model.")
     for w in workers:
-        lines.append(f'mmq_model_load_seconds{{{_worker_labels(w)}}} {w["load_s"]}')
+        if "load_s" in w:
+            lines.append(f'mmq_model_load_seconds{{{_worker_labels(w)}}} {w["load_s"]}')
     family("mmq_gpu_memory_bytes", "gauge", "GPU memory of each worker on a GPU, by kind.")
     for w in workers:
         for kind, value in (w.get("gpu_memory") or {}).items():
@@ -133,7 +140,7 @@ def prometheus_metrics(redis: Any) -> str:
 
 def _worker_labels(worker: dict[str, Any]) -> str:
     return (f'worker="{_escape(worker["hostname"])}",specialisation="{worker["specialisation"]}",'
-            f'model="{_escape(worker["model"])}",device="{worker["device"]}"')
+            f'model="{_escape(worker["model"])}",device="{worker.get("device", "")}"')
 
 
 def _escape(value: str) -> str:

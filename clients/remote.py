@@ -160,6 +160,9 @@ class GatewayTransport:
         entry = self._call("GET", f"/v1/pipelines/{name}")
         return {key: field_from_description(value) for key, value in entry["inputs"].items()}
 
+    def waiting(self, record: JobRecord) -> str | None:
+        return (self._views.get(record.id) or self.view(record.id)).get("waiting")
+
     def artifacts(self, record: JobRecord) -> dict[str, Any]:
         urls = _urls(self._views.get(record.id) or self.view(record.id))
         source = _PresignedSource(urls)

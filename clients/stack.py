@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mmq.tasks import heartbeats
 from mmq.tasks.errors import StackError
 from mmq.tasks.settings import STACK_FILE, TINY
-from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
+from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
 
 from .servers import free_port, pid_alive, port_free, start_redis, start_seaweed, stop
 
@@ -91,6 +92,8 @@ class LocalStack:
 
     def up(self, *, models: str = TINY, specialisations: Iterable[str] = tuple(SPECIALISATIONS),
            gateway: bool = True, flower: bool = True, log: callable = print) -> StackState:
+        """Start the stack and wait until every worker has loaded its model; if any cannot (or
+        anything else fails to start), stop all that was started and raise `StackError` saying why."""
         existing = StackState.load(self.data_dir)
         if existing and all(p.running() for p in existing.processes):
             log(f"mmq stack already up in {self.data_dir}")
@@ -98,6 +101,15 @@ class LocalStack:
         if existing:
             log("a previous stack is partly down; stopping what is left of it")
             self.down(log=lambda _msg: None)
+        try:
+            return self._start(models, specialisations, gateway, flower, log)
+        except BaseException:  # a failed load, a port, Ctrl-C: leave nothing running
+            log("stopping what was started")
+            self.down(log=lambda _msg: None)
+            raise
+
+    def _start(self, models: str, specialisations: Iterable[str], gateway: bool, flower: bool,
+               log: callable) -> StackState:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         redis = start_redis(self.data_dir / "redis")
         state = StackState(env={}, processes=[StackProcess("redis", redis.pid, "redis-server", redis.port)])
@@ -200,18 +212,23 @@ class LocalStack:
             time.sleep(0.2)
 
     def _wait_for_workers(self, state: StackState, log: callable) -> None:
+        """Until every worker is ready; a worker that failed to load (or died) ends the wait at
+        once with its reason."""
         import redis
 
         client = redis.Redis.from_url(state.env["MMQ_BROKER_URL"])
         host = socket.gethostname()
-        waiting = {p.name: READY_KEY_PREFIX + worker_name(p.name.split(":", 1)[1], None, p.pid, host)
+        waiting = {p.name: heartbeats.beat_key(worker_name(p.name.split(":", 1)[1], None, p.pid, host))
                    for p in state.processes if p.name.startswith("worker:")}
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         while waiting:
             for name, key in list(waiting.items()):
-                if client.exists(key):
+                beat = json.loads(client.get(key) or "{}")
+                if beat.get("phase") == heartbeats.Phase.READY.value:
                     log(f"{name} ready")
                     del waiting[name]
+                elif beat.get("phase") == heartbeats.Phase.FAILED.value:
+                    raise StackError(f"{name} could not load its model: {beat.get('error')}")
             dead = [p for p in state.processes if p.name in waiting and not p.running()]
             if dead:
                 raise StackError(f"{dead[0].name} exited while loading; see "

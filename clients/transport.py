@@ -44,6 +44,10 @@ class Transport(Protocol):
     def artifacts(self, record: JobRecord) -> dict[str, Any]:
         """The record's outputs with artifact references as `Artifact` objects."""
 
+    def waiting(self, record: JobRecord) -> str | None:
+        """Why the job does not move, when a queue it waits on has no ready worker ("no caption
+        worker is ready: <its last load error>"); None otherwise."""
+
     def close(self) -> None: ...
 
 

@@ -9,11 +9,14 @@ from .errors import (
     ArtifactNotFound,
     BrokerUnavailable,
     ConfigurationError,
+    ContentFiltered,
     InvalidInput,
     InvalidPipeline,
     JobNotFound,
     JobTimeout,
     MMQError,
+    ModelLoadFailed,
+    OutOfMemory,
     StackError,
     StorageError,
     StorageUnavailable,
@@ -28,8 +31,9 @@ from .specialisations import SPECIALISATIONS, SpecialisationSpec
 
 __all__ = [
     "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerUnavailable", "ConfigurationError",
-    "Field", "Format", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore",
-    "JobTimeout", "Kind", "MMQError", "Output", "PIPELINES", "Pipeline", "SPECIALISATIONS", "Settings",
+    "ContentFiltered", "Field", "Format", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord",
+    "JobStatus", "JobStore", "JobTimeout", "Kind", "MMQError", "ModelLoadFailed", "OutOfMemory", "Output",
+    "PIPELINES", "Pipeline", "SPECIALISATIONS", "Settings",
     "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState", "StorageError",
     "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
 ]

@@ -36,6 +36,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                         minimum=1, maximum=200),
             },
             outputs=outputs(text=Kind.TEXT),
+            memory_inputs=("max_new_tokens",),
             description="Describe an image in one sentence (BLIP).",
         ),
         TaskSpec(
@@ -43,19 +44,23 @@ TASKS: Mapping[str, TaskSpec] = {
             specialisation="diffusion",
             inputs={"prompt": Field(Kind.TEXT, "What to draw.", max_length=2000), **_TEXT2IMAGE_OPTIONS},
             outputs=outputs(image=Kind.IMAGE),
+            memory_inputs=("width", "height"),
             description="Generate an image from a prompt (Stable Diffusion).",
         ),
         TaskSpec(
             name="image2image",
             specialisation="diffusion",
             inputs={
-                "image": Field(Kind.IMAGE, "The image to start from (its size is kept, rounded down to a multiple of 8)."),
+                "image": Field(Kind.IMAGE, "The image to start from; it is scaled down (aspect kept, multiples of 8) "
+                               "to the model's working size, 512 px on the longer side for v1-5, which is "
+                               "the output's size."),
                 "prompt": Field(Kind.TEXT, "What to turn it into.", max_length=2000),
                 "strength": Field(Kind.NUMBER, "How far from the image to go: 0 keeps it, 1 ignores it.",
                                   default=0.75, minimum=0, maximum=1),
                 **{k: v for k, v in _TEXT2IMAGE_OPTIONS.items() if k not in ("width", "height")},
             },
             outputs=outputs(image=Kind.IMAGE),
+            memory_inputs=("image",),
             description="Redraw an image following a prompt (Stable Diffusion img2img).",
         ),
         TaskSpec(
@@ -67,6 +72,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                   default="", max_length=8),
             },
             outputs=outputs(text=Kind.TEXT, segments=Kind.JSON, language=Kind.TEXT),
+            memory_inputs=("audio",),
             description="Transcribe speech (Whisper); segments carry start and end seconds.",
         ),
         TaskSpec(
@@ -79,6 +85,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "min_tokens": Field(Kind.INTEGER, "Shortest summary, in tokens.", default=20, minimum=0, maximum=512),
             },
             outputs=outputs(summary=Kind.TEXT, sentences=Output(Kind.TEXT, many=True)),
+            memory_inputs=("text", "max_tokens"),
             description="Summarize text (BART); the summary also comes split into its sentences.",
         ),
         TaskSpec(
@@ -93,6 +100,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                          default="fra_Latn", max_length=16),
             },
             outputs=outputs(translation=Kind.TEXT),
+            memory_inputs=("text",),
             description="Translate text (NLLB).",
         ),
         TaskSpec(
@@ -103,6 +111,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "texts": Field(Kind.TEXT, "Texts to embed.", default=(), many=True, max_items=_MANY),
             },
             outputs=outputs(image_embeddings=Kind.EMBEDDING, text_embeddings=Kind.EMBEDDING),
+            memory_inputs=("images", "texts"),
             description="CLIP embeddings (L2-normalised) of images and texts, in one space.",
             one_of=("images", "texts"),
         ),
@@ -115,6 +124,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "texts": Field(Kind.TEXT, "Candidate texts.", default=(), many=True, max_items=_MANY),
             },
             outputs=outputs(ranking=Kind.JSON),
+            memory_inputs=("images", "texts"),
             description=f"Order images and texts by CLIP similarity to a text query: {_RANKING}.",
             one_of=("images", "texts"),
         ),
@@ -123,6 +133,7 @@ TASKS: Mapping[str, TaskSpec] = {
             specialisation="sentence",
             inputs={"texts": Field(Kind.TEXT, "Texts to embed.", many=True, max_items=_MANY)},
             outputs=outputs(embeddings=Kind.EMBEDDING),
+            memory_inputs=("texts",),
             description="Sentence embeddings (L2-normalised) with a sentence-transformers model.",
         ),
         TaskSpec(
@@ -133,6 +144,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "texts": Field(Kind.TEXT, "Candidate texts.", many=True, max_items=_MANY),
             },
             outputs=outputs(ranking=Kind.JSON),
+            memory_inputs=("texts",),
             description=f"Order texts by sentence-embedding similarity to a query: {_RANKING}.",
         ),
         TaskSpec(
@@ -144,6 +156,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                     many=True, max_items=4096),
             },
             outputs=outputs(ranking=Kind.JSON),
+            memory_inputs=("candidates",),
             description="Order precomputed embeddings by cosine similarity to a query embedding: "
                         "[{index, score}], best first.",
         ),
@@ -157,6 +170,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "max_frames": Field(Kind.INTEGER, "Most frames to sample.", default=32, minimum=1, maximum=256),
             },
             outputs=outputs(frames=Output(Kind.IMAGE, many=True), audio=Kind.AUDIO, duration_s=Kind.NUMBER),
+            memory_inputs=("max_frames",),
             description="Frames sampled every interval_s seconds (PNG) and the audio track (16 kHz mono WAV; "
                         "silence when the video has none).",
         ),
@@ -171,6 +185,7 @@ TASKS: Mapping[str, TaskSpec] = {
                 "fps": Field(Kind.INTEGER, "Frames per second of the video.", default=8, minimum=1, maximum=60),
             },
             outputs=outputs(video=Kind.VIDEO),
+            memory_inputs=("images",),
             description="A video (MP4, H.264) that shows the images one after the other.",
         ),
         TaskSpec(
@@ -183,6 +198,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                         maximum=512),
             },
             outputs=outputs(answer=Kind.TEXT),
+            memory_inputs=("image", "max_new_tokens"),
             description="Answer a question about an image (LLaVA or BLIP-2 family).",
         ),
         TaskSpec(
@@ -194,6 +210,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                         maximum=1024),
             },
             outputs=outputs(description=Kind.TEXT),
+            memory_inputs=("image", "max_new_tokens"),
             description="Describe an image at length: what it shows, where, and how (LLaVA or BLIP-2 family).",
         ),
         TaskSpec(
@@ -201,6 +218,7 @@ TASKS: Mapping[str, TaskSpec] = {
             specialisation="depth",
             inputs={"image": Field(Kind.IMAGE, "The image to estimate depth for.")},
             outputs=outputs(depth_map=Kind.IMAGE, depth=Kind.ARRAY),
+            memory_inputs=("image",),
             description="Monocular depth (Depth Anything or DPT): a greyscale depth map (near is bright) and the "
                         "raw float32 array at the image's size (.npy; relative depth, larger is nearer).",
         ),
@@ -217,6 +235,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                "refine every box).", default=(), many=True, max_items=16, size=4, minimum=0),
             },
             outputs=outputs(masks=Output(Kind.IMAGE, many=True), scores=Kind.JSON),
+            memory_inputs=("image", "boxes"),
             description="Masks of the objects that points or boxes pick out (Segment Anything): one black and "
                         "white PNG per box (or one for the points), with the model's predicted IoU for each.",
             one_of=("points", "boxes"),
@@ -226,6 +245,7 @@ TASKS: Mapping[str, TaskSpec] = {
             specialisation="features",
             inputs={"images": Field(Kind.IMAGE, "Images to embed.", many=True, max_items=_MANY)},
             outputs=outputs(embeddings=Kind.EMBEDDING),
+            memory_inputs=("images",),
             description="DINOv2 image features: one L2-normalised row per image (the class token), for "
                         "similarity, retrieval and clustering.",
         ),
@@ -238,6 +258,7 @@ TASKS: Mapping[str, TaskSpec] = {
                               minimum=0, maximum=2**32 - 1),
             },
             outputs=outputs(audio=Kind.AUDIO),
+            memory_inputs=("text",),
             description="Text to speech (VITS / MMS-TTS): a mono WAV.",
         ),
         TaskSpec(
@@ -253,6 +274,7 @@ TASKS: Mapping[str, TaskSpec] = {
                               minimum=0, maximum=2**32 - 1),
             },
             outputs=outputs(audio=Kind.AUDIO),
+            memory_inputs=("duration_s",),
             description="Text to music and sound (MusicGen): a mono WAV.",
         ),
         TaskSpec(
@@ -273,6 +295,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                 multiple_of=8),
             },
             outputs=outputs(video=Kind.VIDEO),
+            memory_inputs=("num_frames", "width", "height"),
             description="Generate a short video from a prompt (a diffusers text-to-video pipeline): MP4, H.264.",
         ),
         TaskSpec(
@@ -291,6 +314,7 @@ TASKS: Mapping[str, TaskSpec] = {
                                    default=128, minimum=16, maximum=128),
             },
             outputs=outputs(mesh=Kind.MESH, preview=Kind.IMAGE),
+            memory_inputs=("grid_size", "preview_size"),
             description="A 3D object from a prompt (Shap-E): a coloured mesh (PLY) and a rendered preview image.",
         ),
     )

@@ -71,6 +71,18 @@ class PayloadTooLarge(InvalidInput):
     """An upload or request body is over the configured limit."""
 
 
+class OutOfMemory(MMQError):
+    """A step ran out of memory again after the worker freed what it could: its inputs are too large."""
+
+
+class ModelLoadFailed(MMQError):
+    """A worker could not load its model; it takes no step and exits (EXIT_LOAD_FAILED)."""
+
+
+class ContentFiltered(MMQError):
+    """The model's safety checker withheld a generated output."""
+
+
 class GatewayError(MMQError):
     """The HTTP gateway answered with an error that has no more specific mmq type."""
 

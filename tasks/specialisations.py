@@ -150,11 +150,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
 FASTER_WHISPER_DEFAULT_MODEL = "Systran/faster-whisper-small"
 SPEECH_BACKENDS = ("transformers", "faster-whisper")
 
-# A worker pool process sets this key (expiring, refreshed) once its model is loaded: readiness.
-READY_KEY_PREFIX = "mmq:worker:"
-
-
 def worker_name(specialisation: str, gpu: str | None, pid: int, host: str) -> str:
-    """The Celery node name of a worker: what Flower shows and what its readiness key ends with."""
+    """The Celery node name of a worker: what Flower shows and what its heartbeat key ends with."""
     where = f"gpu{gpu}" if gpu is not None else "cpu"
     return f"{specialisation}-{where}-{pid}@{host}"

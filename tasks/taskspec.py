@@ -31,6 +31,8 @@ class TaskSpec:
     description: str = ""
     # Inputs of which at least one must be given non-empty (e.g. rank's candidates).
     one_of: tuple[str, ...] = ()
+    # Inputs that set how much memory a step needs: what a step that runs out of memory names.
+    memory_inputs: tuple[str, ...] = ()
 
     def check_inputs(self, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
         return check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)

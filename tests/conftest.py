@@ -9,6 +9,7 @@ server binary fails the run.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -31,7 +32,8 @@ from mmq.clients import Client
 from mmq.clients.servers import Server, free_port, start_redis, start_seaweed, stop
 from mmq.tasks.processes import die_with_parent
 from mmq.tasks import Settings
-from mmq.tasks.specialisations import READY_KEY_PREFIX, SPECIALISATIONS, worker_name
+from mmq.tasks import heartbeats
+from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
 
 WORKER_READY_TIMEOUT_S = 180
 TEST_CREDENTIALS = ("test", "test-secret")  # S3 checks every request's signature
@@ -127,10 +129,9 @@ def launch_worker(stack: Stack, specialisation: str, log_dir: Path) -> WorkerPro
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=die_with_parent)  # never outlives an interrupted run
     worker = WorkerProcess(specialisation, process, log_path)
-    key = READY_KEY_PREFIX + worker_name(specialisation, None, process.pid, socket.gethostname())
     deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
     client = stack.redis_client()
-    while not client.exists(key):
+    while worker_phase(client, specialisation, process.pid) != heartbeats.Phase.READY.value:
         if process.poll() is not None:
             raise RuntimeError(f"{specialisation} worker exited at start:\n{worker.log()[-4000:]}")
         if time.monotonic() > deadline:
@@ -138,6 +139,12 @@ def launch_worker(stack: Stack, specialisation: str, log_dir: Path) -> WorkerPro
             raise RuntimeError(f"{specialisation} worker not ready:\n{worker.log()[-4000:]}")
         time.sleep(0.1)
     return worker
+
+
+def worker_phase(redis: redis_lib.Redis, specialisation: str, pid: int) -> str | None:
+    """The phase (loading, ready, failed) that the worker started as `pid` last announced, if any."""
+    raw = redis.get(heartbeats.beat_key(worker_name(specialisation, None, pid, socket.gethostname())))
+    return json.loads(raw)["phase"] if raw else None
 
 
 @pytest.fixture(scope="session")

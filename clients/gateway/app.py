@@ -91,6 +91,9 @@ class Gateway:
         """The record as the API shows it: artifacts with presigned URLs, links to more."""
         body = _with_urls(record.to_dict(), self.transport.store)
         body.pop("owner")  # the caller is the owner, or holds a page link that need not name it
+        waiting = self.transport.waiting(record)
+        if waiting:
+            body["waiting"] = waiting
         body["links"] = {"self": f"/v1/jobs/{record.id}", "events": f"/v1/jobs/{record.id}/events",
                          "page": f"/jobs/{record.id}?token={self.tokens.issue(record.id)}"}
         return body

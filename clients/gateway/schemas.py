@@ -78,6 +78,8 @@ class JobView(BaseModel):
     steps: list[Step]
     outputs: dict[str, Any] | None = Field(None, description="Artifacts carry a presigned `url`.")
     error: dict[str, Any] | None = None
+    waiting: str | None = Field(None, description="Why the job does not move, when a queue it waits on has no "
+                                "ready worker: 'no caption worker is ready: <its last load error>'.")
     webhook: dict[str, Any] | None = None
     deliveries: list[dict[str, Any]] = Field(default_factory=list, description="Webhook delivery attempts.")
     links: dict[str, str] = Field(description="self, events, page (the job page, with a token).")

@@ -181,16 +181,18 @@ def container(spec: SpecialisationSpec, sizing: Sizing) -> dict[str, Any]:
         "volumeMounts": [{"name": "models", "mountPath": "/models"},
                          {"name": "dshm", "mountPath": "/dev/shm"}],
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        # The readiness key is refreshed every 10 s and expires after 30 s.
-        "startupProbe": ready_probe(spec, period_s=10, failures=STARTUP_BUDGET_S // 10),
+        # The heartbeat is refreshed every 10 s and expires after 30 s. Startup and liveness pass
+        # while the model loads (`--live`: a load may take minutes, and is never cut short); a
+        # worker whose load fails exits by itself. Readiness waits for the loaded model.
+        "startupProbe": ready_probe(spec, period_s=10, failures=STARTUP_BUDGET_S // 10, live=True),
         "readinessProbe": ready_probe(spec, period_s=10, failures=3),
-        "livenessProbe": ready_probe(spec, period_s=30, failures=10),
+        "livenessProbe": ready_probe(spec, period_s=30, failures=10, live=True),
     }
 
 
-def ready_probe(spec: SpecialisationSpec, *, period_s: int, failures: int) -> dict[str, Any]:
-    return {"exec": {"command": ["mmq", "ready", spec.name]}, "periodSeconds": period_s,
-            "timeoutSeconds": 10, "failureThreshold": failures}
+def ready_probe(spec: SpecialisationSpec, *, period_s: int, failures: int, live: bool = False) -> dict[str, Any]:
+    return {"exec": {"command": ["mmq", "ready", spec.name, *(["--live"] if live else [])]},
+            "periodSeconds": period_s, "timeoutSeconds": 10, "failureThreshold": failures}
 
 
 def scaled_object(spec: SpecialisationSpec, sizing: Sizing) -> dict[str, Any]:
