@@ -61,6 +61,11 @@ class Settings:
     # Embeddings with more numbers than this are stored as an .npy artifact instead of inline.
     inline_embedding_max: int = 8192
     speech_backend: str = "transformers"
+    # Stable Diffusion: run the checkpoint's safety checker when it ships one (a flagged image is
+    # withheld: the step fails with ContentFiltered); and the longest side image2image works at
+    # (None: the checkpoint's own resolution, 512 for v1-5).
+    diffusion_safety_checker: bool = True
+    image2image_max_side: int | None = None
     # Must outlast the longest queue wait plus run time, or Redis re-delivers a running step.
     visibility_timeout_s: int = 4 * 3600
     # How often a worker sweeps for messages whose consumer died (unacked past the visibility timeout).
@@ -121,6 +126,8 @@ class Settings:
             max_audio_s=_positive_int(env, "MMQ_MAX_AUDIO_S", cls.max_audio_s),
             inline_embedding_max=_positive_int(env, "MMQ_INLINE_EMBEDDING_MAX", cls.inline_embedding_max),
             speech_backend=speech_backend,
+            diffusion_safety_checker=_flag(env, "MMQ_DIFFUSION_SAFETY_CHECKER", default=True),
+            image2image_max_side=_positive_int(env, "MMQ_DIFFUSION_MAX_SIDE", 0) or None,
             visibility_timeout_s=_positive_int(
                 env, "MMQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s
             ),
@@ -151,6 +158,8 @@ class Settings:
                 f"MMQ_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be longer than the "
                 f"longest hard time limit ({longest} s), or Redis re-delivers running steps"
             )
+        if self.image2image_max_side is not None and self.image2image_max_side < 64:
+            raise ConfigurationError(f"MMQ_DIFFUSION_MAX_SIDE must be at least 64, got {self.image2image_max_side}")
         if len(self.s3_bucket) < 3 or len(self.s3_bucket) > 63:
             raise ConfigurationError(f"MMQ_S3_BUCKET must be 3-63 characters, got {self.s3_bucket!r}")
 
@@ -204,9 +213,11 @@ def _positive(env: Mapping[str, str], name: str, default: Any, parse: Any, what:
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True

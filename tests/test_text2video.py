@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from mmq.tasks import InvalidInput, JobStatus, Settings
+from mmq.workers.text2video.specialisation import needs_chunking
 from tests.outcomes import succeeded
 
 PROMPT = "a red kite flying over a beach"
@@ -54,6 +55,16 @@ def test_a_prompt_gives_an_h264_mp4_of_the_asked_size_length_and_rate(client):
     assert Fraction(len(frames)) / stream.average_rate == Fraction(1, 2)  # 0.5 s of video
     assert all(f.std() > 0 for f in frames)  # pictures, not blank frames
     assert record.step_states["text2video"].progress == (2, 2)  # every denoising step reported
+
+
+def test_a_video_over_the_default_size_runs_its_feed_forward_layers_frame_by_frame(serve, client):
+    assert needs_chunking(17, 256, 256) and not needs_chunking(16, 256, 256)
+    job = client.submit("text2video", prompt=PROMPT, seed=3, num_frames=17, width=256, height=256, fps=8, steps=2)
+    succeeded(job)
+    stream, frames = decode(job.outputs["video"].read())
+    assert (stream.width, stream.height, len(frames)) == (256, 256, 17)
+    [worker] = [w for w in serve("text2video").workers if w.specialisation == "text2video"]
+    assert "17 frames of 256x256: feed-forward layers chunked frame by frame" in worker.log()
 
 
 def test_the_same_seed_gives_the_same_video_and_another_seed_another(client):

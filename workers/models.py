@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 TINY = "tiny"
 # Bump when a tiny builder changes, so old cached folders are not reused.
-TINY_VERSION = "v2"
+TINY_VERSION = "v3"
 
 
 def resolve_model(source: str, *, kind: str, build: Callable[[Path], None], cache_dir: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -15,6 +16,9 @@ from mmq.workers.mp4 import encode_mp4
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_text_to_video
+
+log = logging.getLogger(__name__)
+CHUNK_ABOVE_FRAME_PIXELS = 16 * 256 * 256  # frames x width x height: above the catalogue's defaults
 
 # diffusers' old-style `callback(step, timestep, latents)`: this pipeline predates
 # `callback_on_step_end` and still only takes this one (diffusers 0.42).
@@ -37,8 +41,8 @@ class Text2VideoSpecialisation(Specialisation):
             cache_dir=self.context.cache_dir,
         )
         self.pipeline = load_pipeline(TextToVideoSDPipeline, source, self.context.device)
-        # The pipeline decodes all frames in one VAE batch: 64 frames at 1024x1024 would need
-        # on the order of 100 GB of activations. One frame at a time costs little extra time.
+        # The pipeline decodes all frames in one VAE batch, whose activations grow with frames x
+        # pixels; one frame at a time costs little extra time.
         self.pipeline.vae.enable_slicing()
 
     def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
@@ -64,6 +68,7 @@ class Text2VideoSpecialisation(Specialisation):
     @torch.inference_mode()
     def _generate(self, job: Mapping[str, Any], progress: Progress) -> np.ndarray:
         """2. encode the prompt, 3. denoise, 4. decode: the frames as (frames, H, W, 3) uint8 RGB."""
+        self._chunk_forward(job["num_frames"], job["width"], job["height"])
         result = self.pipeline(
             prompt=job["prompt"],
             negative_prompt=job["negative_prompt"],  # "" is what diffusers uses when none is given
@@ -79,6 +84,20 @@ class Text2VideoSpecialisation(Specialisation):
             callback_steps=1,
         )
         return _to_uint8(result.frames[0])
+
+
+    def _chunk_forward(self, frames: int, width: int, height: int) -> None:
+        """Above the default size, the UNet's feed-forward layers run a frame at a time: the same
+        result in less memory (diffusers' forward chunking), set per job."""
+        if needs_chunking(frames, width, height):
+            log.info("%d frames of %dx%d: feed-forward layers chunked frame by frame", frames, width, height)
+            self.pipeline.unet.enable_forward_chunking(chunk_size=1, dim=1)
+        else:
+            self.pipeline.unet.disable_forward_chunking()
+
+
+def needs_chunking(frames: int, width: int, height: int) -> bool:
+    return frames * width * height > CHUNK_ABOVE_FRAME_PIXELS
 
 
 def _step_callback(progress: Progress, steps: int) -> StepCallback:
