@@ -90,6 +90,7 @@ class DirectTransport:
         records = [self._record(pipeline, pipeline.check_inputs(
             {k: self._upload_pending(f, prefix) for k, f in files.items()}, where=where), webhook=None, owner=owner)
             for files in pending]
+        since = self.jobs.primary()
         self.jobs.create_many(records)
         queued = 0
         try:
@@ -102,6 +103,7 @@ class DirectTransport:
                 self.jobs.finish(record.id, JobStatus.FAILED, error={
                     "step": "submit", "type": type(exc).__name__, "message": str(exc)})
             raise BrokerUnavailable(f"queued {queued} of {len(records)} jobs: {exc}") from None
+        self.jobs.confirm([record.id for record in records], since)  # on a replica before we say so
         return [record.id for record in records]
 
     def _upload_pending(self, value: Any, prefix: str) -> Any:
@@ -131,18 +133,21 @@ class DirectTransport:
         record = self._record(pipeline, inputs, webhook=webhook, owner=owner)
         job_id = record.id
         idempotency = (idempotency_key, _fingerprint(pipeline, record)) if idempotency_key else None
+        since = self.jobs.primary()
         # The record exists before any worker can see a step.
         created = self.jobs.create(record, webhook_events=webhook.filter_string() if webhook else "",
                                    idempotency=idempotency)
-        if created != job_id:
-            return created  # the idempotency key named this job before: nothing new is queued
-        try:
-            build_canvas(self._celery, record).apply_async()
-        except Exception as exc:  # kombu raises many types; the job must not stay queued forever
-            self.jobs.finish(job_id, JobStatus.FAILED,
-                             error={"step": "submit", "type": type(exc).__name__, "message": str(exc)})
-            raise BrokerUnavailable(f"could not queue job {job_id}: {exc}") from None
-        return job_id
+        if created == job_id:
+            try:
+                build_canvas(self._celery, record).apply_async()
+            except Exception as exc:  # kombu raises many types; the job must not stay queued forever
+                self.jobs.finish(job_id, JobStatus.FAILED,
+                                 error={"step": "submit", "type": type(exc).__name__, "message": str(exc)})
+                raise BrokerUnavailable(f"could not queue job {job_id}: {exc}") from None
+        # (else the idempotency key named this job before: nothing new is queued.) Under Sentinel, a
+        # replica holds the record and the step messages before the caller is told the job exists.
+        self.jobs.confirm([created], since)
+        return created
 
     # -- reading -------------------------------------------------------------------------------
 

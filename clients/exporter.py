@@ -6,7 +6,6 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mmq.tasks.jobs import connect_redis
 from mmq.tasks.settings import Settings
 
 from .operations import prometheus_metrics
@@ -16,7 +15,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def serve_metrics(settings: Settings, *, host: str, port: int) -> None:
-    redis = connect_redis(settings.broker_url)
+    redis = settings.redis.sync_client()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API

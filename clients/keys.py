@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmq.tasks.errors import AuthenticationFailed, InvalidInput
-from mmq.tasks.jobs import connect_redis
 from mmq.tasks.tenants import check_tenant_name
 
 KEY_HASH_PREFIX = "mmq:apikey:"
@@ -53,7 +52,7 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, settings: Any) -> KeyStore:
-        return cls(connect_redis(settings.broker_url))
+        return cls(settings.redis.sync_client())
 
     def create(self, tenant: str, name: str = "") -> tuple[ApiKey, str]:
         """A new key for `tenant` (made on first use): its record and the key, shown only now."""

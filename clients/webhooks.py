@@ -41,10 +41,9 @@ return due
 class Dispatcher:
     def __init__(self, settings: Settings, *, consumer: str | None = None) -> None:
         import httpx
-        import redis.asyncio
 
         self.settings = settings
-        self.redis = redis.asyncio.Redis.from_url(settings.broker_url)
+        self.redis = settings.redis.async_client()
         self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         self.consumer = consumer or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._claim_due = self.redis.register_script(_CLAIM_DUE)

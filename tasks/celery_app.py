@@ -11,6 +11,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from .catalogue import TASKS
+from .redis_connection import celery_options
 from .settings import Settings
 from .specialisations import SPECIALISATIONS
 
@@ -28,14 +29,19 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    # How to reach Redis (TLS, the Sentinel master), for the broker and the result backend alike.
+    reach = celery_options(settings.redis, settings.result_redis)
     # Redis re-delivers an unacknowledged message after the visibility timeout; the broker and the
     # result backend each read it from their own transport options, so it is set in both.
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     # Sweep for messages of dead consumers every restore_interval_s (kombu: interval x throttle).
-    broker_transport = {**transport, "unacked_restore_interval": settings.restore_interval_s,
+    broker_transport = {**reach.pop("broker_transport_options"), **transport,
+                        "unacked_restore_interval": settings.restore_interval_s,
                         "unacked_restore_throttle": 1,
                         "unacked_mutex_expire": RESTORE_LOCK_S}
+    backend_transport = {**reach.pop("result_backend_transport_options"), **transport}
     return {
+        **reach,  # broker_use_ssl and redis_backend_use_ssl, for rediss:// URLs
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],  # a pickle message is refused, never deserialised
@@ -51,7 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_annotations": _time_limits(settings),
         "broker_transport_options": broker_transport,
-        "result_backend_transport_options": transport,
+        "result_backend_transport_options": backend_transport,
         "broker_connection_retry_on_startup": True,
         "result_expires": settings.record_ttl_s,
         "result_extended": False,

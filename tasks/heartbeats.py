@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from .jobs import JobRecord, JobStatus
-from .jobs import _redis_errors as redis_errors  # the job store's translation into BrokerUnavailable
+from .redis_connection import redis_errors  # Redis's errors as mmq's (BrokerUnavailable)
 
 BEAT_KEY_PREFIX = "mmq:worker:"
 INDEX_KEY = "mmq:workers"

@@ -22,20 +22,23 @@ webhook outbox stream `mmq:webhooks:outbox`, written in the same step as each ev
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator, Mapping
 import contextlib
-from contextlib import contextmanager
+import json
+import logging
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import BrokerUnavailable, IdempotencyConflict, JobNotFound
+from .errors import IdempotencyConflict, JobNotFound
+from .redis_connection import Primary, RedisConnection, ReplicaBarrier
+from .redis_connection import redis_errors as _redis_errors
 from .stats import JOBS_KEY as JOBS_STATS_KEY
 from .stats import count_job
 from .webhooks import event_name
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "mmq:job:"
 EVENTS_SUFFIX = ":events"
 DELIVERIES_SUFFIX = ":deliveries"
@@ -255,10 +258,11 @@ class JobStore:
         self.ttl_s = ttl_s
         self._guarded_hset = redis.register_script(_GUARDED_HSET)
         self._create = redis.register_script(_CREATE)
+        self._barrier = ReplicaBarrier(redis)
 
     @classmethod
     def from_settings(cls, settings: Any) -> JobStore:
-        return cls(connect_redis(settings.broker_url), ttl_s=settings.record_ttl_s)
+        return cls(settings.redis.sync_client(), ttl_s=settings.record_ttl_s)
 
     @property
     def redis(self) -> Any:
@@ -309,6 +313,26 @@ class JobStore:
                 pipe = self._redis.pipeline()
                 pipe.hincrby(JOBS_STATS_KEY, "created", len(records))
                 pipe.execute()
+
+    def primary(self) -> Primary | None:
+        """The Redis primary before a submission's writes, for `confirm` after them (None when no
+        failover could lose them: no Sentinel, or no replica that the sentinels could promote)."""
+        return self._barrier.primary()
+
+    def confirm(self, job_ids: list[str], since: Primary | None) -> None:
+        """Return once a replica holds these jobs' records and everything written before them to
+        the same primary, their step messages included: a Sentinel failover then cannot lose them.
+        BrokerUnavailable when no replica confirms in time or the primary changed since `since`."""
+        if since is None or not job_ids:
+            return
+        with _redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.expire(KEY_PREFIX + job_id, self.ttl_s)  # a write on this connection, for WAIT
+            self._barrier.add_wait(pipe)
+            results = pipe.execute()
+        what = f"job {job_ids[0]}" if len(job_ids) == 1 else f"{len(job_ids)} jobs"
+        self._barrier.check(since, results, what)
 
     def get(self, job_id: str) -> JobRecord:
         with _redis_errors():
@@ -384,7 +408,8 @@ class JobStore:
         """Move the job to a terminal status, once: the first writer wins."""
         fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
         event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
-        finished = self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}), event)
+        finished = self._set(job_id, _encode({k: v for k, v in fields.items() if v is not None}), event,
+                             durable=True)
         if finished:
             self._count(status.value)
         return finished
@@ -419,12 +444,23 @@ class JobStore:
             pipe.expire(KEY_PREFIX + job_id, self.ttl_s)
             return int(pipe.execute()[0])
 
-    def _set(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None = None) -> bool:
+    def _set(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None = None, *,
+             durable: bool = False) -> bool:
+        """The guarded write; `durable` ones (a job's end) wait until a replica has them, when a
+        failover could otherwise lose them (see ReplicaBarrier)."""
         key = KEY_PREFIX + job_id
         args = [self.ttl_s, json.dumps(event) if event else "", EVENTS_MAX, event_name(event) if event else "",
                 job_id, *(x for pair in fields.items() for x in pair)]
         with _redis_errors():
-            written = self._guarded_hset(keys=[key, key + EVENTS_SUFFIX, WEBHOOK_OUTBOX], args=args)
+            if not (durable and self._barrier.promotable()):
+                written = self._guarded_hset(keys=[key, key + EVENTS_SUFFIX, WEBHOOK_OUTBOX], args=args)
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                self._guarded_hset(keys=[key, key + EVENTS_SUFFIX, WEBHOOK_OUTBOX], args=args, client=pipe)
+                self._barrier.add_wait(pipe)
+                written, acknowledged, _info = pipe.execute()
+                if int(acknowledged) < 1 and self._barrier.promotable(fresh=True):  # written all the same
+                    log.warning("job %s: no Redis replica confirmed its end; a failover now could lose it", job_id)
         if written == -1:
             raise JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
         return written == 1
@@ -444,10 +480,9 @@ def _suffixed(prefix: str, step: str, item: int | None) -> str:
 
 
 def connect_redis(url: str) -> Any:
-    """A redis-py client that fails fast when Redis is away, instead of hanging."""
-    import redis
-
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    """Deprecated: use `settings.redis.sync_client()`, which also reaches Redis through Sentinel
+    and with TLS files. A redis-py client for a redis:// or rediss:// URL, failing fast."""
+    return RedisConnection.parse(url).sync_client()
 
 
 def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
@@ -478,13 +513,3 @@ def _record_from_hash(raw: Mapping[str, str]) -> JobRecord:
 
 def _maybe(raw: Mapping[str, str], name: str) -> Any:
     return json.loads(raw[name]) if name in raw else None
-
-
-@contextmanager
-def _redis_errors() -> Iterator[None]:
-    import redis
-
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise BrokerUnavailable(f"Redis unreachable: {exc}") from None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .redis_connection import RedisConnection, TLSFiles, check_master_name, check_tls_files
 from .specialisations import FASTER_WHISPER_DEFAULT_MODEL, SPECIALISATIONS, SPEECH_BACKENDS
 
 STACK_FILE = "stack.json"
@@ -43,6 +44,9 @@ class Serving:
 class Settings:
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str = "redis://127.0.0.1:6379/0"
+    # Beside a sentinel:// URL, the master's name; beside a rediss:// one, the TLS files (see `redis`).
+    redis_sentinel_master: str | None = None
+    redis_tls: TLSFiles = field(default_factory=TLSFiles)
     s3_endpoint_url: str | None = None
     s3_bucket: str = "mmq-artifacts"
     s3_region: str = "us-east-1"
@@ -106,9 +110,11 @@ class Settings:
         models = {n: env.get(s.model_env_var, s.default_model) for n, s in SPECIALISATIONS.items()}
         if speech_backend == "faster-whisper":
             models["speech"] = env.get("MMQ_SPEECH_MODEL", FASTER_WHISPER_DEFAULT_MODEL)
+        backend = env.get("MMQ_RESULT_BACKEND", broker)
         settings = cls(
             broker_url=broker,
-            result_backend=env.get("MMQ_RESULT_BACKEND", broker),
+            result_backend=backend,
+            **_redis_options(env, broker, backend),
             s3_endpoint_url=env.get("MMQ_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
             s3_bucket=env.get("MMQ_S3_BUCKET", cls.s3_bucket),
             s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or cls.s3_region,
@@ -171,6 +177,33 @@ class Settings:
 
     def serving_for(self, specialisation: str) -> Serving:
         return self.serving.get(specialisation) or Serving()
+
+    @property
+    def redis(self) -> RedisConnection:
+        """How to reach the broker's Redis, where every mmq store keeps its keys too."""
+        return RedisConnection.parse(self.broker_url, master_name=self.redis_sentinel_master, tls=self.redis_tls)
+
+    @property
+    def result_redis(self) -> RedisConnection:
+        """How to reach Celery's result backend (by default the broker's Redis)."""
+        return RedisConnection.parse(self.result_backend, master_name=self.redis_sentinel_master, tls=self.redis_tls,
+                                     variable="MMQ_RESULT_BACKEND")
+
+
+def _redis_options(env: Mapping[str, str], broker: str, backend: str) -> dict[str, Any]:
+    """MMQ_REDIS_*: what a sentinel:// or rediss:// URL needs beside it, checked against both URLs
+    (a setting that no URL would use is refused, not ignored)."""
+    master = env.get("MMQ_REDIS_SENTINEL_MASTER", "").strip() or None
+    def path(name: str) -> str | None:
+        return str(Path(env[name]).expanduser()) if env.get(name) else None
+
+    tls = TLSFiles(ca_file=path("MMQ_REDIS_CA_FILE"), cert_file=path("MMQ_REDIS_CERT_FILE"),
+                   key_file=path("MMQ_REDIS_KEY_FILE"))
+    connections = [RedisConnection.parse(broker, master_name=master, tls=tls),
+                   RedisConnection.parse(backend, master_name=master, tls=tls, variable="MMQ_RESULT_BACKEND")]
+    check_master_name(master, connections)
+    check_tls_files(tls, connections)
+    return {"redis_sentinel_master": master, "redis_tls": tls}
 
 
 

@@ -30,9 +30,8 @@ from mmq.clients import Client
 # AsyncResult (whose __del__ reconnects to the stopped Redis and imports), and CPython 3.11.7 then
 # fails with "AST constructor recursion depth mismatch" (a global counter; fixed in 3.11.8).
 from mmq.clients.servers import Server, free_port, start_redis, start_seaweed, stop
+from mmq.tasks import Settings, heartbeats
 from mmq.tasks.processes import die_with_parent
-from mmq.tasks import Settings
-from mmq.tasks import heartbeats
 from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
 
 WORKER_READY_TIMEOUT_S = 180
@@ -57,7 +56,7 @@ class Stack:
         return Client(settings=self.settings)
 
     def redis_client(self) -> redis_lib.Redis:
-        return redis_lib.Redis.from_url(self.env["MMQ_BROKER_URL"])
+        return self.settings.redis.sync_client()
 
 
 @dataclass

@@ -55,13 +55,11 @@ class Gateway:
     """What the routes share: the direct client, the key store, page tokens, the input resolver."""
 
     def __init__(self, settings: Settings) -> None:
-        import redis.asyncio
-
         self.settings = settings
         self.transport = DirectTransport(settings)
         self.keys = KeyStore(self.transport.jobs.redis)
         self.resolver = InputResolver(settings, self.transport.store)
-        self.aredis = redis.asyncio.Redis.from_url(settings.broker_url)
+        self.aredis = settings.redis.async_client()
 
     @functools.cached_property
     def tokens(self) -> PageTokens:
