@@ -20,7 +20,7 @@ from mmq.tasks.specialisations import SPECIALISATIONS, SpecialisationSpec
 HERE = Path(__file__).resolve().parent
 IMAGE = "mmq:latest"
 REDIS_ADDRESS_ENV = "MMQ_REDIS_ADDRESS"  # in the ConfigMap; KEDA resolves it from the worker's environment
-UID = 65534  # the image's USER nobody, numeric so that runAsNonRoot can be verified
+UID = 1000  # the image's USER mmq (1000:1000), numeric so that runAsNonRoot can be verified
 STARTUP_BUDGET_S = 1200  # a cold start downloads the weights and loads them: minutes for the big ones
 POLLING_INTERVAL_S = 15
 MIN_COOLDOWN_S = 300
