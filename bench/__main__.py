@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 from . import runs
+from .harness import model_settings, real_models
 
 BENCHES = {"B1": runs.b1_overhead, "B2": runs.b2_batching, "B3": runs.b3_hop, "B4": runs.b4_submission,
            "B5": lambda: runs.b5_cold_start(tuple(os.environ.get("MMQ_BENCH_B5", "caption").split(",")))}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 MARK = "<!-- bench table: written by `make bench` -->"
+GPU_MARK = "<!-- gpu bench table: written by bench/gpu.sh -->"  # its own section, up to the next "## "
 
 
 def machine() -> str:
@@ -38,14 +40,26 @@ def main(names: list[str]) -> int:
         print(f"{name} done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     table = "\n".join(["| bench | what | mmq | baseline | ratio | target |", "|---|---|---|---|---|---|",
                        *(row.markdown() for row in rows)])
-    command = "make bench" if not names else f"python -m bench {' '.join(names)}"
+    gpu_run = real_models()
+    command = "bench/gpu.sh" if gpu_run else "make bench" if not names else f"python -m bench {' '.join(names)}"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    report = f"{table}\n\nMeasured {stamp} with `{command}` on {machine()}.\n"
+    models = "; ".join(f"{k}={v}" for k, v in sorted(model_settings().items()))
+    report = f"{table}\n\nMeasured {stamp} with `{command}` on {machine()}" + (f"; {models}" if gpu_run else "") + ".\n"
     print(report)
-    if not names and DOC.exists() and MARK in DOC.read_text():
-        before = DOC.read_text().split(MARK)[0]
-        DOC.write_text(f"{before}{MARK}\n{report}")
+    if gpu_run:
+        _write_section(GPU_MARK, report)
+    elif not names:
+        _write_section(MARK, report)
     return 0
+
+
+def _write_section(mark: str, report: str) -> None:
+    """Replace what follows `mark` in docs/benchmarks.md, up to the next section heading."""
+    if not DOC.exists() or mark not in DOC.read_text():
+        return
+    before, after = DOC.read_text().split(mark, 1)
+    rest = after[after.index("\n## "):] if "\n## " in after else ""
+    DOC.write_text(f"{before}{mark}\n{report}{rest}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class BenchStack:
         self.s3 = start_seaweed(tmp / "s3", credentials=("bench", "bench-secret"), tied=True)
         MODEL_CACHE.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MMQ_", "AWS_"))}
+        self.env.update(model_settings())  # the checkpoints and device a GPU run was given, for every side
         self.env.update({
             "MMQ_BROKER_URL": f"redis://127.0.0.1:{self.redis.port}/0",
             "MMQ_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3.port}", "MMQ_S3_BUCKET": "mmq-bench",
@@ -57,9 +58,9 @@ class BenchStack:
         return Client(settings=Settings.from_env(self.env))
 
     def redis_client(self) -> Any:
-        import redis
+        from mmq.tasks.settings import Settings
 
-        return redis.Redis.from_url(self.env["MMQ_BROKER_URL"])
+        return Settings.from_env(self.env).redis.sync_client()
 
     def start_worker(self, specialisation: str, *, wait: bool = True, **env: str) -> subprocess.Popen:
         log = open(self.logs / f"worker-{specialisation}-{len(self.workers)}.log", "wb")
@@ -95,6 +96,15 @@ def sample_image() -> Path:
 def real_models() -> bool:
     """`MMQ_BENCH_MODELS=env` (bench/gpu.sh): the models named by MMQ_<NAME>_MODEL, not tiny ones."""
     return os.environ.get("MMQ_BENCH_MODELS") == "env"
+
+
+def model_settings() -> dict[str, str]:
+    """With real models: the MMQ_<NAME>_MODEL(S) and MMQ_DEVICE of this environment, which every
+    side of a comparison (workers and in-process baselines) must use alike."""
+    if not real_models():
+        return {}
+    names = {spec.model_env_var for spec in SPECIALISATIONS.values()} | {"MMQ_DEVICE"}
+    return {k: v for k, v in os.environ.items() if k in names}
 
 
 def caption_model() -> str:

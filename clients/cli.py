@@ -140,9 +140,26 @@ def _parser() -> argparse.ArgumentParser:
     pipelines.add_argument("--data-dir")
     pipelines.set_defaults(handler=_pipelines)
 
+    models = commands.add_parser("models", help="weights on disk: pull them before anything starts, list them")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    for name, text in (("pull", "fetch each configured checkpoint (only the files its loader reads; resumable)"),
+                       ("list", "what is on disk, its size, and what is missing")):
+        sub = models_commands.add_parser(name, help=text)
+        sub.add_argument("specialisations", nargs="*", metavar="SPECIALISATION", help="default: all")
+        sub.add_argument("--data-dir")
+        sub.set_defaults(handler=_models)
+
+    plan = commands.add_parser("plan", help="which worker goes on which GPU, by memory (what `mmq up` does)")
+    plan.add_argument("--models", choices=[TINY, "hub"], default=TINY,
+                      help="model source of each specialisation whose MMQ_<NAME>_MODEL is unset")
+    plan.add_argument("--only", default=",".join(SPECIALISATIONS), help="specialisations to place")
+    plan.add_argument("--data-dir")
+    plan.set_defaults(handler=_plan)
+
     worker = commands.add_parser("worker", help="run a worker of one specialisation")
     worker.add_argument("specialisation", choices=sorted(SPECIALISATIONS))
-    worker.add_argument("--gpus", default="", help="GPU indices, e.g. 0,1: one pinned process each")
+    worker.add_argument("--gpus", default="", help="GPU indices, e.g. 0,1: one pinned process each (default: the "
+                        "only visible GPU, else the CPU)")
     worker.add_argument("--data-dir")
     worker.set_defaults(handler=_worker)
 
@@ -161,15 +178,19 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir")
 
 
+def _only(raw: str) -> list[str]:
+    only = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in only if name not in SPECIALISATIONS]
+    if unknown:
+        raise InvalidInput(f"unknown specialisation {unknown[0]!r}; known: {', '.join(SPECIALISATIONS)}", field="only")
+    return only
+
+
 def _up(args: argparse.Namespace) -> int:
     from .stack import LocalStack
 
-    only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in only if name not in SPECIALISATIONS]
-    if unknown:
-        raise InvalidInput(f"unknown specialisation {unknown[0]!r}; known: {', '.join(SPECIALISATIONS)}")
     stack = LocalStack(os.environ.get("MMQ_DATA_DIR", ".mmq"))
-    state = stack.up(models=args.models, specialisations=only, gateway=not args.no_gateway,
+    state = stack.up(models=args.models, specialisations=_only(args.only), gateway=not args.no_gateway,
                      flower=not args.no_flower)
     print(f"mmq is up; settings in {stack.data_dir / 'stack.json'}")
     if state.gateway_url:
@@ -178,6 +199,25 @@ def _up(args: argparse.Namespace) -> int:
         user = state.env["MMQ_FLOWER_BASIC_AUTH"].split(":", 1)[0]
         print(f"flower:  {state.flower_url} (user {user}; password: MMQ_FLOWER_BASIC_AUTH in stack.json)")
     print("status:  mmq status")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    return subprocess.call([sys.executable, "-m", "mmq.workers.weights_cli", args.models_command,
+                            *args.specialisations])
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .planning import place, refusal
+    from .stack import models_env
+
+    placement = place(_only(args.only), models_env(os.environ, args.models))
+    for line in placement.lines():
+        print(line)
+    refused = refusal(placement)
+    if refused:
+        print(f"mmq: {refused}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -345,6 +385,10 @@ def _status(args: argparse.Namespace) -> int:
               f"{worker.get('gpu') or '-':<4} {load}  {worker['model']}")
         if worker.get("error"):
             print(f"    {worker['error']}")
+        if worker.get("gpu_name"):
+            memory = worker.get("gpu_memory") or {}
+            print(f"    {worker['gpu_name']}: {memory.get('reserved', 0) / 2**30:.1f} of "
+                  f"{worker.get('gpu_total_bytes', 0) / 2**30:.1f} GiB reserved by this worker")
     if not report["workers"]:
         print("(no worker has a current heartbeat)")
     jobs = report["jobs"]
@@ -362,14 +406,13 @@ def _ready(args: argparse.Namespace) -> int:
     import socket
 
     from mmq.tasks import heartbeats
-    from mmq.tasks.jobs import connect_redis
     from mmq.tasks.settings import Settings
 
     from .operations import workers_here
 
     host = socket.gethostname()
     try:
-        beats = workers_here(connect_redis(Settings.from_env().broker_url), args.specialisation, host)
+        beats = workers_here(Settings.from_env().redis.sync_client(), args.specialisation, host)
     except Exception as exc:  # redis-py's errors: the broker is unreachable, so not ready
         print(f"mmq: not ready: broker unreachable: {exc}", file=sys.stderr)
         return EXIT_FAILED

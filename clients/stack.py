@@ -20,12 +20,15 @@ from pathlib import Path
 
 from mmq.tasks import heartbeats
 from mmq.tasks.errors import StackError
-from mmq.tasks.settings import STACK_FILE, TINY
+from mmq.tasks.settings import STACK_FILE, TINY, Settings
 from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
 
+from . import planning
 from .servers import free_port, pid_alive, port_free, start_redis, start_seaweed, stop
 
-WORKER_READY_TIMEOUT_S = 300.0
+HUB = "hub"
+WORKER_START_TIMEOUT_S = 300.0  # to the first heartbeat; the load itself may take as long as it takes
+LOADING_NOTE_S = 30.0
 DEFAULT_GATEWAY_PORT = 8600
 DEFAULT_FLOWER_PORT = 5555
 WORKER_STOP_TIMEOUT_S = 180.0  # beyond the default shutdown timeout, so a running step can finish
@@ -39,6 +42,7 @@ class StackProcess:
     pid: int
     marker: str  # a word of its command line, checked before we signal the pid
     port: int | None = None
+    gpu: int | None = None  # a worker's --gpus
 
     def running(self) -> bool:
         if not pid_alive(self.pid):
@@ -101,15 +105,22 @@ class LocalStack:
         if existing:
             log("a previous stack is partly down; stopping what is left of it")
             self.down(log=lambda _msg: None)
+        specialisations = list(specialisations)
+        placement = planning.place(specialisations, models_env(os.environ, models))
+        for line in placement.lines():
+            log(line)
+        refused = planning.refusal(placement)
+        if refused:
+            raise StackError(refused)  # before anything starts: nothing to stop
         try:
-            return self._start(models, specialisations, gateway, flower, log)
+            return self._start(models, specialisations, placement, gateway, flower, log)
         except BaseException:  # a failed load, a port, Ctrl-C: leave nothing running
             log("stopping what was started")
             self.down(log=lambda _msg: None)
             raise
 
-    def _start(self, models: str, specialisations: Iterable[str], gateway: bool, flower: bool,
-               log: callable) -> StackState:
+    def _start(self, models: str, specialisations: list[str], placement: planning.Placement, gateway: bool,
+               flower: bool, log: callable) -> StackState:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         redis = start_redis(self.data_dir / "redis")
         state = StackState(env={}, processes=[StackProcess("redis", redis.pid, "redis-server", redis.port)])
@@ -133,7 +144,7 @@ class LocalStack:
             state.processes.append(self._start_gateway(state.env))
             state.save(self.data_dir)
         for name in specialisations:
-            state.processes.append(self._start_worker(name, state.env, models))
+            state.processes.append(self._start_worker(name, state.env, models, placement.gpu_of(name)))
             state.save(self.data_dir)
         self._wait_for_workers(state, log)
         if gateway:
@@ -161,16 +172,16 @@ class LocalStack:
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         return stopped
 
-    def _start_worker(self, name: str, stack_env: Mapping[str, str], models: str) -> StackProcess:
-        env = {**os.environ, **stack_env}
-        spec = SPECIALISATIONS[name]
-        if models == TINY:
-            env.setdefault(spec.model_env_var, TINY)
+    def _start_worker(self, name: str, stack_env: Mapping[str, str], models: str, gpu: int | None) -> StackProcess:
+        env = models_env({**os.environ, **stack_env}, models)
+        if models == HUB:  # checked on disk before anything started: loads need no network
+            env["HF_HUB_OFFLINE"] = "1"
         log_file = open(self.data_dir / "logs" / f"worker-{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "mmq.workers", name], env=env, stdout=log_file,
+        pinned = ["--gpus", str(gpu)] if gpu is not None else []  # where the plan put it
+        process = subprocess.Popen([sys.executable, "-m", "mmq.workers", name, *pinned], env=env, stdout=log_file,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log_file.close()
-        return StackProcess(f"worker:{name}", process.pid, "mmq.workers")
+        return StackProcess(f"worker:{name}", process.pid, "mmq.workers", gpu=gpu)
 
     def _start_gateway(self, stack_env: dict[str, str]) -> StackProcess:
         port = DEFAULT_GATEWAY_PORT if port_free(DEFAULT_GATEWAY_PORT) else free_port()
@@ -212,18 +223,18 @@ class LocalStack:
             time.sleep(0.2)
 
     def _wait_for_workers(self, state: StackState, log: callable) -> None:
-        """Until every worker is ready; a worker that failed to load (or died) ends the wait at
-        once with its reason."""
-        import redis
-
-        client = redis.Redis.from_url(state.env["MMQ_BROKER_URL"])
+        """Until every worker is ready, however long its model takes to load (said every
+        LOADING_NOTE_S); a worker that failed to load (or died) ends the wait at once with its
+        reason, and so does one that never starts its heartbeat."""
+        client = Settings.from_env(state.env).redis.sync_client()
         host = socket.gethostname()
-        waiting = {p.name: heartbeats.beat_key(worker_name(p.name.split(":", 1)[1], None, p.pid, host))
+        waiting = {p.name: heartbeats.beat_key(worker_name(p.name.split(":", 1)[1], p.gpu, p.pid, host))
                    for p in state.processes if p.name.startswith("worker:")}
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        next_note = time.monotonic() + LOADING_NOTE_S
         while waiting:
-            for name, key in list(waiting.items()):
-                beat = json.loads(client.get(key) or "{}")
+            beats = {name: json.loads(client.get(key) or "{}") for name, key in waiting.items()}
+            for name, beat in beats.items():
                 if beat.get("phase") == heartbeats.Phase.READY.value:
                     log(f"{name} ready")
                     del waiting[name]
@@ -233,6 +244,19 @@ class LocalStack:
             if dead:
                 raise StackError(f"{dead[0].name} exited while loading; see "
                                  f"{self.data_dir / 'logs' / (dead[0].name.replace(':', '-') + '.log')}")
-            if time.monotonic() > deadline:
-                raise StackError(f"workers not ready after {WORKER_READY_TIMEOUT_S:.0f} s: {', '.join(waiting)}")
+            silent = [name for name in waiting if not beats[name]]
+            if silent and time.monotonic() > deadline:
+                raise StackError(f"no heartbeat after {WORKER_START_TIMEOUT_S:.0f} s from: {', '.join(silent)}")
+            if waiting and time.monotonic() > next_note:
+                log("still loading: " + ", ".join(f"{n} ({heartbeats.describe(beats[n])})" for n in waiting))
+                next_note = time.monotonic() + LOADING_NOTE_S
             time.sleep(0.2)
+
+
+def models_env(env: Mapping[str, str], models: str) -> dict[str, str]:
+    """The workers' environment: with `--models tiny`, every MMQ_<NAME>_MODEL left unset is tiny."""
+    env = dict(env)
+    if models == TINY:
+        for spec in SPECIALISATIONS.values():
+            env.setdefault(spec.model_env_var, TINY)
+    return env

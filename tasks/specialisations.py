@@ -17,6 +17,9 @@ class SpecialisationSpec:
     soft_time_limit_s: int
     time_limit_s: int
     description: str
+    # How its loader reads a checkpoint: "transformers", "diffusers" or "none" (what
+    # `mmq models pull` fetches; the speech worker's faster-whisper backend reads "ctranslate2").
+    weights: str = "transformers"
 
     @property
     def queue(self) -> str:
@@ -43,6 +46,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             soft_time_limit_s=600,
             time_limit_s=720,
             description="Text-to-image and image-to-image with Stable Diffusion (diffusers).",
+            weights="diffusers",
         ),
         SpecialisationSpec(
             name="speech",
@@ -78,6 +82,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             soft_time_limit_s=600,
             time_limit_s=720,
             description="Media handling on the CPU (PyAV/FFmpeg): frames and audio out of videos. No model.",
+            weights="none",
         ),
         SpecialisationSpec(
             name="sentence",
@@ -134,6 +139,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             soft_time_limit_s=900,
             time_limit_s=1000,
             description="Text to video with a diffusers text-to-video pipeline (ModelScope), encoded with PyAV.",
+            weights="diffusers",
         ),
         SpecialisationSpec(
             name="text2mesh",
@@ -141,6 +147,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             soft_time_limit_s=600,
             time_limit_s=720,
             description="Text to 3D mesh with Shap-E (diffusers), with a rendered preview.",
+            weights="diffusers",
         ),
     )
 }

@@ -76,6 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=True)
 
     def _answer(self, *, body: bool) -> None:
+        try:
+            self._route(body=body)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (a killed worker)
+            pass
+
+    def _route(self, *, body: bool) -> None:
         path = unquote(urlsplit(self.path).path)
         self.stand_in.requests.append((self.command, path))
         time.sleep(self.stand_in.delay_s)

@@ -169,15 +169,20 @@ def test_a_load_that_fails_on_respawn_stops_the_worker_and_returns_the_step_it_h
     assert job.wait(timeout_s=120).status is JobStatus.SUCCEEDED
 
 
-def test_mmq_up_names_the_specialisation_that_cannot_load_and_stops_what_it_started(tmp_path):
+def test_mmq_up_names_the_specialisation_that_cannot_load_and_stops_what_it_started(model_cache, tmp_path):
+    # (A missing folder or checkpoint is refused before anything starts: see test_weights. Corrupt
+    # weights are on disk, and only the load finds them out.)
+    model = tmp_path / "bart"
+    shutil.copytree(tiny_folder(model_cache, "bart", build_tiny_bart), model)
+    (model / "model.safetensors").write_bytes(b"not safetensors at all")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MMQ_", "AWS_"))}
-    env.update(HF_HUB_OFFLINE="1", MMQ_TORCH_THREADS="1", MMQ_SUMMARIZE_MODEL=str(tmp_path / "nowhere"))
+    env.update(HF_HUB_OFFLINE="1", MMQ_TORCH_THREADS="1", MMQ_SUMMARIZE_MODEL=str(model))
     data_dir = tmp_path / "data"
     up = subprocess.run([sys.executable, "-m", "mmq.clients.cli", "up", "--only", "caption,summarize",
                          "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 1
-    assert f"mmq: worker:summarize could not load its model: model folder {tmp_path / 'nowhere'} does not " \
-           f"exist" in up.stderr, up.stderr + up.stdout
+    assert f"mmq: worker:summarize could not load its model: the weights of {model} are corrupt or " \
+           f"incomplete" in up.stderr, up.stderr + up.stdout
     assert StackState.load(data_dir) is None  # nothing left recorded, because nothing is left running
     assert not [p.info for p in psutil.process_iter(["pid", "cmdline", "environ"])
                 if (p.info["environ"] or {}).get("MMQ_DATA_DIR") == str(data_dir)

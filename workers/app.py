@@ -42,13 +42,13 @@ from mmq.tasks.errors import (
     StorageUnavailable,
 )
 from mmq.tasks.heartbeats import Phase
-from mmq.tasks.jobs import JobStore, connect_redis
+from mmq.tasks.jobs import JobStore
 from mmq.tasks.settings import Settings
 from mmq.tasks.stats import record_batch
 from mmq.tasks.taskspec import TaskSpec
 
 from .batching import Batcher, Executor
-from .devices import gpu_memory, limit_cpu_threads, pick_device
+from .devices import describe_gpu, gpu_memory, limit_cpu_threads, pick_device
 from .heartbeat import Heartbeat
 from .load_errors import describe_load_error
 from .loadgate import LOAD_WITHOUT_LIMIT_S, LoadReports, gate_step, load_in_pool_process
@@ -125,7 +125,7 @@ def _bound_the_warm_shutdown(timeout_s: float) -> None:
 def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
     """Load the default model (announced by the heartbeat as loading, then ready) and build the
     step runner around it; `ModelLoadFailed`, logged and announced in one line, when it cannot."""
-    redis = connect_redis(settings.broker_url)
+    redis = settings.redis.sync_client()
     model, serving = settings.model_for(name), settings.serving_for(name)
     heartbeat = Heartbeat(redis, hostname, {"specialisation": name, "model": model, "pid": os.getpid(),
                                             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -151,7 +151,7 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
                         store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
     heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),
                              "loading_model": models.loading},
-                    device=models.device, load_s=round(load_s, 3))
+                    device=models.device, load_s=round(load_s, 3), **describe_gpu(models.device))
     return runner
 
 
@@ -162,7 +162,7 @@ def _announcer(settings: Settings, name: str, hostname: str) -> Callable[[str], 
         beat = {"hostname": hostname, "specialisation": name, "model": settings.model_for(name),
                 "pid": os.getpid(), "phase": Phase.FAILED.value, "since": time.time(), "error": reason}
         try:
-            heartbeats.publish(connect_redis(settings.broker_url), beat)
+            heartbeats.publish(settings.redis.sync_client(), beat)
         except Exception:  # Redis away: the exit status and the log still say it
             log.warning("could not announce the failed load", exc_info=True)
 

@@ -6,11 +6,17 @@ exactly one GPU, `cuda:0`. CUDA is only ever touched here, inside the pool proce
 
 from __future__ import annotations
 
+import logging
 import os
+
+logger = logging.getLogger(__name__)
 
 
 def pick_device(environ: dict[str, str] | None = None) -> str:
-    """`MMQ_DEVICE` (cpu, cuda or auto); auto means the pinned GPU when there is one, else the CPU."""
+    """`MMQ_DEVICE`: cpu, cuda (the first visible GPU; an error when there is none) or auto, the
+    default: the GPU the worker is pinned to (`--gpus`), or the only GPU it sees (a container or
+    pod given one); with several visible and none chosen, the CPU, rather than every worker
+    crowding onto GPU 0."""
     env = os.environ if environ is None else environ
     wanted = env.get("MMQ_DEVICE", "auto")
     if wanted not in ("auto", "cpu", "cuda"):
@@ -21,13 +27,29 @@ def pick_device(environ: dict[str, str] | None = None) -> str:
         return "cpu"
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda"
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if wanted == "cuda":
-        from mmq.tasks.errors import ConfigurationError
+        if not visible:
+            from mmq.tasks.errors import ConfigurationError
 
-        raise ConfigurationError("MMQ_DEVICE=cuda but no GPU is visible to this process")
+            raise ConfigurationError("MMQ_DEVICE=cuda but no GPU is visible to this process")
+        return "cuda"
+    if visible == 1 or (visible and env.get("MMQ_PINNED_GPU")):
+        return "cuda"
+    if visible > 1:
+        logger.warning("%d GPUs are visible and none was chosen: computing on the CPU (choose one with "
+                       "--gpus, or MMQ_DEVICE=cuda for the first)", visible)
     return "cpu"
+
+
+def describe_gpu(device: str) -> dict[str, object]:
+    """The GPU a worker computes on, for its heartbeat: name and total memory (nothing on a CPU)."""
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    properties = torch.cuda.get_device_properties(0)
+    return {"gpu_name": properties.name, "gpu_total_bytes": properties.total_memory}
 
 
 def limit_cpu_threads(environ: dict[str, str] | None = None) -> None:

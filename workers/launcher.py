@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmq worker", description=__doc__.splitlines()[0])
     parser.add_argument("specialisation", choices=sorted(SPECIALISATIONS))
-    parser.add_argument("--gpus", default="", help="comma-separated GPU indices, e.g. 0,1 (default: CPU)")
+    parser.add_argument("--gpus", default="", help="comma-separated GPU indices, e.g. 0,1, counted within an "
+                        "inherited CUDA_VISIBLE_DEVICES (default: the only visible GPU, else the CPU)")
     parser.add_argument("--loglevel", default="INFO")
     return parser
 
@@ -59,12 +60,30 @@ def _parse_gpus(raw: str) -> list[str]:
     for gpu in gpus:
         if not gpu.isdigit():
             raise SystemExit(f"mmq worker: --gpus takes GPU indices like 0,1 but got {gpu!r}")
+        physical_gpu(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))  # out of range: said now, not per child
     return gpus
 
 
+def physical_gpu(index: str, inherited: str | None) -> str:
+    """What CUDA_VISIBLE_DEVICES must name for `--gpus index`: the index itself, or, under an
+    inherited allocation (a scheduler's CUDA_VISIBLE_DEVICES=4,5), its entry there (`--gpus 1`
+    is 5): a worker never escapes the GPUs it was given."""
+    if inherited is None:
+        return index
+    allowed = [item.strip() for item in inherited.split(",") if item.strip()]
+    if int(index) >= len(allowed):
+        raise SystemExit(f"mmq worker: --gpus {index}, but this process may use only {len(allowed)} GPU(s): "
+                         f"CUDA_VISIBLE_DEVICES={inherited} (--gpus counts within it, from 0)")
+    return allowed[int(index)]
+
+
 def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
+    # CUDA's own order is fastest first; nvidia-smi's, which people and `mmq plan` read, is the
+    # PCI bus's. Both before anything could initialise CUDA.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything could initialise CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        os.environ["MMQ_PINNED_GPU"] = gpu  # the device: this GPU (see devices.pick_device)
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     from celery.signals import worker_init
 

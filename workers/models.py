@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import weights
 from .devices import compute_dtype
 
 logger = logging.getLogger(__name__)
@@ -36,25 +37,48 @@ def resolve_model(source: str, *, kind: str, build: Callable[[Path], None], cach
 Model = TypeVar("Model")
 
 
-def load_pretrained(model_class: type[Model], source: str, device: str) -> Model:
-    """`model_class.from_pretrained(source)` in the device's compute dtype (half on a GPU), moved
-    onto the device, in inference mode (no dropout)."""
-    dtype = compute_dtype(device)
+def load_pretrained(model_class: type[Model], source: str, device: str, *, dtype: Any = None) -> Model:
+    """`model_class.from_pretrained(source)` in the device's compute dtype (half on a GPU, unless
+    `dtype` says otherwise), loaded straight onto the device (no full copy in host memory first),
+    from the float16 variant when that is what is on disk, in inference mode (no dropout)."""
+    dtype = dtype or compute_dtype(device)
     logger.info("loading %s onto %s as %s", source, device, dtype)
-    model: Any = model_class.from_pretrained(source, dtype=dtype)  # type: ignore[attr-defined]
-    return model.to(device).eval()
+    model: Any = model_class.from_pretrained(source, dtype=dtype, device_map=device,  # type: ignore[attr-defined]
+                                             **_variant(source))
+    return model.eval()
 
 
 def load_pipeline(pipeline_class: type[Model], source: str, device: str, **options: Any) -> Model:
     """A diffusers `pipeline_class.from_pretrained(source, **options)` in the device's compute dtype,
-    moved onto the device, with its progress bar off (workers report progress themselves). Its
-    models are in inference mode already: diffusers loads them with `eval()`."""
+    loaded straight onto the device, from the float16 variant when that is what is on disk, with
+    its progress bar off (workers report progress themselves). Its models are in inference mode
+    already: diffusers loads them with `eval()`."""
     dtype = compute_dtype(device)
     logger.info("loading %s onto %s as %s", source, device, dtype)
-    pipeline: Any = pipeline_class.from_pretrained(source, dtype=dtype, **options)  # type: ignore[attr-defined]
-    pipeline.to(device)
+    pipeline: Any = pipeline_class.from_pretrained(source, dtype=dtype, device_map=device,  # type: ignore[attr-defined]
+                                                   **_variant(source), **options)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def _variant(source: str) -> dict[str, str]:
+    """`variant="fp16"` when the weights on disk (a folder, or the hub cache's copy of an id) are
+    the float16 variant only, as `mmq models pull` fetches them where one is published."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        folder = _cached_snapshot(source)
+    found = weights.variant(folder) if folder is not None else None
+    return {"variant": found} if found else {}
+
+
+def _cached_snapshot(repo: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for marker in ("model_index.json", "config.json"):
+        found = try_to_load_from_cache(repo, marker)
+        if isinstance(found, str):
+            return Path(found).parent
+    return None
 
 
 def _build_once(folder: Path, build: Callable[[Path], None]) -> None:

@@ -23,7 +23,7 @@ from transformers import (
 
 from mmq.tasks.errors import MMQError
 from mmq.workers.chunks import chunks
-from mmq.workers.devices import compute_dtype
+from mmq.workers.models import load_pretrained
 
 from .chunking import Chunk, split_by_tokens
 
@@ -54,11 +54,8 @@ class Seq2Seq:
 
     @classmethod
     def load(cls, source: str, device: str) -> Seq2Seq:
-        dtype = compute_dtype(device)
-        logger.info("loading %s onto %s as %s", source, device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype)
-        model.to(device).eval()
+        model = load_pretrained(AutoModelForSeq2SeqLM, source, device)
         # Every call passes max_new_tokens (and min_new_tokens); checkpoints such as bart-large-cnn
         # also set absolute max_length/min_length, which would clash with them (and warn each call).
         model.generation_config.max_length = None

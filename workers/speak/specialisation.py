@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, VitsModel
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.models import resolve_model
+from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.seeding import seeded
 from mmq.workers.specialisation import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
@@ -42,10 +42,8 @@ class SpeakSpecialisation(Specialisation):
         source = resolve_model(
             self.context.model, kind="vits", build=build_tiny_vits, cache_dir=self.context.cache_dir
         )
-        logger.info("loading %s onto %s as %s", source, self.context.device, DTYPE)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = VitsModel.from_pretrained(source, dtype=DTYPE)
-        self.model.to(self.context.device).eval()
+        self.model = load_pretrained(VitsModel, source, self.context.device, dtype=DTYPE)
 
     @property
     def sampling_rate(self) -> int:

@@ -16,6 +16,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from mmq.workers.audio import SAMPLE_RATE
 from mmq.workers.devices import compute_dtype
+from mmq.workers.models import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,8 @@ class TransformersWhisper:
 
     def __init__(self, source: str, device: str) -> None:
         self.dtype = compute_dtype(device)
-        logger.info("loading %s onto %s as %s", source, device, self.dtype)
         self.processor = WhisperProcessor.from_pretrained(source)
-        self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=self.dtype)
-        self.model.to(device).eval()
+        self.model = load_pretrained(WhisperForConditionalGeneration, source, device)
         config = self.model.generation_config
         lang_to_id = getattr(config, "lang_to_id", None) or {}
         # English-only checkpoints (tiny.en, ...) say so, and have no language tokens to prompt with.
