@@ -68,8 +68,9 @@ TASKS: Mapping[str, TaskSpec] = {
             specialisation="speech",
             inputs={
                 "audio": Field(Kind.AUDIO, "Speech: wav, flac, mp3, ogg or m4a, any sample rate and channels."),
-                "language": Field(Kind.TEXT, "Spoken language, ISO 639-1 (e.g. en); empty to detect it.",
-                                  default="", max_length=8),
+                "language": Field(Kind.TEXT, "Spoken language: ISO 639-1 (fr), BCP-47 (pt-BR), ISO 639-3 (fra) "
+                                  "or an NLLB code (fra_Latn); empty to detect it. The output says it as given "
+                                  "(detected: ISO 639-1).", default="", max_length=16),
             },
             outputs=outputs(text=Kind.TEXT, segments=Kind.JSON, language=Kind.TEXT),
             memory_inputs=("audio",),
@@ -94,10 +95,11 @@ TASKS: Mapping[str, TaskSpec] = {
             inputs={
                 "text": Field(Kind.TEXT, "The text to translate; long text is translated in chunks.",
                               max_length=_LONG_TEXT),
-                "source_language": Field(Kind.TEXT, "Language code of the text (the model's codes, e.g. eng_Latn).",
-                                         default="eng_Latn", max_length=16),
-                "target_language": Field(Kind.TEXT, "Language code to translate into (e.g. fra_Latn).",
-                                         default="fra_Latn", max_length=16),
+                "source_language": Field(Kind.TEXT, "Language of the text: ISO 639-1 (en), BCP-47 (zh-Hant, "
+                                         "pt-BR), ISO 639-3 (eng) or the model's own code (eng_Latn).",
+                                         default="en", max_length=16),
+                "target_language": Field(Kind.TEXT, "Language to translate into, in any of those forms (fr, "
+                                         "fra_Latn).", default="fr", max_length=16),
             },
             outputs=outputs(translation=Kind.TEXT),
             memory_inputs=("text",),

@@ -94,8 +94,25 @@ def test_max_tokens_beyond_the_decoder_fails_naming_its_limit(summarizer):
 def test_translation_defaults_to_english_into_french(translator):
     record = finished(translator.submit("translate", text=SHORT))
     assert isinstance(record.outputs["translation"], str) and record.outputs["translation"].strip()
-    assert (record.inputs["source_language"], record.inputs["target_language"]) == ("eng_Latn", "fra_Latn")
+    assert (record.inputs["source_language"], record.inputs["target_language"]) == ("en", "fr")
     assert record.step_states["translate"].progress == (1, 1)
+
+
+@pytest.mark.parametrize("source, target", [("de", "es"), ("de-AT", "es-419"), ("deu", "spa_Latn"),
+                                            ("zh-TW", "pt-BR"), ("fra_Latn", "en")])
+def test_iso_639_1_bcp_47_and_the_models_own_codes_all_translate(translator, source, target):
+    record = finished(translator.submit("translate", text=SHORT, source_language=source, target_language=target))
+    assert record.outputs["translation"].strip()
+
+
+def test_a_language_written_in_two_scripts_needs_its_script_named():
+    from mmq.tasks.languages import for_nllb
+
+    known = frozenset({"zho_Hans", "zho_Hant", "kas_Arab", "kas_Deva", "srp_Cyrl", "eng_Latn"})
+    assert for_nllb("zh", known, field="f") == "zho_Hans" and for_nllb("zh-HK", known, field="f") == "zho_Hant"
+    assert for_nllb("ks", known, field="f") == "kas_Arab" and for_nllb("ks-Deva", known, field="f") == "kas_Deva"
+    with pytest.raises(InvalidInput, match=r"f: unknown language code 'sr-Latn'; the model knows e.g. srp_Cyrl"):
+        for_nllb("sr-Latn", known, field="f")
 
 
 def test_another_known_language_pair_translates(translator):
@@ -114,7 +131,8 @@ def test_long_text_is_translated_in_chunks_keeping_its_paragraphs(translator):
 
 @pytest.mark.parametrize("field, code, suggested", [
     ("target_language", "xx_Yyyy", "eng_Latn"),  # nothing close: common codes
-    ("source_language", "eng_latn", "eng_Latn"),  # a close match is suggested first
+    ("source_language", "eng_Latx", "eng_Latn"),  # the same language in a script it has is suggested first
+    ("target_language", "qq", "eng_Latn"),  # not a language at all
 ])
 def test_an_unknown_language_code_fails_naming_it_then_a_good_job_runs(translator, field, code, suggested):
     record = finished(translator.submit("translate", text=SHORT, **{field: code}), JobStatus.FAILED)

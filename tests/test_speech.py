@@ -216,6 +216,12 @@ def test_a_given_language_is_used_instead_of_detected(speech_client, good_audio)
     assert record.outputs["language"] == "fr"
 
 
+@pytest.mark.parametrize("given", ["fr-CA", "fra", "fra_Latn", "FR"])
+def test_any_common_form_of_a_language_code_is_taken_and_returned_as_given(speech_client, good_audio, given):
+    record = finished(speech_client.submit("transcribe", audio=good_audio, language=given))
+    assert record.outputs["language"] == given  # Whisper was given "fr"; the user gets their own code back
+
+
 def test_silence_gives_no_text_and_no_segments(speech_client, tmp_path):
     path = write(tmp_path, "silence.flac", encode(silence(3.0), "flac"))
     record = finished(speech_client.submit("transcribe", audio=path))
@@ -241,7 +247,7 @@ def test_a_file_that_is_not_audio_is_refused_at_submission(speech_client, good_a
     ("truncated.flac", lambda s: encode(s, "flac")[:300], "", "audio: not decodable audio"),
     ("empty.wav", lambda s: wav_header(0), "", "audio: contains no samples"),
     ("speech.flac", lambda s: encode(s, "flac"), "xx",
-     "language: 'xx' is not a language code this model knows"),
+     "language: unknown language code 'xx'; the model knows e.g. "),
 ], ids=["corrupt-wav", "truncated-flac", "no-samples-wav", "unknown-language"])
 def test_bad_audio_fails_the_job_naming_the_problem_then_a_good_job_runs(
         speech_client, speech, good_audio, tmp_path, name, make, language, message):

@@ -7,7 +7,6 @@ text is cut into chunks at sentence ends, translated in batches and joined in or
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import Any, ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
+from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
 from mmq.workers.models import resolve_model
 from mmq.workers.specialisation import Progress, Specialisation
@@ -33,7 +33,6 @@ MAX_CHUNK_TOKENS = 256
 # twice as many, and no more, so that a degenerate repetition stops early.
 OUTPUT_RATIO = 2
 OUTPUT_SLACK = 16
-EXAMPLE_CODES = ("eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "zho_Hans")
 
 
 class TranslateSpecialisation(Specialisation):
@@ -76,19 +75,22 @@ class TranslateSpecialisation(Specialisation):
         if not job["text"].strip():
             raise InvalidInput("text must not be empty", field="text")
         for field in ("source_language", "target_language"):
-            if job[field] not in self.languages:
-                raise InvalidInput(_unknown_code(field, job[field], self.languages), field=field)
+            self.model_code(job, field)
+
+    def model_code(self, job: Mapping[str, Any], field: str) -> str:
+        """The model's own code (fra_Latn) for the language as the user named it (fr, fr-FR, fra…)."""
+        return languages.for_nllb(job[field], self.languages, field=field)
 
     def _translate(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> str:
         tokenizer = self.seq2seq.tokenizer
         # 3. encode: the tokenizer puts the source code before each chunk.
-        tokenizer.src_lang = job["source_language"]
+        tokenizer.src_lang = self.model_code(job, "source_language")
         # 4. generate, 5. decode: the target code is the decoder's first token.
         outputs = self.seq2seq.generate(
             [chunk.text for chunk in chunks],
             tally.advance,
             max_new_tokens=self._max_new_tokens,
-            forced_bos_token_id=tokenizer.convert_tokens_to_ids(job["target_language"]),
+            forced_bos_token_id=tokenizer.convert_tokens_to_ids(self.model_code(job, "target_language")),
         )
         for number, output in enumerate(outputs, start=1):
             if not output.finished:  # said, not hidden: the translation may lack its end
@@ -112,8 +114,3 @@ def language_codes(tokenizer: PreTrainedTokenizerBase) -> frozenset[str]:
     return frozenset(token for token in candidates if LANGUAGE_CODE.fullmatch(token))
 
 
-def _unknown_code(field: str, code: str, known: frozenset[str]) -> str:
-    close = difflib.get_close_matches(code, sorted(known), n=3, cutoff=0.6)
-    examples = [*close, *(c for c in EXAMPLE_CODES if c in known and c not in close)][:5] or sorted(known)[:5]
-    return (f"{field}: unknown language code {code!r}; the model knows e.g. {', '.join(examples)}, ... "
-            f"({len(known)} codes)")

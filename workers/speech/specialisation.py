@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput
 from mmq.workers.audio import SAMPLE_RATE, decode_audio
 from mmq.workers.models import TINY, resolve_model
@@ -47,16 +48,17 @@ class SpeechSpecialisation(Specialisation):
 
     def check_inputs(self, job: Mapping[str, Any]) -> None:
         """Refuse a language the model cannot transcribe, naming it (no silent fallback to detection)."""
-        language = job["language"]
-        if not language:
-            return
-        if self.backend.english_only and language != "en":
-            raise InvalidInput(f"language: this model transcribes English only, so language must be 'en' "
-                               f"or empty, not {language!r}", field="language")
-        if language not in self.backend.languages:
-            examples = ", ".join(sorted(self.backend.languages)[:8])
-            raise InvalidInput(f"language: {language!r} is not a language code this model knows "
-                               f"({len(self.backend.languages)} codes such as {examples})", field="language")
+        if job["language"] and self.backend.english_only and \
+                languages.parse(job["language"].split("_")[0], field="language")[0] != "eng":
+            raise InvalidInput(f"language: this model transcribes English only, so language must be English "
+                               f"(en) or empty, not {job['language']!r}", field="language")
+        self.model_code(job)
+
+    def model_code(self, job: Mapping[str, Any]) -> str:
+        """Whisper's code (fr) for the language as the user named it (fr, fr-CA, fra…); '' to detect."""
+        if not job["language"]:
+            return ""
+        return languages.for_whisper(job["language"], self.backend.languages, field="language")
 
     def _transcribe(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         # 2. decode: any container, rate and channel count to 16 kHz mono, refused when too long
@@ -64,7 +66,7 @@ class SpeechSpecialisation(Specialisation):
         audio = decode_audio(job["audio"].read(), field="audio", max_duration_s=limit_s)
         windows = split_windows(audio, SAMPLE_RATE)  # 3. chunk: never truncate long audio
         logger.info("transcribing %.1f s of audio in %d window(s)", audio.size / SAMPLE_RATE, len(windows))
-        language: str | None = job["language"] or None
+        language: str | None = self.model_code(job) or None
         segments: list[Segment] = []
         for done, (start, end) in enumerate(windows, start=1):  # 4. transcribe, window by window
             window = audio[start:end]
@@ -72,7 +74,8 @@ class SpeechSpecialisation(Specialisation):
                 found, language = self.backend.transcribe_chunk(window, language)  # the first detects
                 segments += _placed(found, offset_s=start / SAMPLE_RATE, duration_s=window.size / SAMPLE_RATE)
             progress(done, len(windows))  # may raise to abort: the job was cancelled or failed
-        return self._assembled(segments, language)  # 5. assemble
+        # 5. assemble: the language as the user named it, or as detected (ISO 639-1)
+        return self._assembled(segments, job["language"] or language)
 
     def _assembled(self, segments: list[Segment], language: str | None) -> dict[str, Any]:
         # Segment texts carry their own leading spaces where the language uses them (not in Chinese).
