@@ -29,6 +29,7 @@ from .servers import free_port, pid_alive, port_free, start_redis, start_seaweed
 HUB = "hub"
 WORKER_START_TIMEOUT_S = 300.0  # to the first heartbeat; the load itself may take as long as it takes
 LOADING_NOTE_S = 30.0
+SERVER_START_TIMEOUT_S = 60.0  # the gateway, Flower
 DEFAULT_GATEWAY_PORT = 8600
 DEFAULT_FLOWER_PORT = 5555
 WORKER_STOP_TIMEOUT_S = 180.0  # beyond the default shutdown timeout, so a running step can finish
@@ -148,10 +149,12 @@ class LocalStack:
             state.save(self.data_dir)
         self._wait_for_workers(state, log)
         if gateway:
-            self._wait_for_gateway(state, log)
+            self._wait_until_it_answers(state, "gateway", "/healthz", log)
         if flower:  # after the workers: Flower asks them for their queues and stats as it starts
             state.processes.append(self._start_flower(state.env))
             state.save(self.data_dir)
+            # Named only once it answers (401 without its password: it is up), as the gateway is.
+            self._wait_until_it_answers(state, "flower", "/api/workers", log)
         return state
 
     def down(self, *, log: callable = print) -> list[str]:
@@ -204,22 +207,23 @@ class LocalStack:
         log_file.close()
         return StackProcess("flower", process.pid, "flower", port)
 
-    def _wait_for_gateway(self, state: StackState, log: callable) -> None:
+    def _wait_until_it_answers(self, state: StackState, name: str, path: str, log: callable) -> None:
+        """Until the HTTP server `name` answers on its port (any status but a server error)."""
         import httpx
 
-        process = next(p for p in state.processes if p.name == "gateway")
-        deadline = time.monotonic() + 60
+        process = next(p for p in state.processes if p.name == name)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{process.port}/healthz", timeout=2).status_code == 200:
-                    log(f"gateway ready on http://127.0.0.1:{process.port}")
+                if httpx.get(f"http://127.0.0.1:{process.port}{path}", timeout=2).status_code < 500:
+                    log(f"{name} ready on http://127.0.0.1:{process.port}")
                     return
             except httpx.HTTPError:
                 pass
             if not process.running():
-                raise StackError(f"the gateway exited at start; see {self.data_dir / 'logs' / 'gateway.log'}")
+                raise StackError(f"{name} exited at start; see {self.data_dir / 'logs' / (name + '.log')}")
             if time.monotonic() > deadline:
-                raise StackError("the gateway did not answer within 60 s")
+                raise StackError(f"{name} did not answer within {SERVER_START_TIMEOUT_S:.0f} s")
             time.sleep(0.2)
 
     def _wait_for_workers(self, state: StackState, log: callable) -> None:

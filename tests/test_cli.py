@@ -43,8 +43,12 @@ def local_stack(tmp_path_factory):
 
 
 def test_up_twice_reuses_the_stack_and_down_stops_exactly_it(tmp_path):
+    import httpx
+
     own_stack = start(tmp_path / "data", tmp_path)
     state = StackState.load(own_stack)
+    # Flower was named because it answers: a request right after `up` is answered, not refused.
+    assert httpx.get(f"{state.flower_url}/api/workers", timeout=10).status_code == 401
     assert [p.name for p in state.processes] == ["redis", "seaweedfs", "gateway", "worker:caption", "flower"]
     again = mmq("up", "--only", "caption", data_dir=own_stack, cwd=tmp_path)
     assert again.returncode == 0 and "already up" in again.stdout
@@ -227,3 +231,36 @@ def test_flower_shows_each_specialisations_worker_behind_a_password(local_stack)
     assert [q["name"] for q in found[caption]["active_queues"]] == ["caption"]
     metrics = httpx.get(f"{state.flower_url}/metrics", auth=(user, password), timeout=30)
     assert metrics.status_code == 200 and "flower_" in metrics.text
+
+
+def required_inputs(schema: dict, files: dict[str, Path]) -> dict:
+    """Only what a task or pipeline requires (and the least of its one-of inputs): everything else
+    is its default, as a user's first run leaves it."""
+    from mmq.tasks.fields import Kind
+
+    samples = {Kind.IMAGE: files["image"], Kind.AUDIO: files["audio"], Kind.VIDEO: files["video"],
+               Kind.TEXT: "A fox lives by a lake. It drinks there each day.", Kind.EMBEDDING: [[0.1, 0.2, 0.3]]}
+    inputs = {}
+    for name, field in schema.items():
+        if field.required:
+            inputs[name] = [samples[field.kind]] if field.many else samples[field.kind]
+    return inputs
+
+
+def test_every_task_and_built_in_pipeline_runs_with_only_its_required_inputs(local_stack, tmp_path, sample_image):
+    from mmq.clients import Client
+    from mmq.tasks import PIPELINES, TASKS, Settings
+
+    from .media_samples import make_video, speak
+
+    files = {"image": sample_image, "audio": tmp_path / "note.wav", "video": tmp_path / "clip.mp4"}
+    speak("draw a red house by the sea", files["audio"])
+    files["video"].write_bytes(make_video(seconds=2.0))
+    one_of = {"embed": {"texts": ["a house"]}, "rank": {"texts": ["a house", "a boat"]},
+              "segment": {"points": [[20, 30]]}}
+    with Client(settings=Settings.from_env(StackState.load(local_stack).env)) as client:
+        jobs = {name: client.submit(name, **required_inputs(spec.inputs, files), **one_of.get(name, {}))
+                for name, spec in {**TASKS, **PIPELINES}.items()}
+        ended = {name: job.wait(timeout_s=900) for name, job in jobs.items()}
+    failed = {name: record.error for name, record in ended.items() if record.status.value != "succeeded"}
+    assert not failed, failed

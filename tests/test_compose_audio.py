@@ -5,8 +5,8 @@ the codec's rate, seeded, with a duration over the model's limit refused by name
 
 Faked: the hub, unreachable here. The worker runs a tiny MusicGen (musicgen-small layout: T5 text
 encoder, EnCodec codec, MusicGen decoder) with random weights, so its sound is noise: these tests
-check the WAV (rate, channels, length), determinism and the plumbing. Its decoder has 128
-positions (the real one 2048), so its longest audio is about 2.5 s. No GPU: it runs on the CPU.
+check the WAV (rate, channels, length), determinism and the plumbing. Its decoder has 512
+positions (the real one 2048), so its longest audio is about 10 s. No GPU: it runs on the CPU.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_sound(compose
 
 
 def test_a_duration_over_the_models_limit_fails_naming_duration_s_then_a_good_job_runs(composer):
-    # the contract allows 30 s; the tiny decoder's 128 positions hold 2.48 s (musicgen-small: 40 s)
-    job = composer.submit("compose", prompt=PROMPT, duration_s=3.0)
+    # the contract allows 30 s; the tiny decoder's 512 positions hold 10.16 s (musicgen-small: 40 s)
+    job = composer.submit("compose", prompt=PROMPT, duration_s=12.0)
     record = finished(job, JobStatus.FAILED)
     assert (record.error["step"], record.error["type"]) == ("compose", "InvalidInput")
-    assert record.error["message"].startswith("duration_s: 3 s is over this model's limit of 2.48 s"), \
+    assert record.error["message"].startswith("duration_s: 12 s is over this model's limit of 10.16 s"), \
         record.error["message"]
     assert_still_serving(composer)
 

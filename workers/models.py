@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 TINY = "tiny"
 # Bump when a tiny builder changes, so old cached folders are not reused.
-TINY_VERSION = "v3"
+TINY_VERSION = "v4"
 
 
 def resolve_model(source: str, *, kind: str, build: Callable[[Path], None], cache_dir: Path) -> str:

@@ -7,8 +7,8 @@ settings and file layout, at toy sizes. Its sound is noise; only its plumbing (r
 determinism per seed, the duration limit) is meaningful.
 
 The codec keeps the real frame rate (50 codes per second) at an 8 kHz sampling rate; the decoder
-has 128 positions where the real one has 2048, so its longest audio is about 2.5 s, and a
-"too long" duration is reachable in tests.
+has 512 positions where the real one has 2048, so its longest audio is about 10 s: the task's
+default (5 s) runs, and a "too long" duration (under the catalogue's 30 s) is reachable in tests.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ CODEBOOK_SIZE = 64  # 6 bits per code
 NUM_CODEBOOKS = 4  # as in musicgen-small
 # EnCodec derives its number of codebooks from the bandwidth: 1000 * 1.2 // (50 Hz * 6 bits) = 4.
 TARGET_BANDWIDTH_KBPS = 1.2
-MAX_POSITIONS = 128
+MAX_POSITIONS = 512
 MAX_PROMPT_TOKENS = 512  # the real T5 tokenizer's model_max_length
 # The T5 vocabulary: its three special tokens first (as in T5), the word boundary, single
 # characters (so no prompt is unknown), then a few whole words, then 100 sentinels (added by
