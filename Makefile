@@ -1,4 +1,4 @@
-# mmq: `make demo` runs remix on the embedded local stack; `make test` runs the suite.
+# mmq: `make demo` runs voice-to-image on the embedded local stack; `make test` runs the suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -163,8 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--data-dir")
     worker.set_defaults(handler=_worker)
 
-    demo = commands.add_parser("demo", help="up (tiny models), remix a sample image, print, down")
-    demo.add_argument("--image", default=None, help="image to remix (default: the shipped sample)")
+    demo = commands.add_parser("demo", help="up, turn a spoken request into a picture (real Whisper tiny.en, "
+                               "tiny random diffusion), print, down")
+    demo.add_argument("--audio", default=None, help="a spoken request (default: samples/voice-note.wav)")
     demo.add_argument("--data-dir")
     demo.set_defaults(handler=_demo)
     return parser
@@ -502,7 +503,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(image=args.image)
+    return run_demo(audio=args.audio)
 
 
 def parse_inputs(schema: Mapping[str, Field], pairs: Sequence[str]) -> dict[str, Any]:
