@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mmq.tasks import heartbeats
 from mmq.tasks.errors import StackError
@@ -252,9 +253,15 @@ class LocalStack:
             if silent and time.monotonic() > deadline:
                 raise StackError(f"no heartbeat after {WORKER_START_TIMEOUT_S:.0f} s from: {', '.join(silent)}")
             if waiting and time.monotonic() > next_note:
-                log("still loading: " + ", ".join(f"{n} ({heartbeats.describe(beats[n])})" for n in waiting))
+                log("still loading: " + ", ".join(f"{n} ({_loading_note(beats[n])})" for n in waiting))
                 next_note = time.monotonic() + LOADING_NOTE_S
             time.sleep(0.2)
+
+
+def _loading_note(beat: dict[str, Any]) -> str:
+    """A waiting worker for people: its phase, or that its first heartbeat has not come yet (a
+    worker still importing its libraries, which `describe` alone would call ready)."""
+    return heartbeats.describe(beat) if beat else "starting: no heartbeat yet"
 
 
 def models_env(env: Mapping[str, str], models: str) -> dict[str, str]:
