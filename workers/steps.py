@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
@@ -177,7 +179,7 @@ class StepRunner:
         inputs = task.check_inputs(raw, where=f"{where} ({task.name})")
         fetching = _Stopwatch()
         prepared = {name: self._prepare(value, fetching) for name, value in inputs.items()}
-        progress = _ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
+        progress = ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
         outputs = self.executor.run(task.name, prepared, progress)
         storing = _Stopwatch()
         with storing:
@@ -263,12 +265,18 @@ class _Stopwatch:
         self.seconds += time.perf_counter() - self._started
 
 
-class _ProgressReporter:
-    """The one progress hook a specialisation calls; it also notices that the job has ended."""
+class ProgressReporter:
+    """The one progress hook a specialisation calls; it also notices that the job has ended.
+
+    Progress is best effort: a write that fails (Redis away for a moment, the record expired) is
+    logged once per step and never fails the step, nor the batch it shares a forward pass with; the
+    step's final write is the one that counts, and it is checked. Only a job that ended raises.
+    """
 
     def __init__(self, jobs: JobStore, job_id: str, step: str, state: StepState, item: int | None) -> None:
         self._jobs, self._job_id, self._step, self._state, self._item = jobs, job_id, step, state, item
         self._last_write = 0.0
+        self._write_failed = False
 
     def __call__(self, done: int, total: int) -> None:
         self._state.progress = (done, total)
@@ -276,5 +284,16 @@ class _ProgressReporter:
         if done < total and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write = now
-        if not self._jobs.save_step(self._job_id, self._step, self._state, item=self._item):
+        try:
+            written = self._jobs.save_step(self._job_id, self._step, self._state, item=self._item)
+        except (MMQError, RedisError) as error:
+            self._note_failed_write(error)
+            return
+        if not written:
             raise StepAborted(f"job {self._job_id} ended while step {self._step!r} ran")
+
+    def _note_failed_write(self, error: Exception) -> None:
+        if not self._write_failed:  # once per step: a Redis outage would otherwise log every token
+            log.warning("job %s step %s: could not write its progress (%s: %s); the step goes on",
+                        self._job_id, self._step, type(error).__name__, error)
+        self._write_failed = True
