@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mmq.tasks.fields import Field
-from mmq.tasks.jobs import JobRecord, JobStatus
+from mmq.tasks.records import JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 
 from .artifact import Artifact

@@ -15,7 +15,7 @@ from typing import Any
 from mmq.tasks.errors import InvalidInput, JobNotFound, JobTimeout, MMQError
 from mmq.tasks.fields import Field
 from mmq.tasks.heartbeats import EXIT_LOAD_FAILED
-from mmq.tasks.jobs import JobStatus
+from mmq.tasks.records import JobStatus
 from mmq.tasks.settings import TINY
 from mmq.tasks.specialisations import SPECIALISATIONS
 
@@ -364,12 +364,13 @@ def _gateway(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from mmq.tasks import heartbeats
-    from mmq.tasks.jobs import JobStore
+    from mmq.tasks.records import JobStore
     from mmq.tasks.settings import Settings
 
     from .operations import status
 
-    report = status(JobStore.from_settings(Settings.from_env()))
+    settings = Settings.from_env()
+    report = status(JobStore.from_settings(settings), settings.redis.sync_client())
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from mmq.tasks.errors import JobTimeout
 from mmq.tasks.fields import Field
-from mmq.tasks.jobs import JobRecord, JobStatus
+from mmq.tasks.records import JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.settings import Settings
 from mmq.tasks.webhooks import WebhookSpec

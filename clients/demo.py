@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mmq.tasks.catalogue import PIPELINES, TASKS
 from mmq.tasks.errors import InvalidInput
-from mmq.tasks.jobs import JobStatus
+from mmq.tasks.records import JobStatus
 
 from .client import Client
 from .stack import LocalStack

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,9 +14,9 @@ from mmq.tasks.catalogue import TASKS, describe_all, lookup
 from mmq.tasks.celery_app import make_celery
 from mmq.tasks.errors import BrokerUnavailable, ConfigurationError, InvalidInput
 from mmq.tasks.fields import Field
-from mmq.tasks.jobs import JobPage, JobRecord, JobStatus, JobStore, StepSpec
 from mmq.tasks.media import sniff_media_type
-from mmq.tasks.pipelines import Pipeline, step_to_dict
+from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.records import JobPage, JobRecord, JobStatus, JobStore, describe_target, new_record
 from mmq.tasks.settings import Settings
 from mmq.tasks.specfiles import load_pipeline_folder, pipeline_from_dict
 from mmq.tasks.tenants import artifact_prefix
@@ -36,10 +32,12 @@ class DirectTransport:
     `owner` is the tenant the jobs belong to (the gateway passes the caller's); None inside the
     cluster, where every job is visible."""
 
-    def __init__(self, settings: Settings, *, jobs: JobStore | None = None, store: ArtifactStore | None = None,
-                 pipelines: Mapping[str, Pipeline] | None = None) -> None:
+    def __init__(self, settings: Settings, *, redis: Any = None, jobs: JobStore | None = None,
+                 store: ArtifactStore | None = None, pipelines: Mapping[str, Pipeline] | None = None) -> None:
         self.settings = settings
-        self.jobs = jobs or JobStore.from_settings(settings)
+        # A redis-py client for the job records and the worker heartbeats (`waiting`).
+        self._redis = redis or settings.redis.sync_client()
+        self.jobs = jobs or JobStore(self._redis, ttl_s=settings.record_ttl_s)
         self.store = store or ArtifactStore.from_settings(settings)
         # Pipelines of the pipelines folder (YAML/JSON), beside the built-in ones.
         self.extra_pipelines = dict(pipelines if pipelines is not None
@@ -62,34 +60,34 @@ class DirectTransport:
                idempotency_key: str | None = None, webhook: WebhookSpec | None = None,
                owner: str | None = None) -> str:
         pipeline = self.pipeline(target)
-        kind = "task" if pipeline.name in TASKS and len(pipeline.steps) == 1 else "pipeline"
-        where = f"{kind} {pipeline.name!r}"
-        pending = {k: _pending_file(k, v, pipeline.inputs.get(k)) for k, v in inputs.items()}
-        # Check everything before uploading anything: placeholders stand in for the files.
-        pipeline.check_inputs({k: _placeholders(p) for k, p in pending.items()}, where=where)
+        files = self._read_files(pipeline, inputs, where=describe_target(pipeline))
         if webhook is not None and owner is None and not self.settings.webhook_secret:
             raise ConfigurationError("a webhook of a job submitted inside the cluster is signed with "
                                      "MMQ_WEBHOOK_SECRET, which is not set")
-        prefix = artifact_prefix(owner)
-        uploaded = {k: self._upload_pending(p, prefix) for k, p in pending.items()}
-        checked = pipeline.check_inputs(uploaded, where=where)
-        return self._enqueue(pipeline, checked, idempotency_key=idempotency_key, webhook=webhook, owner=owner)
+        record = new_record(pipeline, self._upload_files(files, owner), owner=owner, webhook=webhook)
+        since = self.jobs.primary()
+        # The record exists before any worker can see a step.
+        created = self.jobs.create(record, idempotency_key=idempotency_key)
+        if created == record.id:
+            try:
+                build_canvas(self._celery, record).apply_async()
+            except Exception as exc:  # kombu raises many types; the job must not stay queued forever
+                self._fail_unqueued(record, exc)
+                raise BrokerUnavailable(f"could not queue job {record.id}: {exc}") from None
+        # (else the idempotency key named this job before: nothing new is queued.) Under Sentinel, a
+        # replica holds the record and the step messages before the caller is told the job exists.
+        self.jobs.confirm([created], since)
+        return created
 
     def submit_many(self, target: str | Pipeline | Mapping[str, Any], inputs: Iterable[Mapping[str, Any]], *,
                     owner: str | None = None) -> list[str]:
         """Queue one job per inputs mapping, all checked first: one Redis round trip for the records
         and one broker connection for the messages, so thousands are queued per second."""
         pipeline = self.pipeline(target)
-        where = f"{'task' if pipeline.name in TASKS and len(pipeline.steps) == 1 else 'pipeline'} {pipeline.name!r}"
-        pending = []
-        for index, job_inputs in enumerate(inputs):
-            files = {k: _pending_file(k, v, pipeline.inputs.get(k)) for k, v in job_inputs.items()}
-            pipeline.check_inputs({k: _placeholders(f) for k, f in files.items()}, where=f"{where} (job {index})")
-            pending.append(files)
-        prefix = artifact_prefix(owner)
-        records = [self._record(pipeline, pipeline.check_inputs(
-            {k: self._upload_pending(f, prefix) for k, f in files.items()}, where=where), webhook=None, owner=owner)
-            for files in pending]
+        where = describe_target(pipeline)
+        pending = [self._read_files(pipeline, job_inputs, where=f"{where} (job {index})")
+                   for index, job_inputs in enumerate(inputs)]
+        records = [new_record(pipeline, self._upload_files(files, owner), owner=owner) for files in pending]
         since = self.jobs.primary()
         self.jobs.create_many(records)
         queued = 0
@@ -100,11 +98,22 @@ class DirectTransport:
                     queued += 1
         except Exception as exc:  # kombu raises many types; no job may stay queued with no message
             for record in records[queued:]:
-                self.jobs.finish(record.id, JobStatus.FAILED, error={
-                    "step": "submit", "type": type(exc).__name__, "message": str(exc)})
+                self._fail_unqueued(record, exc)
             raise BrokerUnavailable(f"queued {queued} of {len(records)} jobs: {exc}") from None
         self.jobs.confirm([record.id for record in records], since)  # on a replica before we say so
         return [record.id for record in records]
+
+    def _read_files(self, pipeline: Pipeline, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+        """The inputs with each file (a path or bytes) read and typed, not yet uploaded; all of them
+        checked first, with placeholders standing in for the files, so that nothing is uploaded
+        for a submission that is refused."""
+        files = {k: _pending_file(k, v, pipeline.inputs.get(k)) for k, v in inputs.items()}
+        pipeline.check_inputs({k: _placeholders(f) for k, f in files.items()}, where=where)
+        return files
+
+    def _upload_files(self, files: Mapping[str, Any], owner: str | None) -> dict[str, Any]:
+        prefix = artifact_prefix(owner)
+        return {k: self._upload_pending(value, prefix) for k, value in files.items()}
 
     def _upload_pending(self, value: Any, prefix: str) -> Any:
         if isinstance(value, list):
@@ -113,41 +122,10 @@ class DirectTransport:
             return self.store.put_bytes(value.data, value.media_type, prefix=prefix)
         return value
 
-    def _record(self, pipeline: Pipeline, inputs: Mapping[str, Any], *, webhook: WebhookSpec | None,
-                owner: str | None) -> JobRecord:
-        job_id = uuid.uuid4().hex
-        levels = pipeline.levels()
-        return JobRecord(
-            id=job_id, name=pipeline.name,
-            inputs={k: _to_json(v) for k, v in inputs.items()},
-            steps=[StepSpec(name=s.name, task=s.task, queue=TASKS[s.task].specialisation,
-                            celery_id=f"{job_id}-{i}", bind=step_to_dict(s)["bind"], each=dict(s.each),
-                            level=levels[s.name])
-                   for i, s in enumerate(pipeline.ordered())],
-            output_map=dict(pipeline.outputs), created_at=time.time(), owner=owner,
-            webhook=webhook.to_dict() if webhook else None,
-        )
-
-    def _enqueue(self, pipeline: Pipeline, inputs: Mapping[str, Any], *, idempotency_key: str | None,
-                 webhook: WebhookSpec | None, owner: str | None) -> str:
-        record = self._record(pipeline, inputs, webhook=webhook, owner=owner)
-        job_id = record.id
-        idempotency = (idempotency_key, _fingerprint(pipeline, record)) if idempotency_key else None
-        since = self.jobs.primary()
-        # The record exists before any worker can see a step.
-        created = self.jobs.create(record, webhook_events=webhook.filter_string() if webhook else "",
-                                   idempotency=idempotency)
-        if created == job_id:
-            try:
-                build_canvas(self._celery, record).apply_async()
-            except Exception as exc:  # kombu raises many types; the job must not stay queued forever
-                self.jobs.finish(job_id, JobStatus.FAILED,
-                                 error={"step": "submit", "type": type(exc).__name__, "message": str(exc)})
-                raise BrokerUnavailable(f"could not queue job {job_id}: {exc}") from None
-        # (else the idempotency key named this job before: nothing new is queued.) Under Sentinel, a
-        # replica holds the record and the step messages before the caller is told the job exists.
-        self.jobs.confirm([created], since)
-        return created
+    def _fail_unqueued(self, record: JobRecord, exc: Exception) -> None:
+        """A job whose step messages could not be sent fails at once, instead of staying queued."""
+        self.jobs.finish(record.id, JobStatus.FAILED,
+                         error={"step": "submit", "type": type(exc).__name__, "message": str(exc)})
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -159,17 +137,7 @@ class DirectTransport:
 
     def events(self, job_id: str, *, after: str = "0",
                deadline: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-        while True:
-            block_ms = 500 if deadline is None else max(1, min(500, int((deadline - time.monotonic()) * 1000)))
-            batch = self.jobs.events(job_id, after=after, block_ms=block_ms)
-            for after, event in batch:
-                yield after, event
-                if event["type"] == "job" and JobStatus(event["status"]).terminal:
-                    return
-            if not batch and self.jobs.status(job_id).terminal:  # nothing left to read, and no end
-                return  # event: the stream was trimmed or expired
-            if deadline is not None and time.monotonic() >= deadline:
-                return
+        return self.jobs.follow(job_id, after=after, deadline=deadline)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job: queued steps never start, a running step stops at its next check.
@@ -201,17 +169,10 @@ class DirectTransport:
         return artifact_outputs(record.outputs, lambda ref: Artifact(ArtifactRef.from_dict(ref), self.store))
 
     def waiting(self, record: JobRecord) -> str | None:
-        return heartbeats.waiting_reason(self.jobs.redis, record)
+        return heartbeats.waiting_reason(self._redis, record)
 
     def close(self) -> None:
         self._celery.close()
-
-
-def _fingerprint(pipeline: Pipeline, record: JobRecord) -> str:
-    """What makes two submissions the same request: the pipeline, the inputs, the webhook."""
-    request = {"pipeline": pipeline.name, "steps": [step_to_dict(s) for s in pipeline.ordered()],
-               "inputs": record.inputs, "webhook": record.webhook}
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class _PendingFile:
@@ -221,12 +182,6 @@ class _PendingFile:
         self.data = data
         self.media_type = media_type
         self.placeholder = ArtifactRef(uri="s3://pending/upload", media_type=media_type, sha256="", size=len(data))
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_to_json(item) for item in value]
-    return value.to_dict() if isinstance(value, ArtifactRef) else value
 
 
 def _placeholders(value: Any) -> Any:

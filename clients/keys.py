@@ -60,7 +60,7 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         plaintext = f"{KEY_WORD}_{key_id}_{secrets.token_urlsafe(24)}"
         now = time.time()
-        self._redis.hsetnx(TENANT_PREFIX + tenant, "webhook_secret", "whsec_" + secrets.token_urlsafe(24))
+        self._redis.hsetnx(*_secret_field(tenant), "whsec_" + secrets.token_urlsafe(24))
         self._redis.hsetnx(TENANT_PREFIX + tenant, "created_at", repr(now))
         self._redis.hset(KEY_HASH_PREFIX + key_id, mapping={
             "tenant": tenant, "name": name, "sha256": _digest(plaintext), "created_at": repr(now)})
@@ -94,8 +94,7 @@ class KeyStore:
         return stored["tenant"]
 
     def webhook_secret(self, tenant: str) -> str | None:
-        raw = self._redis.hget(TENANT_PREFIX + tenant, "webhook_secret")
-        return raw.decode() if raw is not None else None
+        return _text(self._redis.hget(*_secret_field(tenant)))
 
     def _load(self, key_id: str) -> ApiKey | None:
         raw = {k.decode(): v.decode() for k, v in self._redis.hgetall(KEY_HASH_PREFIX + key_id).items()}
@@ -103,6 +102,20 @@ class KeyStore:
             return None
         return ApiKey(key_id, raw["tenant"], raw.get("name", ""), float(raw["created_at"]),
                       float(raw["revoked_at"]) if "revoked_at" in raw else None)
+
+
+async def read_webhook_secret(redis: Any, tenant: str) -> str | None:
+    """`KeyStore.webhook_secret` on a redis.asyncio client, for the webhook dispatcher's event loop."""
+    return _text(await redis.hget(*_secret_field(tenant)))
+
+
+def _secret_field(tenant: str) -> tuple[str, str]:
+    """Where a tenant's webhook signing secret is kept: its hash, and the field."""
+    return TENANT_PREFIX + tenant, "webhook_secret"
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode() if raw is not None else None
 
 
 def _digest(plaintext: str) -> str:

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from mmq.tasks import heartbeats
-from mmq.tasks.jobs import JobNotFound, JobStatus, JobStore
+from mmq.tasks.errors import JobNotFound
+from mmq.tasks.records import JobStatus, JobStore
 from mmq.tasks.specialisations import SPECIALISATIONS
 from mmq.tasks.stats import BATCH_BUCKETS, read_batches, read_jobs, read_steps
 
@@ -57,9 +58,8 @@ def recent_failures(jobs: JobStore, *, limit: int = 10, scan: int = 500) -> list
     return failures[:limit]
 
 
-def status(jobs: JobStore) -> dict[str, Any]:
-    """`mmq status`: queues, workers, recent failures."""
-    redis = jobs.redis
+def status(jobs: JobStore, redis: Any) -> dict[str, Any]:
+    """`mmq status`: queues, workers, recent failures (from `jobs`); the rest from `redis`."""
     depths = queue_depths(redis)
     workers = live_workers(redis)
     return {

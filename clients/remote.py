@@ -16,7 +16,7 @@ from typing import Any
 from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobNotFound
 from mmq.tasks.fields import Field, field_from_description
-from mmq.tasks.jobs import JobPage, JobRecord, JobStatus
+from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.specfiles import pipeline_to_dict
 from mmq.tasks.webhooks import WebhookSpec

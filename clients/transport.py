@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from mmq.tasks.fields import Field
-from mmq.tasks.jobs import JobPage, JobRecord, JobStatus
+from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.webhooks import WebhookSpec
 

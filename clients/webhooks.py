@@ -18,11 +18,11 @@ import time
 import uuid
 from typing import Any
 
-from mmq.tasks.jobs import DELIVERIES_SUFFIX, KEY_PREFIX, WEBHOOK_OUTBOX
+from mmq.tasks.records import AsyncJobStore, OutboxEntry, WebhookOutbox
 from mmq.tasks.settings import Settings
 from mmq.tasks.webhooks import DELIVERY_HEADER, EVENT_HEADER, signature_headers
 
-from .keys import TENANT_PREFIX
+from .keys import read_webhook_secret
 
 log = logging.getLogger(__name__)
 GROUP = "mmq-webhooks"
@@ -43,7 +43,11 @@ class Dispatcher:
         import httpx
 
         self.settings = settings
+        # One asyncio client for the records (their webhooks, their deliveries), the outbox, the
+        # tenants' secrets and the retries, which are this dispatcher's own.
         self.redis = settings.redis.async_client()
+        self.jobs = AsyncJobStore(self.redis, ttl_s=settings.record_ttl_s)
+        self.outbox = WebhookOutbox(self.redis, group=GROUP)
         self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         self.consumer = consumer or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._claim_due = self.redis.register_script(_CLAIM_DUE)
@@ -52,11 +56,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Deliver until `stop` is set (or forever)."""
         stop = stop or asyncio.Event()
-        try:
-            await self.redis.xgroup_create(WEBHOOK_OUTBOX, GROUP, id="0", mkstream=True)
-        except Exception as exc:  # BUSYGROUP: another dispatcher made it first
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self.outbox.join()
         while not stop.is_set():
             try:
                 await self._poll()
@@ -73,18 +73,8 @@ class Dispatcher:
         await self.redis.aclose()
 
     async def _poll(self) -> None:
-        _, claimed, _ = await self.redis.xautoclaim(WEBHOOK_OUTBOX, GROUP, self.consumer,
-                                                   min_idle_time=CLAIM_IDLE_MS, start_id="0", count=20)
-        fresh = await self.redis.xreadgroup(GROUP, self.consumer, {WEBHOOK_OUTBOX: ">"}, count=20, block=500)
-        for entry_id, data in [*claimed, *(entry for _, entries in fresh or [] for entry in entries)]:
-            if data:  # a claimed entry trimmed meanwhile has no data
-                job_id = data[b"job"].decode()
-                # The id is the outbox entry's: the same for every attempt, so receivers can dedupe.
-                delivery = {"job": job_id, "name": data[b"name"].decode(), "event": json.loads(data[b"event"]),
-                            "attempt": 1, "id": f"{job_id}-{entry_id.decode()}"}
-                self._spawn(self._deliver(delivery, outbox_id=entry_id))
-            else:
-                await self.redis.xack(WEBHOOK_OUTBOX, GROUP, entry_id)
+        for entry in await self.outbox.take(self.consumer, count=20, block_ms=500, claim_idle_ms=CLAIM_IDLE_MS):
+            self._spawn(self._deliver(_first_delivery(entry), outbox_id=entry.id))
         for raw in await self._claim_due(keys=[RETRY_KEY], args=[time.time(), 20, CLAIM_IDLE_MS / 1000]):
             self._spawn(self._deliver(json.loads(raw), retry_member=raw))
 
@@ -93,7 +83,7 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, delivery: dict[str, Any], *, outbox_id: bytes | None = None,
+    async def _deliver(self, delivery: dict[str, Any], *, outbox_id: str | None = None,
                        retry_member: bytes | None = None) -> None:
         try:
             await self._attempt(delivery)
@@ -102,24 +92,22 @@ class Dispatcher:
             return
         # The attempt is recorded (and its retry scheduled): done with the entry that asked for it.
         if outbox_id is not None:
-            await self.redis.xack(WEBHOOK_OUTBOX, GROUP, outbox_id)
-            await self.redis.xdel(WEBHOOK_OUTBOX, outbox_id)
+            await self.outbox.done(outbox_id)
         if retry_member is not None:
             await self.redis.zrem(RETRY_KEY, retry_member)
 
     async def _attempt(self, delivery: dict[str, Any]) -> None:
         job_id = delivery["job"]
-        raw_spec = await self.redis.hget(KEY_PREFIX + job_id, "spec")
-        if raw_spec is None:
+        target = await self.jobs.webhook_target(job_id)
+        if target is None:
             return  # the job expired meanwhile: nobody left to tell
-        spec = json.loads(raw_spec)
-        url = (spec.get("webhook") or {}).get("url")
-        secret = await self._secret(spec.get("owner"))
+        url = target.url
+        secret = await self._secret(target.owner)
         if not url or not secret:
             log.error("job %s has a webhook but no URL or signing secret; not delivered", job_id)
             return
         body = json.dumps({"id": delivery["id"], "type": delivery["name"], "job_id": job_id,
-                           "job_name": spec["name"], "event": delivery["event"]}).encode()
+                           "job_name": target.job_name, "event": delivery["event"]}).encode()
         headers = {"Content-Type": "application/json", DELIVERY_HEADER: delivery["id"],
                    EVENT_HEADER: delivery["name"], **signature_headers(secret, body)}
         started = time.time()
@@ -140,18 +128,20 @@ class Dispatcher:
                                               started + delay})
         elif not outcome["ok"]:
             outcome["gave_up"] = True
-        await self._record(job_id, outcome)
-
-    async def _record(self, job_id: str, outcome: dict[str, Any]) -> None:
-        key = KEY_PREFIX + job_id + DELIVERIES_SUFFIX
-        await self.redis.rpush(key, json.dumps(outcome))
-        await self.redis.expire(key, self.settings.record_ttl_s)
+        await self.jobs.record_delivery(job_id, outcome)
 
     async def _secret(self, owner: str | None) -> str | None:
+        """A tenant's signing secret; the cluster's for a job submitted inside it."""
         if owner is None:
             return self.settings.webhook_secret
-        raw = await self.redis.hget(TENANT_PREFIX + owner, "webhook_secret")
-        return raw.decode() if raw is not None else None
+        return await read_webhook_secret(self.redis, owner)
+
+
+def _first_delivery(entry: OutboxEntry) -> dict[str, Any]:
+    """The first attempt at delivering an outbox entry; its id is the entry's, the same for every
+    attempt, so that receivers can deduplicate."""
+    return {"job": entry.job_id, "name": entry.name, "event": entry.event, "attempt": 1,
+            "id": f"{entry.job_id}-{entry.id}"}
 
 
 def run_dispatcher(settings: Settings) -> None:

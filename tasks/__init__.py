@@ -23,7 +23,7 @@ from .errors import (
     UnknownTask,
 )
 from .fields import Field, Kind
-from .jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
+from .records import JobRecord, JobStatus, JobStore, StepSpec, StepState
 from .pipelines import Format, Pipeline, Step
 from .taskspec import Output, TaskSpec
 from .settings import Settings

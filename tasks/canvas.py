@@ -17,7 +17,7 @@ from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from .catalogue import TASKS
-from .jobs import JobRecord, StepSpec
+from .records import JobRecord, StepSpec
 
 COLLECT_TASK = "mmq.collect"  # gathers the last parallel branches and ends the job
 

@@ -17,7 +17,7 @@ import time
 from enum import Enum
 from typing import Any
 
-from .jobs import JobRecord, JobStatus
+from .records import JobRecord, JobStatus
 from .redis_connection import redis_errors  # Redis's errors as mmq's (BrokerUnavailable)
 
 BEAT_KEY_PREFIX = "mmq:worker:"

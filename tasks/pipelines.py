@@ -59,6 +59,10 @@ class Step:
     def depends_on(self) -> set[str]:
         return {ref.split(".", 1)[0] for ref in self.refs()} - {"input"}
 
+    def bind_json(self) -> dict[str, Any]:
+        """The bindings in their JSON form: a reference, or `{"format": template}`."""
+        return {k: {"format": v.template} if isinstance(v, Format) else v for k, v in self.bind.items()}
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -175,8 +179,7 @@ class Pipeline:
 
 
 def step_to_dict(step: Step) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": step.name, "task": step.task, "bind": {
-        k: {"format": v.template} if isinstance(v, Format) else v for k, v in step.bind.items()}}
+    out: dict[str, Any] = {"name": step.name, "task": step.task, "bind": step.bind_json()}
     if step.each:
         out["each"] = dict(step.each)
     return out

@@ -48,3 +48,30 @@ def test_unknown_job_is_job_not_found(jobs):
         jobs.get("nope")
     with pytest.raises(JobNotFound):
         jobs.finish("nope", JobStatus.FAILED)
+
+
+def test_a_follower_reads_from_the_queued_event_to_the_end(jobs):
+    jobs.create(new_record("j3"))
+    jobs.mark_running("j3", time.time())
+    jobs.save_step("j3", "caption", StepState(status=JobStatus.RUNNING, progress=(0, 1)))
+    jobs.finish("j3", JobStatus.FAILED, error={"step": "caption", "type": "X", "message": "no"})
+    events = [event for _, event in jobs.follow("j3")]
+    assert [(e["type"], e["status"]) for e in events] == [
+        ("job", "queued"), ("job", "running"), ("step", "running"), ("job", "failed")]
+    assert events[-1]["error"]["message"] == "no"
+
+
+def test_a_follower_stops_at_its_deadline_while_the_job_goes_on(jobs):
+    jobs.create(new_record("j4"))
+    followed = list(jobs.follow("j4", deadline=time.monotonic() + 0.2))
+    assert [event for _, event in followed] == [{"type": "job", "status": "queued"}]
+    assert jobs.status("j4") is JobStatus.QUEUED
+
+
+def test_a_follower_of_an_ended_job_whose_stream_is_gone_ends(jobs, stack):
+    from mmq.tasks.records.layout import events_key
+
+    jobs.create(new_record("j5"))
+    jobs.finish("j5", JobStatus.CANCELLED)
+    stack.redis_client().delete(events_key("j5"))  # trimmed or expired: the end event is not there
+    assert [event for _, event in jobs.follow("j5")] == [{"type": "job", "status": "queued"}]

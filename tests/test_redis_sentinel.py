@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mmq.tasks import SPECIALISATIONS, BrokerUnavailable, JobNotFound, JobStatus
-from mmq.tasks.jobs import ALL_JOBS_KEY, KEY_PREFIX
+from mmq.tasks.records.layout import ALL_JOBS_KEY, record_key
 
 from .redis_servers import MASTER_NAME, start_sentinel_group
 
@@ -118,14 +118,14 @@ def test_a_job_is_acknowledged_only_once_a_replica_holds_it(tmp_path, make_stack
         with pytest.raises(BrokerUnavailable, match="no Redis replica confirmed"):
             client.submit("caption", image=sample_image)
         [unconfirmed] = {member.decode() for member in primary.zrange(ALL_JOBS_KEY, 0, -1)} - {kept.id}
-        acknowledged_by_primary = primary.exists(KEY_PREFIX + unconfirmed) and primary.llen("caption") == 2
+        acknowledged_by_primary = primary.exists(record_key(unconfirmed)) and primary.llen("caption") == 2
 
         group.primary.kill()
         failover_s = group.wait_for_replica_promoted()
         new_primary = group.node(group.replica)
 
         assert acknowledged_by_primary  # the old primary had taken the job: its record and its message
-        assert not new_primary.exists(KEY_PREFIX + unconfirmed)  # the failover lost both...
+        assert not new_primary.exists(record_key(unconfirmed))  # the failover lost both...
         assert new_primary.llen("caption") == 1  # ...while the acknowledged job kept its record and message
         assert client.job(kept.id).status() is JobStatus.QUEUED
         figure("Sentinel failover with the replica's link cut", load="2 caption jobs, no worker",

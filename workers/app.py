@@ -42,7 +42,7 @@ from mmq.tasks.errors import (
     StorageUnavailable,
 )
 from mmq.tasks.heartbeats import Phase
-from mmq.tasks.jobs import JobStore
+from mmq.tasks.records import JobStore
 from mmq.tasks.settings import Settings
 from mmq.tasks.stats import record_batch
 from mmq.tasks.taskspec import TaskSpec
@@ -147,7 +147,7 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
                                      batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}")
     else:
         executor = Executor(models)
-    runner = StepRunner(executor, jobs=JobStore(redis, ttl_s=settings.record_ttl_s),
+    runner = StepRunner(executor, jobs=JobStore(redis, ttl_s=settings.record_ttl_s), stats=redis,
                         store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
     heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),
                              "loading_model": models.loading},

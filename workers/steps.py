@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
-from mmq.tasks.jobs import JobRecord, JobStatus, JobStore, StepSpec, StepState
+from mmq.tasks.records import JobRecord, JobStatus, JobStore, StepSpec, StepState
 from mmq.tasks.stats import record_step
 from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.tenants import artifact_prefix
@@ -67,10 +67,11 @@ class FanOut:
 class StepRunner:
     """Runs step messages for one loaded specialisation; built once per pool process."""
 
-    def __init__(self, executor: Executor, *, jobs: JobStore, store: ArtifactStore,
+    def __init__(self, executor: Executor, *, jobs: JobStore, store: ArtifactStore, stats: Any,
                  max_deliveries: int) -> None:
         self.executor = executor  # runs a step's inputs on its model, alone or batched with others
         self.jobs = jobs
+        self.stats = stats  # the redis-py client of the step-duration counters (tasks/stats)
         self.store = store
         self.max_deliveries = max_deliveries
 
@@ -105,7 +106,7 @@ class StepRunner:
     def _measure(self, task: TaskSpec, state: StepState, *, failed: bool) -> None:
         """The step's duration into its task's histogram: best effort, never the step's failure."""
         try:
-            record_step(self.jobs.redis, task.name, time.time() - (state.started_at or time.time()), failed=failed)
+            record_step(self.stats, task.name, time.time() - (state.started_at or time.time()), failed=failed)
         except Exception:  # Redis away for a moment: a missing sample is no reason to fail the step
             log.warning("could not record the duration of a %s step", task.name, exc_info=True)
 

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import ArtifactNotFound, AuthenticationFailed, JobNotFound, MMQError, PayloadTooLarge
-from mmq.tasks.jobs import JobRecord
+from mmq.tasks.records import AsyncJobStore, JobRecord
 from mmq.tasks.settings import Settings
 from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.webhooks import WebhookSpec
@@ -56,15 +56,17 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.transport = DirectTransport(settings)
-        self.keys = KeyStore(self.transport.jobs.redis)
+        # One redis-py client for the job records, the keys, the page secret and the metrics.
+        self.redis = settings.redis.sync_client()
+        self.transport = DirectTransport(settings, redis=self.redis)
+        self.keys = KeyStore(self.redis)
         self.resolver = InputResolver(settings, self.transport.store)
-        self.aredis = settings.redis.async_client()
+        self.async_jobs = AsyncJobStore.from_settings(settings)  # for the event streams
 
     @functools.cached_property
     def tokens(self) -> PageTokens:
         """Made on first use, so that building the app (for its OpenAPI document) needs no Redis."""
-        return PageTokens.from_redis(self.transport.jobs.redis, expiry_s=self.settings.presign_expiry_s)
+        return PageTokens.from_redis(self.redis, expiry_s=self.settings.presign_expiry_s)
 
     def tenant(self, credentials: HTTPAuthorizationCredentials | None) -> str:
         if credentials is None:
@@ -125,7 +127,7 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
         if task is not None:
             await asyncio.wait_for(task, timeout=settings.webhook_timeout_s + 5)
             await dispatcher.close()
-        await gateway.aredis.aclose()
+        await gateway.async_jobs.aclose()
         gateway.transport.close()
 
     app = FastAPI(title="mmq gateway", version="1", lifespan=lifespan, description=(
@@ -187,7 +189,7 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
                      token: str | None = Query(None), after: str | None = Query(None, pattern=r"^\d+(-\d+)?$"),
                      last_event_id: str | None = Header(None, pattern=r"^\d+(-\d+)?$")) -> Any:
         await asyncio.to_thread(gateway.readable_record, job_id, creds, token)
-        stream = job_events(gateway.aredis, job_id, last_event_id or after or "0")
+        stream = job_events(gateway.async_jobs, job_id, last_event_id or after or "0")
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -230,7 +232,7 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
 
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     def metrics() -> Any:
-        return PlainTextResponse(prometheus_metrics(gateway.transport.jobs.redis),
+        return PlainTextResponse(prometheus_metrics(gateway.redis),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz", summary="Redis reachable")

@@ -1,0 +1,182 @@
+"""Where the job record lives in Redis, and the scripts that write it. Only `mmq.tasks.records`
+uses this module: every other one goes through `JobStore` or `AsyncJobStore`.
+
+`mmq:job:<id>`, one hash per submission (every key expires after the record TTL):
+  spec         JSON: name, inputs, steps (name, task, queue, celery_id), output wiring, created_at
+  status       a `JobStatus` value; terminal statuses are never overwritten
+  error        JSON {step, type, message} when failed
+  outputs      JSON of the job's outputs when succeeded
+  started_at / finished_at
+  step:<name>  JSON `StepState`, written only by the worker running that step
+  attempts:<name>  deliveries of that step so far (HINCRBY: exact under concurrent redelivery)
+  item:<name>:<i>, attempts:<name>:<i>  the same for item i of a fan-out step
+  items_done:<name>  fan-out items finished so far
+  webhook_events  the event names the job's webhook wants (matched in Redis as events are written)
+
+and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring);
+`mmq:job:<id>:deliveries`, a list of the webhook's delivery attempts; `mmq:jobs:all` and
+`mmq:jobs:owner:<tenant>`, sorted sets of job ids by creation time (the job lists, pruned as
+records expire); `mmq:idempotency:<owner>:<key>`, the job an idempotency key named; and the
+webhook outbox stream `mmq:webhooks:outbox`, written in the same step as each event a webhook wants.
+
+These names and values are what running workers and stored records share: change none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from .model import Event, JobRecord, JobStatus, StepSpec, StepState, WebhookTarget
+
+_RECORD_PREFIX = "mmq:job:"
+_EVENTS_SUFFIX = ":events"
+_DELIVERIES_SUFFIX = ":deliveries"
+_OWNER_JOBS_PREFIX = "mmq:jobs:owner:"
+_IDEMPOTENCY_PREFIX = "mmq:idempotency:"
+ALL_JOBS_KEY = "mmq:jobs:all"
+WEBHOOK_OUTBOX = "mmq:webhooks:outbox"
+NO_KEY = "-"  # stands for an absent key in a script's KEYS (Redis Cluster would want a real one)
+EVENTS_MAX = 2000  # per job; older progress events are trimmed
+EVENTS_PER_READ = 500
+# A safety cap: with no dispatcher running, the outbox would otherwise grow without bound.
+OUTBOX_MAX = 100_000
+# Every job's first event, not kept in its stream (see CREATE): its id sorts before any stream id.
+QUEUED_EVENT: Event = ("0-1", {"type": "job", "status": "queued"})
+
+
+def record_key(job_id: str) -> str:
+    return _RECORD_PREFIX + job_id
+
+
+def events_key(job_id: str) -> str:
+    return _RECORD_PREFIX + job_id + _EVENTS_SUFFIX
+
+
+def deliveries_key(job_id: str) -> str:
+    return _RECORD_PREFIX + job_id + _DELIVERIES_SUFFIX
+
+
+def jobs_index_key(owner: str | None) -> str:
+    """The job list of one tenant, or of every job."""
+    return _OWNER_JOBS_PREFIX + owner if owner else ALL_JOBS_KEY
+
+
+def idempotency_key(owner: str | None, key: str) -> str:
+    return f"{_IDEMPOTENCY_PREFIX}{owner or '-'}:{key}"
+
+
+def event_keys(job_id: str) -> list[str]:
+    """KEYS[1..3] of every script that emits an event: the record, its stream, the outbox."""
+    return [record_key(job_id), events_key(job_id), WEBHOOK_OUTBOX]
+
+
+# Adds event ARGV[2] named ARGV[4] to the job's stream and, when the job's webhook wants events
+# of that name, to the webhook outbox (KEYS[3]) in the same step: no event is announced and lost.
+_EMIT = """
+local function to_outbox(event, name, job_id)
+  local wanted = redis.call('HGET', KEYS[1], 'webhook_events')
+  if wanted and (wanted == '*' or string.find(' ' .. wanted .. ' ', ' ' .. name .. ' ', 1, true)) then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', %d, '*', 'job', job_id, 'name', name, 'event', event)
+  end
+end
+local function emit(ttl, event, maxlen, name, job_id)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  to_outbox(event, name, job_id)
+end
+""" % OUTBOX_MAX
+
+# Set fields only while the job is not in a terminal status, and emit the event (ARGV[2], if any)
+# in the same step; returns 1 when written.
+GUARDED_HSET = _EMIT + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
+return 1
+"""
+
+# Create a job record, its first event, its places in the job lists and, with an idempotency
+# key (KEYS[4], ARGV[7] = '1'), the key's claim: all or nothing. Returns {'created', id}, or the
+# job that the key already names: {'existing', id}, or {'conflict', id} for a different request.
+CREATE = _EMIT + """
+local ttl, job_id, fingerprint = ARGV[1], ARGV[5], ARGV[8]
+if ARGV[7] == '1' then
+  local claimed = redis.call('HMGET', KEYS[4], 'job', 'fingerprint')
+  if claimed[1] then
+    if claimed[2] ~= fingerprint then return {'conflict', claimed[1]} end
+    return {'existing', claimed[1]}
+  end
+  redis.call('HSET', KEYS[4], 'job', job_id, 'fingerprint', fingerprint)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+redis.call('HSET', KEYS[1], 'spec', ARGV[6], 'status', 'queued')
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'webhook_events', ARGV[10]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 5, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[9], job_id)
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+-- The queued event goes to the webhook outbox only: a stream costs Redis over 4 KB even with one
+-- entry, so a job's stream starts with its first event from a worker, and readers of the stream
+-- are told of the queued state first (QUEUED_EVENT).
+to_outbox(ARGV[2], ARGV[4], job_id)
+return {'created', job_id}
+"""
+
+
+def step_field(prefix: str, step: str, item: int | None = None) -> str:
+    """`step:<name>`, `attempts:<name>:<i>` and the like: a step's (or an item's) hash field."""
+    return f"{prefix}:{step}" if item is None else f"{prefix}:{step}:{item}"
+
+
+def encode_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """Hash values as stored: an enum by its value, anything else as JSON."""
+    return {k: (v.value if isinstance(v, Enum) else json.dumps(v)) for k, v in fields.items()}
+
+
+def decode_events(reply: Any) -> list[Event]:
+    """Events from the reply of an XREAD of one job's stream."""
+    if not reply:
+        return []
+    [(_key, entries)] = reply
+    return [(eid.decode(), json.loads(data[b"event"])) for eid, data in entries]
+
+
+def record_from_hash(raw: Mapping[bytes, bytes], deliveries: list[bytes]) -> JobRecord:
+    """A record from its hash (as HGETALL gives it) and its webhook deliveries (LRANGE)."""
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    spec = json.loads(fields["spec"])
+    steps = [StepSpec(**s) for s in spec["steps"]]
+    states = {s.name: StepState.from_json(fields[f"step:{s.name}"]) for s in steps if f"step:{s.name}" in fields}
+    for s in steps:
+        if f"attempts:{s.name}" in fields:
+            states.setdefault(s.name, StepState()).attempts = int(fields[f"attempts:{s.name}"])
+    items: dict[str, dict[int, StepState]] = {}
+    for key, value in fields.items():
+        if key.startswith("item:"):
+            _, step, index = key.rsplit(":", 2)
+            items.setdefault(step, {})[int(index)] = StepState.from_json(value)
+    return JobRecord(
+        id=spec["id"], name=spec["name"], inputs=spec["inputs"], steps=steps,
+        output_map=spec["output_map"], created_at=spec["created_at"],
+        status=JobStatus(fields["status"]),
+        started_at=_maybe(fields, "started_at"), finished_at=_maybe(fields, "finished_at"),
+        outputs=_maybe(fields, "outputs"), error=_maybe(fields, "error"), step_states=states, item_states=items,
+        owner=spec.get("owner"), webhook=spec.get("webhook"), deliveries=[json.loads(d) for d in deliveries],
+    )
+
+
+def webhook_target_from_spec(raw: bytes) -> WebhookTarget:
+    """What a delivery needs, from the record's `spec` field alone (not the whole record)."""
+    spec = json.loads(raw)
+    return WebhookTarget(job_name=spec["name"], url=(spec.get("webhook") or {}).get("url"), owner=spec.get("owner"))
+
+
+def _maybe(fields: Mapping[str, str], name: str) -> Any:
+    return json.loads(fields[name]) if name in fields else None

@@ -1,0 +1,245 @@
+"""`JobStore`: the job record for synchronous callers (clients, workers, the CLI).
+
+Every write refreshes the record's expiry; a terminal status is written once (the first writer
+wins); each write that changes what a reader sees emits its event in the same Redis step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import IdempotencyConflict, InvalidInput, JobNotFound
+from ..redis_connection import Primary, ReplicaBarrier, redis_errors
+from ..stats import JOBS_KEY as JOBS_STATS_KEY
+from ..stats import count_job
+from ..webhooks import event_name
+from . import layout
+from .following import EventCursor
+from .model import Event, JobPage, JobRecord, JobStatus, StepState
+from .submission import request_fingerprint, webhook_events
+
+log = logging.getLogger(__name__)
+FOLLOW_BLOCK_MS = 500  # a follower's longest blocking read: short, so that a deadline is kept
+_QUEUED = {"type": "job", "status": JobStatus.QUEUED.value}
+
+
+def not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"no job with id {job_id!r} (unknown, or expired)")
+
+
+class JobStore:
+    """Reads and writes job records in Redis."""
+
+    def __init__(self, redis: Any, *, ttl_s: int) -> None:
+        self._redis = redis
+        self.ttl_s = ttl_s
+        self._guarded_hset = redis.register_script(layout.GUARDED_HSET)
+        self._create = redis.register_script(layout.CREATE)
+        self._barrier = ReplicaBarrier(redis)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> JobStore:
+        return cls(settings.redis.sync_client(), ttl_s=settings.record_ttl_s)
+
+    def ping(self) -> bool:
+        with redis_errors():
+            return bool(self._redis.ping())
+
+    # -- creating -------------------------------------------------------------------------------
+
+    def create(self, record: JobRecord, *, idempotency_key: str | None = None) -> str:
+        """Store a new (queued) record and return its id, or, when `idempotency_key` was given for
+        the same request before, the id of the job it created then (`IdempotencyConflict` when that
+        job was asked for with a different request)."""
+        claim = layout.idempotency_key(record.owner, idempotency_key) if idempotency_key else layout.NO_KEY
+        fingerprint = request_fingerprint(record) if idempotency_key else ""
+        with redis_errors():
+            outcome, job_id = self._create(keys=self._create_keys(record, claim),
+                                           args=self._create_args(record, fingerprint, webhook_events(record)))
+        if outcome == b"conflict":
+            raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for job {job_id.decode()} "
+                                      "with a different request")
+        if outcome == b"created":
+            self._count("created")
+        return job_id.decode()
+
+    def create_many(self, records: list[JobRecord]) -> None:
+        """Store new (queued) records in one round trip: bulk submission (no idempotency keys, no
+        webhooks)."""
+        with redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for record in records:
+                self._create(keys=self._create_keys(record, layout.NO_KEY),
+                             args=self._create_args(record, "", ""), client=pipe)
+            pipe.execute()
+        if records:
+            with contextlib.suppress(Exception):  # counters are best effort
+                pipe = self._redis.pipeline()
+                pipe.hincrby(JOBS_STATS_KEY, "created", len(records))
+                pipe.execute()
+
+    @staticmethod
+    def _create_keys(record: JobRecord, claim: str) -> list[str]:
+        indexes = [layout.ALL_JOBS_KEY] + ([layout.jobs_index_key(record.owner)] if record.owner else [])
+        return [*layout.event_keys(record.id), claim, *indexes]
+
+    def _create_args(self, record: JobRecord, fingerprint: str, wanted: str) -> list[Any]:
+        return [self.ttl_s, json.dumps(_QUEUED), layout.EVENTS_MAX, event_name(_QUEUED), record.id,
+                record.spec_json(), "1" if fingerprint else "0", fingerprint, record.created_at, wanted]
+
+    def primary(self) -> Primary | None:
+        """The Redis primary before a submission's writes, for `confirm` after them (None when no
+        failover could lose them: no Sentinel, or no replica that the sentinels could promote)."""
+        return self._barrier.primary()
+
+    def confirm(self, job_ids: list[str], since: Primary | None) -> None:
+        """Return once a replica holds these jobs' records and everything written before them to
+        the same primary, their step messages included: a Sentinel failover then cannot lose them.
+        BrokerUnavailable when no replica confirms in time or the primary changed since `since`."""
+        if since is None or not job_ids:
+            return
+        with redis_errors():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.expire(layout.record_key(job_id), self.ttl_s)  # a write on this connection, for WAIT
+            self._barrier.add_wait(pipe)
+            results = pipe.execute()
+        what = f"job {job_ids[0]}" if len(job_ids) == 1 else f"{len(job_ids)} jobs"
+        self._barrier.check(since, results, what)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        with redis_errors():
+            pipe = self._redis.pipeline()
+            pipe.hgetall(layout.record_key(job_id))
+            pipe.lrange(layout.deliveries_key(job_id), 0, -1)
+            raw, deliveries = pipe.execute()
+        if not raw:
+            raise not_found(job_id)
+        return layout.record_from_hash(raw, deliveries)
+
+    def status(self, job_id: str) -> JobStatus:
+        with redis_errors():
+            raw = self._redis.hget(layout.record_key(job_id), "status")
+        if raw is None:
+            raise not_found(job_id)
+        return JobStatus(raw.decode())
+
+    def list(self, owner: str | None = None, *, limit: int = 20, cursor: str | None = None) -> JobPage:
+        """Job ids newest first: every job, or those of one tenant. `cursor` is the `next_cursor`
+        of the page before; entries whose record expired are pruned on the way."""
+        key = layout.jobs_index_key(owner)
+        high = "+inf" if cursor is None else f"({_cursor_score(cursor)}"
+        with redis_errors():
+            self._redis.zremrangebyscore(key, "-inf", f"({time.time() - self.ttl_s}")
+            entries = self._redis.zrevrangebyscore(key, high, "-inf", start=0, num=limit + 1, withscores=True)
+        page = entries[:limit]
+        more = len(entries) > limit
+        return JobPage(ids=[member.decode() for member, _ in page],
+                       next_cursor=repr(page[-1][1]) if more and page else None)
+
+    def events(self, job_id: str, after: str = "0", block_ms: int = 1000) -> list[Event]:
+        """Events after the stream id `after`, waiting up to `block_ms` for the first one; from the
+        start (`after` "0"), the queued event comes first."""
+        if after == "0":
+            return [layout.QUEUED_EVENT]
+        with redis_errors():
+            reply = self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
+                                      count=layout.EVENTS_PER_READ)
+        return layout.decode_events(reply)
+
+    def follow(self, job_id: str, *, after: str = "0", deadline: float | None = None) -> Iterator[Event]:
+        """The job's events after `after` as they come, until it ends or the monotonic `deadline`
+        passes; `JobNotFound` when its record expired meanwhile."""
+        cursor = EventCursor(after, deadline=deadline)
+        yield from cursor.opening()
+        while not cursor.done:
+            batch = self.events(job_id, cursor.after, block_ms=cursor.block_ms(FOLLOW_BLOCK_MS))
+            yield from cursor.take(batch)
+            if not batch and not cursor.done:
+                cursor.idle(self.status(job_id))
+
+    # -- the workers' writes --------------------------------------------------------------------
+
+    def count_delivery(self, job_id: str, step: str, item: int | None = None) -> int:
+        """One more delivery of `step` (or of one item of it); returns how many there have been."""
+        return self._increment(job_id, layout.step_field("attempts", step, item))
+
+    def count_item_done(self, job_id: str, step: str) -> int:
+        return self._increment(job_id, layout.step_field("items_done", step))
+
+    def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None) -> bool:
+        """Write a step's (or an item's) state unless the job already ended; emits an event."""
+        event = {"type": "step", "step": step, "status": state.status.value, "progress": state.progress,
+                 **({"item": item} if item is not None else {})}
+        field_name = layout.step_field("item" if item is not None else "step", step, item)
+        return self._set(job_id, {field_name: state.to_json()}, event)
+
+    def mark_running(self, job_id: str, now: float) -> None:
+        with redis_errors():
+            started = self._redis.hsetnx(layout.record_key(job_id), "started_at", json.dumps(now))
+        if started:
+            self._set(job_id, {"status": JobStatus.RUNNING.value}, {"type": "job", "status": "running"})
+
+    def finish(self, job_id: str, status: JobStatus, *, outputs: Mapping[str, Any] | None = None,
+               error: Mapping[str, str] | None = None) -> bool:
+        """Move the job to a terminal status, once: the first writer wins."""
+        fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
+        event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
+        finished = self._set(job_id, layout.encode_fields({k: v for k, v in fields.items() if v is not None}),
+                             event, durable=True)
+        if finished:
+            self._count(status.value)
+        return finished
+
+    def _count(self, outcome: str) -> None:
+        """Jobs by outcome, for metrics: best effort, after the fact that it counts."""
+        import redis
+
+        try:
+            pipe = self._redis.pipeline()
+            count_job(pipe, outcome)
+            pipe.execute()
+        except redis.RedisError:
+            pass
+
+    def _increment(self, job_id: str, field_name: str) -> int:
+        with redis_errors():
+            pipe = self._redis.pipeline()
+            pipe.hincrby(layout.record_key(job_id), field_name, 1)
+            pipe.expire(layout.record_key(job_id), self.ttl_s)
+            return int(pipe.execute()[0])
+
+    def _set(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None = None, *,
+             durable: bool = False) -> bool:
+        """The guarded write; `durable` ones (a job's end) wait until a replica has them, when a
+        failover could otherwise lose them (see ReplicaBarrier)."""
+        keys = layout.event_keys(job_id)
+        args = [self.ttl_s, json.dumps(event) if event else "", layout.EVENTS_MAX,
+                event_name(event) if event else "", job_id, *(x for pair in fields.items() for x in pair)]
+        with redis_errors():
+            if not (durable and self._barrier.promotable()):
+                written = self._guarded_hset(keys=keys, args=args)
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                self._guarded_hset(keys=keys, args=args, client=pipe)
+                self._barrier.add_wait(pipe)
+                written, acknowledged, _info = pipe.execute()
+                if int(acknowledged) < 1 and self._barrier.promotable(fresh=True):  # written all the same
+                    log.warning("job %s: no Redis replica confirmed its end; a failover now could lose it", job_id)
+        if written == -1:
+            raise not_found(job_id)
+        return written == 1
+
+
+def _cursor_score(cursor: str) -> float:
+    try:
+        return float(cursor)
+    except ValueError:
+        raise InvalidInput(f"cursor {cursor!r} is not one that a job list returned", field="cursor") from None

@@ -1,0 +1,64 @@
+"""What a submission becomes: a new job record for a pipeline and its checked inputs, and the
+fingerprint that tells a repeated request (same idempotency key) from a different one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ..artifacts import ArtifactRef
+from ..catalogue import TASKS
+from ..pipelines import Pipeline
+from ..webhooks import WebhookSpec
+from .model import JobRecord, StepSpec
+
+
+def describe_target(pipeline: Pipeline) -> str:
+    """`task 'caption'` or `pipeline 'remix'`: what error messages about the inputs name."""
+    kind = "task" if pipeline.name in TASKS and len(pipeline.steps) == 1 else "pipeline"
+    return f"{kind} {pipeline.name!r}"
+
+
+def new_record(pipeline: Pipeline, inputs: Mapping[str, Any], *, owner: str | None = None,
+               webhook: WebhookSpec | None = None) -> JobRecord:
+    """A queued record for `pipeline` with `inputs` (checked here: `InvalidInput` naming the
+    first problem; files already uploaded, as artifact references), under a new job id."""
+    checked = pipeline.check_inputs(inputs, where=describe_target(pipeline))
+    job_id = uuid.uuid4().hex
+    levels = pipeline.levels()
+    return JobRecord(
+        id=job_id, name=pipeline.name,
+        inputs={k: _jsonable(v) for k, v in checked.items()},
+        steps=[StepSpec(name=s.name, task=s.task, queue=TASKS[s.task].specialisation, celery_id=f"{job_id}-{i}",
+                        bind=s.bind_json(), each=dict(s.each), level=levels[s.name])
+               for i, s in enumerate(pipeline.ordered())],
+        output_map=dict(pipeline.outputs), created_at=time.time(), owner=owner,
+        webhook=webhook.to_dict() if webhook else None,
+    )
+
+
+def request_fingerprint(record: JobRecord) -> str:
+    """What makes two submissions the same request: the pipeline (its steps as submitted), the
+    inputs, the webhook. Stored with an idempotency key's claim: keep it as it is."""
+    steps = [{"name": s.name, "task": s.task, "bind": s.bind, **({"each": s.each} if s.each else {})}
+             for s in record.steps]
+    request = {"pipeline": record.name, "steps": steps, "inputs": record.inputs, "webhook": record.webhook}
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def webhook_events(record: JobRecord) -> str:
+    """The event names the record's webhook wants, in the form the store's scripts match ('' for none)."""
+    if record.webhook is None:
+        return ""
+    return WebhookSpec(url=record.webhook["url"], events=tuple(record.webhook["events"])).filter_string()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value.to_dict() if isinstance(value, ArtifactRef) else value
+

@@ -1,0 +1,182 @@
+"""The job record's one owner, `mmq.tasks.records`: records made from a submission, the asyncio
+store and the webhook outbox against a real Redis, and no other module naming the record's keys."""
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from mmq.tasks import PIPELINES, ArtifactRef, InvalidInput, JobNotFound, JobStatus
+from mmq.tasks.errors import IdempotencyConflict
+from mmq.tasks.records import AsyncJobStore, JobStore, StepState, WebhookOutbox, new_record
+from mmq.tasks.webhooks import WebhookSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+VIDEO = ArtifactRef(uri="s3://mmq-test/blobs/v.mp4", media_type="video/mp4", sha256="0" * 64, size=10)
+
+
+@pytest.fixture
+def jobs(stack):
+    return JobStore(stack.redis_client(), ttl_s=600)
+
+
+def run_async(stack, use):
+    """`await use(store)` with an `AsyncJobStore` on a client of its own, closed afterwards."""
+    async def main():
+        store = AsyncJobStore.from_settings(stack.settings)
+        try:
+            return await use(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(main())
+
+
+# -- a submission becomes a record -------------------------------------------------------------
+
+def test_a_record_wires_each_step_as_the_pipeline_does():
+    record = new_record(PIPELINES["video-digest"], {"video": VIDEO}, owner="acme",
+                        webhook=WebhookSpec.parse("http://127.0.0.1:9/hook"))
+    steps = {s.name: s for s in record.steps}
+    assert [s.celery_id for s in record.steps] == [f"{record.id}-{i}" for i in range(4)]
+    assert record.inputs["video"] == VIDEO.to_dict()  # JSON, as stored
+    assert steps["captions"].each == {"image": "extract.frames"} and steps["captions"].queue == "caption"
+    assert steps["summary"].bind["text"]["format"].startswith("What is seen")
+    assert (steps["extract"].level, steps["captions"].level, steps["summary"].level) == (0, 1, 2)
+    assert record.owner == "acme" and record.webhook["url"] == "http://127.0.0.1:9/hook"
+
+
+def test_a_record_is_made_only_from_inputs_that_pass_the_check():
+    with pytest.raises(InvalidInput, match="pipeline 'imagine'.*prompt"):
+        new_record(PIPELINES["imagine"], {"steps": 2})
+
+
+def test_an_idempotency_key_names_one_request(jobs):
+    first = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+    again = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+    other = new_record(PIPELINES["imagine"], {"prompt": "a boat"})
+    assert jobs.create(first, idempotency_key="k1") == first.id
+    assert jobs.create(again, idempotency_key="k1") == first.id  # the same request: the first job
+    with pytest.raises(IdempotencyConflict, match=f"'k1' was used for job {first.id}"):
+        jobs.create(other, idempotency_key="k1")
+    with pytest.raises(JobNotFound):
+        jobs.get(again.id)  # never created
+
+
+# -- the asyncio store ---------------------------------------------------------------------------
+
+def test_the_async_store_follows_a_job_to_its_end(jobs, stack):
+    record = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+    jobs.create(record)
+    jobs.mark_running(record.id, time.time())
+    jobs.save_step(record.id, "text2image", StepState(status=JobStatus.RUNNING, progress=(1, 2)))
+    jobs.finish(record.id, JobStatus.SUCCEEDED, outputs={})
+
+    async def use(store):
+        return await store.status(record.id), [item async for item in store.follow(record.id, idle_ms=50)]
+
+    status, followed = run_async(stack, use)
+    assert status is JobStatus.SUCCEEDED
+    assert [(e["type"], e["status"]) for _, e in followed] == [
+        ("job", "queued"), ("job", "running"), ("step", "running"), ("job", "succeeded")]
+    # Resuming after an event gives what came after it, as the sync store does.
+    resumed = run_async(stack, lambda store: _collect(store.follow(record.id, after=followed[1][0])))
+    assert resumed == followed[2:] == list(jobs.follow(record.id, after=followed[1][0]))
+
+
+def test_a_quiet_job_is_followed_with_idle_marks(jobs, stack):
+    record = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+    jobs.create(record)
+
+    async def use(store):
+        items = []
+        async for item in store.follow(record.id, idle_ms=20):
+            items.append(item)
+            if len(items) == 3:
+                break
+        return items
+
+    queued, *idle = run_async(stack, use)
+    assert queued[1] == {"type": "job", "status": "queued"} and idle == [None, None]
+
+
+def test_an_unknown_job_is_job_not_found_to_the_async_store(stack):
+    with pytest.raises(JobNotFound, match="no job with id 'nope'"):
+        run_async(stack, lambda store: store.status("nope"))
+    with pytest.raises(JobNotFound):
+        run_async(stack, lambda store: _collect(store.follow("nope", idle_ms=20)))
+    assert run_async(stack, lambda store: store.webhook_target("nope")) is None
+
+
+def test_the_async_store_gives_the_webhook_and_records_deliveries(jobs, stack):
+    record = new_record(PIPELINES["imagine"], {"prompt": "a kite"}, owner="acme",
+                        webhook=WebhookSpec.parse("http://127.0.0.1:9/hook"))
+    jobs.create(record)
+    attempts = [{"delivery": "d1", "attempt": 1, "ok": False}, {"delivery": "d1", "attempt": 2, "ok": True}]
+
+    async def use(store):
+        for attempt in attempts:
+            await store.record_delivery(record.id, attempt)
+        return await store.webhook_target(record.id)
+
+    target = run_async(stack, use)
+    assert (target.job_name, target.url, target.owner) == ("imagine", "http://127.0.0.1:9/hook", "acme")
+    assert jobs.get(record.id).deliveries == attempts
+
+
+# -- the webhook outbox --------------------------------------------------------------------------
+
+def test_the_outbox_hands_each_wanted_event_to_one_reader(make_stack):
+    stack = make_stack()  # a Redis of its own: no gateway's dispatcher reads this outbox
+    jobs = JobStore(stack.redis_client(), ttl_s=600)
+    record = new_record(PIPELINES["imagine"], {"prompt": "a kite"},
+                        webhook=WebhookSpec.parse({"url": "http://127.0.0.1:9/hook",
+                                                   "events": ["job.queued", "job.succeeded"]}))
+    jobs.create(record)
+    jobs.mark_running(record.id, time.time())  # not wanted: never in the outbox
+
+    async def main():
+        redis = stack.settings.redis.async_client()
+        outbox, again = WebhookOutbox(redis, group="readers"), WebhookOutbox(redis, group="readers")
+        await outbox.join()
+        await again.join()  # the group exists: joining it again is no error
+        first = await outbox.take("a", count=10, block_ms=10, claim_idle_ms=60_000)
+        nothing_new = await outbox.take("b", count=10, block_ms=10, claim_idle_ms=60_000)
+        jobs.finish(record.id, JobStatus.SUCCEEDED, outputs={})
+        second = await outbox.take("a", count=10, block_ms=10, claim_idle_ms=60_000)
+        await outbox.done(first[0].id)
+        # "a" never finished the second one: after the idle time (0 here), "b" claims it.
+        claimed = await outbox.take("b", count=10, block_ms=10, claim_idle_ms=0)
+        await outbox.done(claimed[0].id)
+        left = await outbox.take("c", count=10, block_ms=10, claim_idle_ms=0)
+        await redis.aclose()
+        return first, nothing_new, second, claimed, left
+
+    first, nothing_new, second, claimed, left = asyncio.run(main())
+    assert [(e.job_id, e.name, e.event) for e in first] == [(record.id, "job.queued",
+                                                             {"type": "job", "status": "queued"})]
+    assert nothing_new == [] and left == []
+    assert [e.name for e in second] == ["job.succeeded"] and claimed == second
+
+
+# -- one owner -----------------------------------------------------------------------------------
+
+RECORD_KEYS = re.compile(r"mmq:job:|mmq:jobs:|mmq:idempotency:|mmq:webhooks:outbox|[\"']:(events|deliveries)[\"']")
+LAYOUT_NAMES = re.compile(r"records\.layout|records import .*\blayout\b|from \.layout import|\b(KEY_PREFIX|EVENTS_SUFFIX|"
+                          r"DELIVERIES_SUFFIX|WEBHOOK_OUTBOX|ALL_JOBS_KEY|record_key|events_key|deliveries_key)\b")
+
+
+def test_no_module_outside_the_record_package_names_the_records_keys():
+    owner = ROOT / "tasks" / "records"
+    sources = [p for folder in ("tasks", "clients", "workers", "bench") for p in (ROOT / folder).rglob("*.py")
+               if owner not in p.parents]
+    assert len(sources) > 100  # the whole source tree was read
+    offenders = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sources
+                 for m in (RECORD_KEYS.search(p.read_text()), LAYOUT_NAMES.search(p.read_text())) if m]
+    assert offenders == []
+
+
+async def _collect(iterator):
+    return [item async for item in iterator]
