@@ -25,7 +25,8 @@ from PIL import Image
 
 from mmq.clients.servers import free_port
 from mmq.tasks import JobStatus, MMQError, Settings, heartbeats
-from mmq.tasks.jobs import KEY_PREFIX, JobStore, StepState
+from mmq.tasks.records import JobStore, StepState
+from mmq.tasks.records.layout import record_key
 from mmq.tasks.stats import read_batches
 from mmq.workers import steps
 from mmq.workers.batching import Batcher
@@ -122,7 +123,7 @@ def test_a_progress_write_that_fails_neither_fails_nor_reruns_the_batch(make_sta
         held = probe.wait_for_a_run()
         assert len(held) == 4, held
         # Job 1's record expires inside the forward pass, so writing its progress fails (JobNotFound).
-        stack.redis_client().pexpire(KEY_PREFIX + jobs[1].id, 1)
+        stack.redis_client().pexpire(record_key(jobs[1].id), 1)
         probe.open()
         survivors = [job.wait(timeout_s=120) for job in jobs[:1] + jobs[2:]]
 
