@@ -191,6 +191,19 @@ def test_a_declaration_needs_size_and_media_type_beside_the_sha256(stack):
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "sha256"
 
 
+def test_an_upload_is_named_by_its_id_not_by_a_reference_to_its_object(stack, sample_image):
+    """An upload's content is only checked once a job takes it: a reference to its object is refused."""
+    data = sample_image.read_bytes()
+    with gateway_in_process(stack) as gateway:
+        sdk = gateway.sdk("uploads-by-ref")
+        named = sdk.upload(data)
+        ref = {"uri": f"s3://mmq-test/{upload_key('uploads-by-ref', named['upload'])}", "media_type": "image/png",
+               "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        with pytest.raises(InvalidInput) as refused:
+            sdk.submit("caption", {"image": ref})
+        assert refused.value.field == "image" and "is an upload, not an artifact" in str(refused.value)
+
+
 def test_a_declared_media_type_that_lies_fails_naming_the_input(workers):
     with gateway_in_process(workers) as gateway:
         sdk = gateway.sdk("uploads-lies")

@@ -159,5 +159,7 @@ class Uploads:
                 await asyncio.to_thread(self.sweep)
             except MMQError as exc:  # S3 or Redis away for a moment: the entries wait for the next round
                 log.warning("upload sweep failed, retrying in %.0f s: %s", interval, exc)
+            except Exception:  # anything else (a Redis failover's READONLY, ...): logged, and swept again
+                log.exception("upload sweep failed unexpectedly, retrying in %.0f s", interval)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
