@@ -7,6 +7,7 @@ URLs in the job's view. Gateway errors come back as the same mmq exceptions a di
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobNotFound
 from mmq.tasks.fields import Field, field_from_description
+from mmq.tasks.media import sniff_media_type
 from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.specfiles import pipeline_to_dict
@@ -84,7 +86,10 @@ class GatewayTransport:
         return value
 
     def upload(self, source: Path | str | bytes, media_type: str | None = None) -> dict[str, str]:
-        """Upload a file through a presigned URL; returns the input value that names it."""
+        """Upload a file through a presigned URL; returns the input value that names it.
+
+        Its SHA-256, size and media type (sniffed from the content unless given) are declared first:
+        S3 checks the body against them, and the gateway uses the file without reading it."""
         if isinstance(source, bytes):
             data = source
         else:
@@ -92,15 +97,18 @@ class GatewayTransport:
                 data = Path(source).read_bytes()
             except OSError as exc:
                 raise InvalidInput(f"cannot read {str(source)!r}: {exc.strerror}") from None
-        upload = self._call("POST", "/v1/uploads", json={"media_type": media_type, "size": len(data)})
+        upload = self._call("POST", "/v1/uploads", json={
+            "media_type": media_type or sniff_media_type(data), "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()})
         import httpx
 
         try:
-            response = httpx.put(upload["url"], content=data, timeout=TIMEOUT_S)
+            response = httpx.put(upload["url"], content=data, headers=upload.get("headers") or {}, timeout=TIMEOUT_S)
         except httpx.HTTPError as exc:
             raise BrokerUnavailable(f"artifact store unreachable for upload: {exc}") from None
         if response.status_code >= 300:
-            raise InvalidInput(f"the upload was refused by the artifact store ({response.status_code})")
+            raise InvalidInput(f"the upload was refused by the artifact store ({response.status_code}: "
+                               f"{_s3_error_code(response.text)})")
         return upload["input"]
 
     # -- reading ---------------------------------------------------------------------------
@@ -204,6 +212,12 @@ def _urls(value: Any, found: dict[str, str] | None = None) -> dict[str, str]:
             for item in value.values():
                 _urls(item, found)
     return found
+
+
+def _s3_error_code(body: str) -> str:
+    """The <Code> of an S3 error document (BadDigest, SignatureDoesNotMatch, ...), if it has one."""
+    start, end = body.find("<Code>"), body.find("</Code>")
+    return body[start + len("<Code>"):end] if 0 <= start < end else "no error code"
 
 
 def _checked_id(job_id: str) -> str:

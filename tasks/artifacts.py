@@ -7,6 +7,8 @@ artifacts of a tenant's jobs live under the tenant's prefix (see `tenants.py`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -53,6 +55,40 @@ class ArtifactRef:
         return isinstance(value, Mapping) and {"uri", "media_type", "sha256", "size"} <= value.keys()
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """What S3 says of an object without its bytes being read: its size, its type, and its SHA-256
+    (hex) when it was stored with a checksum, which S3 verified against the body it received."""
+
+    size: int
+    media_type: str
+    sha256: str | None = None
+
+
+def checksum_header(sha256: str) -> str:
+    """A hex SHA-256 as S3 carries it: base64 of the raw digest (x-amz-checksum-sha256)."""
+    return base64.b64encode(bytes.fromhex(sha256)).decode()
+
+
+def signed_put_headers(declared: StoredFile) -> dict[str, str]:
+    """The headers a PUT to `ArtifactStore.presigned_put(key, declared=...)` must send, exactly
+    (Content-Length too, which every HTTP client sends by itself)."""
+    headers = {"Content-Type": declared.media_type}
+    if declared.sha256 is not None:
+        headers["x-amz-checksum-sha256"] = checksum_header(declared.sha256)
+    return headers
+
+
+def _hex_checksum(header: str | None) -> str | None:
+    if not header:
+        return None
+    try:
+        digest = base64.b64decode(header, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest.hex() if len(digest) == 32 else None
+
+
 class ArtifactStore:
     """Put, get and presign artifacts in one bucket, through a boto3 S3 client handed in."""
 
@@ -87,14 +123,29 @@ class ArtifactStore:
     def put_bytes(self, data: bytes, media_type: str | None = None, *, prefix: str = "") -> ArtifactRef:
         """Store `data` under `prefix` (once: an existing object with the same content is reused)."""
         media_type = media_type or sniff_media_type(data)
-        digest = hashlib.sha256(data).hexdigest()
-        key = f"{prefix}blobs/{digest}.{extension_for(media_type)}"
-        ref = ArtifactRef(uri=f"s3://{self.bucket}/{key}", media_type=media_type, sha256=digest, size=len(data))
+        ref = self._blob_ref(hashlib.sha256(data).hexdigest(), size=len(data), media_type=media_type, prefix=prefix)
         self.ensure_bucket()
-        if not self._exists(key):
-            self._call("put_object", Bucket=self.bucket, Key=key, Body=data, ContentType=media_type,
-                       Metadata={"sha256": digest})
+        if not self._exists(ref.key):
+            self._call("put_object", Bucket=self.bucket, Key=ref.key, Body=data, ContentType=media_type,
+                       Metadata={"sha256": ref.sha256})
         return ref
+
+    def copy_to_blob(self, key: str, stored: StoredFile, *, prefix: str = "") -> ArtifactRef:
+        """The object at `key` (stored with a checksum) as a content-addressed artifact under
+        `prefix`: S3 copies it server-side, unless the same content is there already. Its bytes
+        never pass through this process."""
+        if stored.sha256 is None:
+            raise StorageError(f"s3://{self.bucket}/{key} has no SHA-256 checksum to address it by")
+        ref = self._blob_ref(stored.sha256, size=stored.size, media_type=stored.media_type, prefix=prefix)
+        if not self._exists(ref.key):
+            self._call("copy_object", Bucket=self.bucket, Key=ref.key, CopySource={"Bucket": self.bucket, "Key": key},
+                       MetadataDirective="REPLACE", ContentType=stored.media_type, Metadata={"sha256": stored.sha256})
+        return ref
+
+    def _blob_ref(self, sha256: str, *, size: int, media_type: str, prefix: str) -> ArtifactRef:
+        """Where content with this SHA-256 lives: the same bytes always get the same key."""
+        key = f"{prefix}blobs/{sha256}.{extension_for(media_type)}"
+        return ArtifactRef(uri=f"s3://{self.bucket}/{key}", media_type=media_type, sha256=sha256, size=size)
 
     def put_file(self, path: Path | str, media_type: str | None = None, *, prefix: str = "") -> ArtifactRef:
         path = Path(path)
@@ -119,15 +170,30 @@ class ArtifactStore:
         return self._presigner.generate_presigned_url(
             "get_object", Params={"Bucket": ref.bucket, "Key": ref.key}, ExpiresIn=expiry_s or self.presign_expiry_s)
 
-    def presigned_put(self, key: str, expiry_s: int | None = None) -> str:
-        """A URL to which anyone holding it may PUT one object at `key`, until it expires."""
-        self.ensure_bucket()
-        return self._presigner.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expiry_s or self.presign_expiry_s)
+    def presigned_put(self, key: str, expiry_s: int | None = None, *, declared: StoredFile | None = None) -> str:
+        """A URL to which anyone holding it may PUT one object at `key`, until it expires.
 
-    def size(self, ref: ArtifactRef) -> int:
-        """The stored object's size in bytes (`ArtifactNotFound` when there is none)."""
-        return int(self._call("head_object", Bucket=ref.bucket, Key=ref.key)["ContentLength"])
+        With `declared` (its sha256 set), the size, the media type and the checksum are signed into
+        the URL: the PUT must send them as `signed_put_headers` says, and S3 refuses a body whose
+        SHA-256 differs (BadDigest) or a length or type other than declared (SignatureDoesNotMatch)."""
+        self.ensure_bucket()
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if declared is not None and declared.sha256 is not None:
+            params.update(ContentLength=declared.size, ContentType=declared.media_type,
+                          ChecksumSHA256=checksum_header(declared.sha256))
+        return self._presigner.generate_presigned_url("put_object", Params=params,
+                                                      ExpiresIn=expiry_s or self.presign_expiry_s)
+
+    def stored_file(self, key: str) -> StoredFile:
+        """Size, type and checksum of the object at `key`, from its metadata alone (HeadObject);
+        `ArtifactNotFound` when there is none."""
+        head = self._call("head_object", Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        return StoredFile(size=int(head["ContentLength"]), media_type=str(head.get("ContentType") or ""),
+                          sha256=_hex_checksum(head.get("ChecksumSHA256")))
+
+    def delete(self, key: str) -> None:
+        """Remove the object at `key` (nothing happens when there is none)."""
+        self._call("delete_object", Bucket=self.bucket, Key=key)
 
     def ensure_bucket(self) -> None:
         """Create the bucket on first use when it is missing."""

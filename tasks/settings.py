@@ -80,6 +80,7 @@ class Settings:
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8600
     max_upload_bytes: int = 100 * 1024 * 1024  # one uploaded or fetched input file
+    upload_expiry_s: float = 24 * 3600.0  # an upload that no job used is deleted this long after its URL was issued
     max_request_bytes: int = 1024 * 1024  # one JSON request body
     allow_private_urls: bool = False  # may URL inputs point at private addresses (the cluster's own)?
     s3_public_url: str | None = None  # the S3 endpoint in presigned URLs, when callers see another one
@@ -143,6 +144,7 @@ class Settings:
             gateway_host=env.get("MMQ_GATEWAY_HOST", cls.gateway_host),
             gateway_port=_positive_int(env, "MMQ_GATEWAY_PORT", cls.gateway_port),
             max_upload_bytes=_positive_int(env, "MMQ_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            upload_expiry_s=_positive_number(env, "MMQ_UPLOAD_EXPIRY_S", cls.upload_expiry_s),
             max_request_bytes=_positive_int(env, "MMQ_MAX_REQUEST_BYTES", cls.max_request_bytes),
             allow_private_urls=_flag(env, "MMQ_ALLOW_PRIVATE_URLS"),
             s3_public_url=env.get("MMQ_S3_PUBLIC_URL") or None,

@@ -6,6 +6,7 @@ Covered: upload through a presigned URL, submit, server-sent events, download; t
 body of each refusal; API keys; tenant isolation; idempotency; URL inputs.
 """
 
+import hashlib
 import io
 import json
 import threading
@@ -26,10 +27,10 @@ def auth(key):
 
 
 def upload(gateway, key, data, media_type="image/png"):
-    created = httpx.post(f"{gateway.url}/v1/uploads", json={"media_type": media_type, "size": len(data)},
-                         headers=auth(key))
+    declared = {"media_type": media_type, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    created = httpx.post(f"{gateway.url}/v1/uploads", json=declared, headers=auth(key))
     assert created.status_code == 201, created.text
-    put = httpx.put(created.json()["url"], content=data)
+    put = httpx.put(created.json()["url"], content=data, headers=created.json()["headers"])
     assert put.status_code == 200, put.text
     return created.json()["input"]
 
@@ -184,7 +185,8 @@ def test_oversized_uploads_and_bodies_are_413(workers, tmp_path, sample_image):
                               headers=auth(key))
         assert error_of(declared, 413) == {"code": "payload_too_large", "field": "size", "message":
                                            "size: 2001 bytes is over the limit of 2000 (MMQ_MAX_UPLOAD_BYTES)"}
-        # A file bigger than it said: refused when the job that uses it is submitted.
+        # A file bigger than it said, uploaded without a declared checksum (which S3 would hold it to):
+        # refused when the job that uses it is submitted.
         big = Image.new("RGB", (200, 200))
         big.putdata([(i % 251, i % 241, i % 239) for i in range(200 * 200)])
         buffer = io.BytesIO()

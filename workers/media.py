@@ -72,6 +72,8 @@ def _unreadable(data: bytes) -> str:
                 f"decode; convert it to PNG or JPEG")
     if not data:
         return "not a decodable image (no data)"
+    if media_type != "application/octet-stream":  # another kind of file (declared an image, maybe): say which
+        return f"not a decodable image: its content is {media_type} ({len(data)} bytes)"
     return f"not a decodable image ({len(data)} bytes in no image format Pillow reads, starting {data[:8]!r})"
 
 

@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmq.tasks.artifacts import ArtifactRef
-from mmq.tasks.errors import ArtifactNotFound, AuthenticationFailed, JobNotFound, MMQError, PayloadTooLarge
+from mmq.tasks.errors import ArtifactNotFound, AuthenticationFailed, JobNotFound, MMQError
 from mmq.tasks.records import AsyncJobStore, JobRecord
 from mmq.tasks.settings import Settings
 from mmq.tasks.tenants import artifact_prefix
@@ -38,7 +38,8 @@ from ..operations import prometheus_metrics
 from . import schemas
 from .auth import PageTokens
 from .events import job_events
-from .inputs import InputResolver, upload_key
+from .inputs import InputResolver
+from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mmq.gateway.access")
@@ -56,11 +57,12 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # One redis-py client for the job records, the keys, the page secret and the metrics.
+        # One redis-py client for the job records, the keys, the uploads, the page secret and the metrics.
         self.redis = settings.redis.sync_client()
         self.transport = DirectTransport(settings, redis=self.redis)
         self.keys = KeyStore(self.redis)
-        self.resolver = InputResolver(settings, self.transport.store)
+        self.uploads = Uploads(settings, self.transport.store, self.redis)
+        self.resolver = InputResolver(settings, self.transport.store, self.uploads)
         self.async_jobs = AsyncJobStore.from_settings(settings)  # for the event streams
 
     @functools.cached_property
@@ -122,8 +124,10 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
 
             dispatcher = Dispatcher(settings)
             task = asyncio.create_task(dispatcher.run(stop))
+        sweeper = asyncio.create_task(gateway.uploads.sweep_until(stop))
         yield
         stop.set()
+        await sweeper
         if task is not None:
             await asyncio.wait_for(task, timeout=settings.webhook_timeout_s + 5)
             await dispatcher.close()
@@ -212,15 +216,8 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
     @app.post("/v1/uploads", status_code=201, response_model=schemas.Upload, responses=ERROR_RESPONSES,
               summary="Get a presigned URL to upload a file to")
     def upload(request: schemas.UploadRequest | None = None, owner: str = Depends(tenant)) -> Any:
-        import secrets
-
-        if request is not None and request.size is not None and request.size > settings.max_upload_bytes:
-            raise PayloadTooLarge(f"size: {request.size} bytes is over the limit of {settings.max_upload_bytes}"
-                                  " (MMQ_MAX_UPLOAD_BYTES)", field="size")
-        upload_id = secrets.token_hex(16)
-        url = gateway.transport.store.presigned_put(upload_key(owner, upload_id))
-        return {"id": upload_id, "url": url, "method": "PUT", "max_bytes": settings.max_upload_bytes,
-                "expires_at": time.time() + settings.presign_expiry_s, "input": {"upload": upload_id}}
+        request = request or schemas.UploadRequest()
+        return gateway.uploads.create(owner, media_type=request.media_type, size=request.size, sha256=request.sha256)
 
     @app.get("/v1/pipelines", response_model=schemas.Catalogue, summary="Tasks and pipelines, with schemas")
     def pipelines() -> Any:

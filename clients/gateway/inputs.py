@@ -1,13 +1,13 @@
 """File inputs over HTTP: an upload's id, a URL to fetch, or a reference to the caller's own artifact.
 
-Each becomes the bytes (or the reference) that the direct client submits, only after checking that
-it belongs to the caller and fits the size limit.
+Each becomes the reference (an upload, adopted without being read: see `uploads.py`) or the bytes
+(a fetched URL) that the direct client submits, only after checking that it belongs to the caller
+and fits the size limit.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import time
 from collections.abc import Mapping
@@ -15,22 +15,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
-from mmq.tasks.errors import ArtifactNotFound, InvalidInput, PayloadTooLarge
+from mmq.tasks.errors import InvalidInput
 from mmq.tasks.settings import Settings
 from mmq.tasks.tenants import artifact_prefix, key_within
 
-UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+from .uploads import Uploads, check_file_size, uploads_folder
+
 FETCH_TIMEOUT_S = 30.0
 
 
-def upload_key(tenant: str, upload_id: str) -> str:
-    return f"{artifact_prefix(tenant)}uploads/{upload_id}"
-
-
 class InputResolver:
-    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
+    def __init__(self, settings: Settings, store: ArtifactStore, uploads: Uploads) -> None:
         self.settings = settings
         self.store = store
+        self.uploads = uploads
 
     def resolve(self, inputs: Mapping[str, Any], tenant: str) -> dict[str, Any]:
         return {name: self._value(name, value, tenant) for name, value in inputs.items()}
@@ -41,29 +39,19 @@ class InputResolver:
         if not isinstance(value, Mapping):
             return value
         if set(value) == {"upload"}:
-            return self._upload(name, value["upload"], tenant)
+            return self.uploads.take(name, value["upload"], tenant)
         if set(value) == {"url"}:
             return self._fetch(name, value["url"])
         if ArtifactRef.is_ref(value):
             ref = ArtifactRef.from_dict(value, field=name)
             if ref.bucket != self.store.bucket or not key_within(ref.key, artifact_prefix(tenant)):
                 raise InvalidInput(f"{name}: {ref.uri} is not one of your artifacts", field=name)
+            if ref.key.startswith(uploads_folder(tenant)):
+                raise InvalidInput(f"{name}: {ref.uri} is an upload, not an artifact: pass it as "
+                                   f"{{\"upload\": ID}}", field=name)
             return ref
         raise InvalidInput(f"{name}: a file input is {{\"upload\": ID}}, {{\"url\": URL}} or an artifact "
                            f"reference, got an object with {sorted(value)}", field=name)
-
-    def _upload(self, name: str, upload_id: Any, tenant: str) -> bytes:
-        if not isinstance(upload_id, str) or not UPLOAD_ID.fullmatch(upload_id):
-            raise InvalidInput(f"{name}: {upload_id!r} is not an upload id", field=name)
-        key = upload_key(tenant, upload_id)
-        ref = ArtifactRef(uri=f"s3://{self.store.bucket}/{key}", media_type="", sha256="", size=0)
-        try:
-            size = self.store.size(ref)
-        except ArtifactNotFound:
-            raise InvalidInput(f"{name}: upload {upload_id} has no file (not uploaded yet, or not yours)",
-                               field=name) from None
-        self._check_size(name, size)
-        return self.store.get_bytes(ref)
 
     def _fetch(self, name: str, url: Any) -> bytes:
         import httpx
@@ -91,9 +79,7 @@ class InputResolver:
         return b"".join(chunks)
 
     def _check_size(self, name: str, size: int) -> None:
-        if size > self.settings.max_upload_bytes:
-            raise PayloadTooLarge(f"{name}: the file is over the limit of {self.settings.max_upload_bytes} bytes"
-                                  f" (MMQ_MAX_UPLOAD_BYTES)", field=name)
+        check_file_size(name, size, self.settings.max_upload_bytes)
 
 
 def _refuse_private(name: str, host: str) -> None:

@@ -26,15 +26,26 @@ class JobRequest(_Strict):
 
 
 class UploadRequest(_Strict):
-    media_type: str | None = Field(None, description="What the file is, e.g. image/png (sniffed anyway).")
+    media_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$",
+                                   description="What the file is, e.g. image/png. With sha256, jobs see this type "
+                                               "(a worker refuses content it cannot decode as one); without, it "
+                                               "is sniffed from the content.")
     size: int | None = Field(None, ge=0, description="Its size in bytes: an oversized file is refused now.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "The file's SHA-256 in hex. With it (and size and media_type), S3 checks the upload against all "
+        "three, and a job uses the file without the gateway reading it. Without it (deprecated), the gateway "
+        "reads the file once to hash it."))
 
 
 class Upload(BaseModel):
     id: str
     url: str = Field(description="A presigned URL: PUT the file's bytes to it before it expires.")
     method: str = "PUT"
-    expires_at: float
+    headers: dict[str, str] = Field(default_factory=dict, description=(
+        "Headers the PUT must send as they are (signed into the URL): Content-Type and x-amz-checksum-sha256 "
+        "when the request declared a sha256; S3 refuses a body whose SHA-256 or size differs."))
+    expires_at: float = Field(description="When the URL expires (Unix time). An upload no job used is "
+                                          "deleted later (MMQ_UPLOAD_EXPIRY_S after it was issued).")
     max_bytes: int
     input: dict[str, str] = Field(description="What to pass as the file input of a job.")
 
