@@ -224,7 +224,10 @@ def test_what_is_loaded_can_be_read_while_another_model_loads():
             started.set()
             release.wait(60)
 
-        def run(self, task, batch, progress):
+        def prepare(self, task, inputs):
+            return inputs
+
+        def infer(self, task, batch, progress):
             return [{} for _ in batch]
 
     context = ModelContext(model="m", device="cpu", cache_dir=Path("."), settings=Settings())

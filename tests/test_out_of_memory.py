@@ -72,7 +72,10 @@ class _Hungry(Specialisation):
         super().__init__(context)
         self.fits, self.runs = fits, runs
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
         self.runs.append(len(batch))
         torch.empty(10**13 if len(batch) > self.fits else 16, dtype=torch.uint8)
         return [{"text": f"caption of {job['n']}"} for job in batch]
@@ -117,7 +120,10 @@ class _FailsOnce(Specialisation):
         self.held: weakref.ref | None = None
         self.freed_before_retry: list[bool] = []
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
         if self.held is not None:
             self.freed_before_retry.append(self.held() is None)
         if self.failures > 0:

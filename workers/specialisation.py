@@ -1,21 +1,30 @@
 """The shape of a specialisation: one model family, loaded once per worker process, run per batch.
 
-A specialisation never touches Redis, S3 or Celery: the runtime (`mmq.workers.runtime`) resolves
+Its contract, in the order a step meets it: `setup()` loads the model once; `prepare(task, inputs)`
+checks one job's inputs against that model and makes them ready (decoded, tokenized), raising
+`InvalidInput` naming the first bad value; `infer(task, prepared, progress)` runs the model on a
+batch of prepared jobs. `run()` ties the last two together, every job prepared before any
+inference; no subclass overrides it.
+
+A specialisation never touches Redis, S3 or Celery: the step runner (`mmq.workers.steps`) resolves
 artifact inputs before `run()` and stores the `Blob` outputs after it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 from mmq.tasks.settings import Settings
 
 # progress(done, total): called between units of work (diffusion steps, generated batches).
 Progress = Callable[[int, int], None]
+# What `prepare` makes of one job's inputs and `infer` takes: each specialisation's own type (decoded
+# images, tokenized text, the inputs themselves when there is nothing to prepare).
+Prepared = Any
 
 
 @dataclass(frozen=True)
@@ -57,12 +66,12 @@ class ModelContext:
 
 
 class Specialisation(ABC):
-    """Base class: `setup()` once per worker process, `run()` once per batch of jobs."""
+    """Base class: `setup()` once per worker process; per batch of jobs, `prepare()` each job, then
+    `infer()` on them all (`run()` does both)."""
 
-    name: ClassVar[str]
-    tasks: ClassVar[frozenset[str]]
-    # Tasks whose `run()` takes a batch of several jobs in one forward pass (dynamic batching);
-    # the others always get a batch of one.
+    # Tasks whose `infer()` takes a batch of several jobs in one forward pass (dynamic batching);
+    # the others always get a batch of one. Which tasks a specialisation serves is the catalogue's
+    # to say (`TaskSpec.specialisation`), not the class's.
     batchable: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, context: ModelContext) -> None:
@@ -72,5 +81,21 @@ class Specialisation(ABC):
         """Load weights onto the device. Runs in the pool process, never the Celery parent."""
 
     @abstractmethod
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        """One output dict per input dict, in order. Raise `InvalidInput` for bad input."""
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Prepared:
+        """One job's inputs checked against this model and made ready for `infer`.
+
+        Raise `InvalidInput` naming the first bad value (what the `TaskSpec` cannot know: token
+        limits, image decoding, sizes the model needs). Runs for every job of a batch before any
+        inference and reads only its own job: a batch that a bad job fails is run again one job at
+        a time (`mmq.workers.batching`), so that the bad job fails alone.
+        """
+
+    @abstractmethod
+    def infer(self, task: str, batch: list[Prepared], progress: Progress) -> list[dict[str, Any]]:
+        """One output dict per prepared job, in order."""
+
+    @final
+    def run(self, task: str, batch: Sequence[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        """One output dict per job's inputs, in order: every job prepared (checked) before any inference."""
+        prepared = [self.prepare(task, inputs) for inputs in batch]
+        return self.infer(task, prepared, progress)

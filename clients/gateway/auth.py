@@ -41,8 +41,3 @@ class PageTokens:
     def _mac(self, job_id: str, expires: int) -> str:
         return hmac.new(self._secret, f"{job_id}.{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
-
-def bearer_key(authorization: str | None) -> str | None:
-    """The key of an `Authorization: Bearer <key>` header."""
-    scheme, _, key = (authorization or "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" and key.strip() else None

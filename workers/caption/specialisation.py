@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,11 +18,17 @@ from mmq.workers.specialisation import Progress, Specialisation
 from .tiny import build_tiny_blip
 
 
+@dataclass(frozen=True)
+class Captioning:
+    """One job, checked: its image decoded, and the caption's length within the decoder's reach."""
+
+    image: Image.Image
+    max_new_tokens: int
+
+
 class CaptionSpecialisation(Specialisation):
     """Captions images with `BlipForConditionalGeneration` (transformers)."""
 
-    name: ClassVar[str] = "caption"
-    tasks: ClassVar[frozenset[str]] = frozenset({"caption"})
     batchable: ClassVar[frozenset[str]] = frozenset({"caption"})  # one generate per caption length
 
     processor: BlipProcessor
@@ -34,35 +41,31 @@ class CaptionSpecialisation(Specialisation):
         self.processor = BlipProcessor.from_pretrained(source)
         self.model = load_pretrained(BlipForConditionalGeneration, source, self.context.device)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        self.check_inputs(batch)  # 1. check inputs: every job, before any inference
-        images = [self._image(job) for job in batch]
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Captioning:
+        """1. check inputs: the caption's length against the decoder's positions, the image decoded."""
+        max_new_tokens = inputs["max_new_tokens"]
+        # The decoder has one position per token, its start token included.
+        limit = self.model.config.text_config.max_position_embeddings - 1
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool):
+            raise InvalidInput(
+                f"max_new_tokens must be an integer but is {max_new_tokens!r}", field="max_new_tokens"
+            )
+        if not 1 <= max_new_tokens <= limit:
+            raise InvalidInput(
+                f"max_new_tokens must be between 1 and {limit} but is {max_new_tokens}",
+                field="max_new_tokens",
+            )
+        image = decode_image(inputs["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+        return Captioning(image, max_new_tokens)
+
+    def infer(self, task: str, batch: list[Captioning], progress: Progress) -> list[dict[str, Any]]:
         groups = _by_max_new_tokens(batch)
         captions: dict[int, str] = {}
         for done, (max_new_tokens, indices) in enumerate(groups.items(), start=1):
-            texts = self._caption([images[i] for i in indices], max_new_tokens)
+            texts = self._caption([batch[i].image for i in indices], max_new_tokens)
             captions.update(zip(indices, texts))
             progress(done, len(groups))
         return [{"text": captions[i]} for i in range(len(batch))]
-
-    def check_inputs(self, batch: list[Mapping[str, Any]]) -> None:
-        # The decoder has one position per token, its start token included.
-        limit = self.model.config.text_config.max_position_embeddings - 1
-        for job in batch:
-            max_new_tokens = job["max_new_tokens"]
-            if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool):
-                raise InvalidInput(
-                    f"max_new_tokens must be an integer but is {max_new_tokens!r}", field="max_new_tokens"
-                )
-            if not 1 <= max_new_tokens <= limit:
-                raise InvalidInput(
-                    f"max_new_tokens must be between 1 and {limit} but is {max_new_tokens}",
-                    field="max_new_tokens",
-                )
-
-    def _image(self, job: Mapping[str, Any]) -> Image.Image:
-        data = job["image"].read()
-        return decode_image(data, field="image", max_pixels=self.context.max_image_pixels)
 
     @torch.inference_mode()
     def _caption(self, images: list[Image.Image], max_new_tokens: int) -> list[str]:
@@ -77,9 +80,9 @@ class CaptionSpecialisation(Specialisation):
         return texts
 
 
-def _by_max_new_tokens(batch: list[Mapping[str, Any]]) -> dict[int, list[int]]:
+def _by_max_new_tokens(batch: list[Captioning]) -> dict[int, list[int]]:
     # One generate call per caption length: a batch where all agree is one call.
     groups: dict[int, list[int]] = {}
     for i, job in enumerate(batch):
-        groups.setdefault(job["max_new_tokens"], []).append(i)
+        groups.setdefault(job.max_new_tokens, []).append(i)
     return groups

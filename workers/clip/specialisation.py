@@ -39,8 +39,6 @@ class _Job:
 class ClipSpecialisation(Specialisation):
     """Embeds images and texts with `CLIPModel` and ranks candidates by cosine similarity."""
 
-    name: ClassVar[str] = "clip"
-    tasks: ClassVar[frozenset[str]] = frozenset({"embed", "rank", "rank_embeddings"})
     max_batch: ClassVar[int] = 32  # images, or texts, per forward pass
 
     processor: CLIPProcessor
@@ -52,15 +50,26 @@ class ClipSpecialisation(Specialisation):
         self.processor = CLIPProcessor.from_pretrained(source)
         self.model = load_pretrained(CLIPModel, source, self.context.device)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> _Job | Mapping[str, Any]:
+        """1. check inputs: the job's images decoded, its texts listed (for `rank`, the query first);
+        `InvalidInput` naming the first bad value. `rank_embeddings` needs no model: as it is."""
+        if task == "rank_embeddings":
+            return inputs
+        if task == "rank" and not inputs["images"] and not inputs["texts"]:
+            # The contract refuses this at submission; a message built by hand must not get past.
+            raise InvalidInput("rank needs at least one of images or texts to rank", field="images")
+        images = pixel_values(inputs["images"], self.processor.image_processor, field="images",
+                              max_pixels=self.context.max_image_pixels)
+        texts = [inputs["query"], *inputs["texts"]] if task == "rank" else list(inputs["texts"])
+        return _Job(images=images, texts=texts)
+
+    def infer(self, task: str, batch: list[Any], progress: Progress) -> list[dict[str, Any]]:
         if task == "rank_embeddings":  # embeddings already computed (by `embed` fan-outs): no model
             return [{"ranking": rank_embeddings(job["query"], job["candidates"])} for job in batch]
-        # 1. check inputs: every job, every image decoded, before any inference.
-        jobs = [self.check_inputs(task, job) for job in batch]
         # 2. encode in forward batches, reporting each one (progress may raise to abort the step).
-        counter = _Counter(progress, total=sum(job.forward_batches(self.max_batch) for job in jobs))
+        counter = _Counter(progress, total=sum(job.forward_batches(self.max_batch) for job in batch))
         encoded = [(self._image_vectors(job.images, counter), self._text_vectors(job.texts, counter))
-                   for job in jobs]
+                   for job in batch]
         # 3. shape the outputs: embeddings inline or as .npy, or a ranking.
         if task == "rank":
             return [{"ranking": _rank(images, texts)} for images, texts in encoded]
@@ -68,16 +77,6 @@ class ClipSpecialisation(Specialisation):
         return [{"image_embeddings": embedding_output(images, inline_max=inline_max),
                  "text_embeddings": embedding_output(texts, inline_max=inline_max)}
                 for images, texts in encoded]
-
-    def check_inputs(self, task: str, job: Mapping[str, Any]) -> _Job:
-        """The job's decoded images and its texts; `InvalidInput` naming the first bad value."""
-        if task == "rank" and not job["images"] and not job["texts"]:
-            # The contract refuses this at submission; a message built by hand must not get past.
-            raise InvalidInput("rank needs at least one of images or texts to rank", field="images")
-        images = pixel_values(job["images"], self.processor.image_processor, field="images",
-                              max_pixels=self.context.max_image_pixels)
-        texts = [job["query"], *job["texts"]] if task == "rank" else list(job["texts"])
-        return _Job(images=images, texts=texts)
 
     @torch.inference_mode()
     def _image_vectors(self, images: torch.Tensor, counter: _Counter) -> np.ndarray:

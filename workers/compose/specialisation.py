@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,12 +25,19 @@ from mmq.workers.wav import encode_wav
 from .tiny import build_tiny_musicgen
 
 
+@dataclass(frozen=True)
+class Composition:
+    """One job, checked and encoded: the prompt's tokens, how many codes to sample, and how."""
+
+    inputs: dict[str, torch.Tensor]  # the processor's output, on the model's device
+    max_new_tokens: int  # the asked frames plus the delay pattern's extra steps
+    guidance: float
+    seed: int
+
+
 class ComposeSpecialisation(Specialisation):
     """Makes music and sound with `MusicgenForConditionalGeneration` (transformers), one job at a
     time: sampled codes, seeded per job, decoded to audio by the model's EnCodec."""
-
-    name: ClassVar[str] = "compose"
-    tasks: ClassVar[frozenset[str]] = frozenset({"compose"})
 
     processor: MusicgenProcessor
     model: MusicgenForConditionalGeneration
@@ -61,16 +69,22 @@ class ComposeSpecialisation(Specialisation):
         # The decoder has one position per token, its start token included.
         return self.model.config.decoder.max_position_embeddings - 1 - self.delay
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        return [self._compose(job, progress) for job in batch]
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Composition:
+        """1. check inputs and 2. encode the prompt: the duration within the decoder's positions,
+        the prompt within the text encoder's tokens."""
+        frames = self._frames(inputs["duration_s"])
+        return Composition(self._encode(inputs["prompt"]), frames + self.delay, inputs["guidance"],
+                           inputs["seed"])
 
-    def _compose(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        # 1. check inputs, 2. encode the prompt, 3. sample codes (seeded), 4. decode to a WAV.
-        frames = self._frames(job["duration_s"])
-        inputs = self._encode(job["prompt"])
-        with seeded(job["seed"], self.context.device):
-            audio = self._generate(inputs, frames + self.delay, job["guidance"], progress)
-        return {"audio": Blob(encode_wav(audio, self.model.config.audio_encoder.sampling_rate), "audio/wav")}
+    def infer(self, task: str, batch: list[Composition], progress: Progress) -> list[dict[str, Any]]:
+        # 3. sample codes (seeded per job), 4. decode them to audio and a WAV.
+        rate = self.model.config.audio_encoder.sampling_rate
+        outputs = []
+        for job in batch:
+            with seeded(job.seed, self.context.device):
+                audio = self._generate(job.inputs, job.max_new_tokens, job.guidance, progress)
+            outputs.append({"audio": Blob(encode_wav(audio, rate), "audio/wav")})
+        return outputs
 
     def _frames(self, duration_s: float) -> int:
         frames = round(duration_s * self.frame_rate)

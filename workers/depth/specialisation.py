@@ -9,7 +9,7 @@ near is bright.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +29,6 @@ from .tiny import build_tiny_depth_anything
 class DepthSpecialisation(Specialisation):
     """Estimates depth with `AutoModelForDepthEstimation` (Depth Anything, DPT)."""
 
-    name: ClassVar[str] = "depth"
-    tasks: ClassVar[frozenset[str]] = frozenset({"depth"})
     # Not batchable: the processor keeps each image's aspect ratio, so images differ in tensor size.
 
     processor: BaseImageProcessor
@@ -42,21 +40,19 @@ class DepthSpecialisation(Specialisation):
         self.processor = AutoImageProcessor.from_pretrained(source)
         self.model = load_pretrained(AutoModelForDepthEstimation, source, self.context.device)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        # 1. check inputs: every image decoded before any inference.
-        images = [self.check_inputs(job) for job in batch]
-        progress(0, len(images))
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Image.Image:
+        """1. check inputs: the image decoded; `InvalidInput` naming `image` if it is not a safe image."""
+        return decode_image(inputs["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+
+    def infer(self, task: str, batch: list[Image.Image], progress: Progress) -> list[dict[str, Any]]:
+        progress(0, len(batch))
         outputs = []
-        for done, image in enumerate(images, start=1):
+        for done, image in enumerate(batch, start=1):
             depth = self._predict(image)  # 2. encode, predict, resize back to the image
             outputs.append({"depth_map": Blob(encode_png(depth_map(depth)), "image/png"),
                             "depth": Blob(encode_npy(depth), NPY)})
-            progress(done, len(images))  # may raise to abort the step: let it
+            progress(done, len(batch))  # may raise to abort the step: let it
         return outputs
-
-    def check_inputs(self, job: Mapping[str, Any]) -> Image.Image:
-        """The job's image, decoded; `InvalidInput` naming `image` if it is not a safe image."""
-        return decode_image(job["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
 
     @torch.inference_mode()
     def _predict(self, image: Image.Image) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
@@ -22,7 +22,7 @@ from PIL import Image
 from mmq.tasks.errors import ContentFiltered, InvalidInput
 from mmq.workers.media import decode_image, encode_png
 from mmq.workers.models import load_pipeline, resolve_model
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation import ArtifactInput, Blob, Progress, Specialisation
 
 from .tiny import build_tiny_stable_diffusion
 
@@ -38,9 +38,6 @@ StepCallback = Callable[[StableDiffusionPipeline, int, Any, dict[str, Any]], dic
 class DiffusionSpecialisation(Specialisation):
     """Generates images with `StableDiffusionPipeline` (and img2img on the same loaded modules),
     one job at a time, seeded per job."""
-
-    name: ClassVar[str] = "diffusion"
-    tasks: ClassVar[frozenset[str]] = frozenset({"text2image", "image2image"})
 
     pipeline: StableDiffusionPipeline
     img2img: StableDiffusionImg2ImgPipeline
@@ -72,26 +69,20 @@ class DiffusionSpecialisation(Specialisation):
     def safety_checked(self) -> bool:
         return self.pipeline.safety_checker is not None
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """1. check inputs, raising `InvalidInput` naming the first bad value as diffusers' own
+        `check_inputs` does; for image2image, the image decoded and scaled to the working size."""
+        self._check_common(inputs)
+        if task == "text2image":
+            for side in ("width", "height"):
+                _check_side(side, inputs[side])
+            return inputs
+        _check_strength(inputs["strength"], inputs["steps"])
+        return {**inputs, "image": self._working_image(inputs["image"])}
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         generate = self._generate if task == "text2image" else self._redraw
-        for job in batch:  # every job checked before any is run
-            self.check_inputs(job) if task == "text2image" else self.check_img2img_inputs(job)
         return [{"image": Blob(encode_png(generate(job, progress)), "image/png")} for job in batch]
-
-    def check_img2img_inputs(self, job: Mapping[str, Any]) -> None:
-        self._check_common(job)
-        if not 0 <= job["strength"] <= 1:
-            raise InvalidInput(f"strength must be between 0 and 1 but is {job['strength']}", field="strength")
-        if int(job["steps"] * job["strength"]) < 1:
-            raise InvalidInput(
-                f"strength x steps must leave at least one denoising step but is "
-                f"{job['strength']} x {job['steps']}", field="strength")
-
-    def check_inputs(self, job: Mapping[str, Any]) -> None:
-        """Raise `InvalidInput` naming the first bad value, as diffusers' own `check_inputs` does."""
-        self._check_common(job)
-        for side in ("width", "height"):
-            _check_side(side, job[side])
 
     def _check_common(self, job: Mapping[str, Any]) -> None:
         if not job["prompt"].strip():
@@ -111,15 +102,20 @@ class DiffusionSpecialisation(Specialisation):
         result = self.pipeline(width=job["width"], height=job["height"], **self._common(job, progress))
         return self._checked(result, job)
 
-    @torch.inference_mode()
-    def _redraw(self, job: Mapping[str, Any], progress: Progress) -> Image.Image:
-        image = decode_image(job["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+    def _working_image(self, artifact: ArtifactInput) -> Image.Image:
+        image = decode_image(artifact.read(), field="image", max_pixels=self.context.max_image_pixels)
         if image.width < LATENT_MULTIPLE or image.height < LATENT_MULTIPLE:
-            raise InvalidInput(f"image must be at least 8x8 pixels but is {image.width}x{image.height}", field="image")
+            raise InvalidInput(f"image must be at least 8x8 pixels but is {image.width}x{image.height}",
+                               field="image")
         width, height = working_size(image.width, image.height, self.max_side)
         if (width, height) != image.size:
             image = image.resize((width, height), Image.Resampling.LANCZOS)
-        self._decode_in_tiles(width, height)
+        return image
+
+    @torch.inference_mode()
+    def _redraw(self, job: Mapping[str, Any], progress: Progress) -> Image.Image:
+        image = job["image"]  # decoded and scaled to the working size by `prepare`
+        self._decode_in_tiles(image.width, image.height)
         result = self.img2img(image=image, strength=job["strength"], **self._common(job, progress))
         return self._checked(result, job)
 
@@ -164,6 +160,15 @@ def needs_tiles(width: int, height: int) -> bool:
     """Decode in tiles above TILE_ABOVE_PX on a side: the VAE's activations at full resolution
     grow with the pixel count, and they are what runs out of memory first at large sizes."""
     return max(width, height) > TILE_ABOVE_PX
+
+
+def _check_strength(strength: float, steps: int) -> None:
+    if not 0 <= strength <= 1:
+        raise InvalidInput(f"strength must be between 0 and 1 but is {strength}", field="strength")
+    if int(steps * strength) < 1:
+        raise InvalidInput(
+            f"strength x steps must leave at least one denoising step but is {strength} x {steps}",
+            field="strength")
 
 
 def _check_side(side: str, value: int) -> None:

@@ -27,8 +27,6 @@ from .tiny import build_tiny_dinov2
 class FeaturesSpecialisation(Specialisation):
     """Embeds images with a DINOv2 `AutoModel`: the class token of each, normalised."""
 
-    name: ClassVar[str] = "features"
-    tasks: ClassVar[frozenset[str]] = frozenset({"features"})
     max_batch: ClassVar[int] = 16  # images per forward pass
 
     processor: BaseImageProcessor
@@ -40,22 +38,22 @@ class FeaturesSpecialisation(Specialisation):
         self.processor = AutoImageProcessor.from_pretrained(source)
         self.model = load_pretrained(AutoModel, source, self.context.device)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        # 1. check inputs: every job, every image decoded, before any inference.
-        images_per_job = [self.check_inputs(job) for job in batch]
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """1. check inputs: every image decoded into pixel values; `InvalidInput` naming `images[i]`
+        for the first bad one."""
+        return pixel_values(inputs["images"], self.processor, field="images",
+                            max_pixels=self.context.max_image_pixels)
+
+    def infer(self, task: str, batch: list[torch.Tensor], progress: Progress) -> list[dict[str, Any]]:
         # 2. encode, one forward pass per chunk of images across the whole batch of jobs.
-        vectors = self._encode([image for images in images_per_job for image in images], progress)
+        vectors = self._encode([image for images in batch for image in images], progress)
         # 3. split the rows back into jobs.
         inline_max = self.context.settings.inline_embedding_max
         outputs, start = [], 0
-        for images in images_per_job:
+        for images in batch:
             rows, start = vectors[start:start + len(images)], start + len(images)
             outputs.append({"embeddings": embedding_output(rows, inline_max=inline_max)})
         return outputs
-
-    def check_inputs(self, job: Mapping[str, Any]) -> torch.Tensor:
-        """The job's images as pixel values; `InvalidInput` naming `images[i]` for the first bad one."""
-        return pixel_values(job["images"], self.processor, field="images", max_pixels=self.context.max_image_pixels)
 
     def _encode(self, images: Sequence[torch.Tensor], progress: Progress) -> np.ndarray:
         total = count_chunks(len(images), self.max_batch)

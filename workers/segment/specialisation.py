@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,11 +41,16 @@ class Prompts:
         return len(self.points) == 1 and not self.boxes
 
 
+@dataclass(frozen=True)
+class Segmentation:
+    """One job, checked: its image decoded, and the prompts that fit inside it."""
+
+    image: Image.Image
+    prompts: Prompts
+
+
 class SegmentSpecialisation(Specialisation):
     """Segments objects picked out by points or boxes with `SamModel` (transformers)."""
-
-    name: ClassVar[str] = "segment"
-    tasks: ClassVar[frozenset[str]] = frozenset({"segment"})
 
     processor: SamProcessor
     model: SamModel
@@ -57,15 +62,19 @@ class SegmentSpecialisation(Specialisation):
         self.processor = SamProcessor.from_pretrained(source)
         self.model = load_pretrained(SamModel, source, self.context.device)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        return [self._segment(job, progress) for job in batch]  # not batchable: a batch of one
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Segmentation:
+        """1. check inputs: the labels (the cheap check first), the image decoded, then every point
+        and box inside it."""
+        _check_labels(inputs["points"], inputs["point_labels"])
+        image = decode_image(inputs["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+        return Segmentation(image, _prompts(inputs, image.size))
 
-    def _segment(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        check_labels(job["points"], job["point_labels"])  # 1. check inputs: the cheap one first
-        image = decode_image(job["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
-        prompts = check_prompts(job, image.size)
-        masks, scores = self._masks(image, prompts, progress)
-        return {"masks": [Blob(encode_png(mask), PNG) for mask in masks], "scores": scores}
+    def infer(self, task: str, batch: list[Segmentation], progress: Progress) -> list[dict[str, Any]]:
+        outputs = []
+        for job in batch:  # not batchable: a batch of one
+            masks, scores = self._masks(job.image, job.prompts, progress)
+            outputs.append({"masks": [Blob(encode_png(mask), PNG) for mask in masks], "scores": scores})
+        return outputs
 
     @torch.inference_mode()
     def _masks(self, image: Image.Image, prompts: Prompts,
@@ -113,7 +122,7 @@ class SegmentSpecialisation(Specialisation):
         return Image.fromarray(pixels), float(ious[best])
 
 
-def check_labels(points: Sequence[Sequence[float]], labels: Sequence[int]) -> None:
+def _check_labels(points: Sequence[Sequence[float]], labels: Sequence[int]) -> None:
     """No labels means every point is on the object; otherwise exactly one per point."""
     if labels and len(labels) != len(points):
         raise InvalidInput(
@@ -123,18 +132,18 @@ def check_labels(points: Sequence[Sequence[float]], labels: Sequence[int]) -> No
         )
 
 
-def check_prompts(job: Mapping[str, Any], size: tuple[int, int]) -> Prompts:
+def _prompts(job: Mapping[str, Any], size: tuple[int, int]) -> Prompts:
     """The job's prompts, each point inside the image and each box a non-empty area of it."""
     for i, point in enumerate(job["points"]):
-        check_point(f"points[{i}]", point, size)
+        _check_point(f"points[{i}]", point, size)
     for i, box in enumerate(job["boxes"]):
-        check_box(f"boxes[{i}]", box, size)
+        _check_box(f"boxes[{i}]", box, size)
     points = [list(point) for point in job["points"]]
     labels = list(job["point_labels"]) or [1] * len(points)
     return Prompts(points=points, labels=labels, boxes=[list(box) for box in job["boxes"]])
 
 
-def check_point(name: str, point: Sequence[float], size: tuple[int, int]) -> None:
+def _check_point(name: str, point: Sequence[float], size: tuple[int, int]) -> None:
     # A point names a pixel: x in [0, width), y in [0, height). Negatives are refused at submission.
     width, height = size
     x, y = point
@@ -143,7 +152,7 @@ def check_point(name: str, point: Sequence[float], size: tuple[int, int]) -> Non
                            field=name)
 
 
-def check_box(name: str, box: Sequence[float], size: tuple[int, int]) -> None:
+def _check_box(name: str, box: Sequence[float], size: tuple[int, int]) -> None:
     # A box's corners are pixel edges, so a box may end on the image's far edge (x1 == width):
     # [0, 0, width, height] is the whole image.
     width, height = size

@@ -52,8 +52,6 @@ class SentenceConfig:
 class SentenceSpecialisation(Specialisation):
     """Embeds texts with a sentence-transformers checkpoint and ranks texts by cosine similarity."""
 
-    name: ClassVar[str] = "sentence"
-    tasks: ClassVar[frozenset[str]] = frozenset({"embed_text", "rank_text"})
     max_batch: ClassVar[int] = 64  # texts per forward pass
 
     tokenizer: PreTrainedTokenizerBase
@@ -70,25 +68,25 @@ class SentenceSpecialisation(Specialisation):
         self.config = read_sentence_config(source, self.model, self.tokenizer)
         logger.info("%s pooling, %d tokens per text at most", self.config.pooling, self.config.max_seq_length)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        # 1. check inputs: every job, before any inference.
-        texts_per_job = [self.check_inputs(task, job) for job in batch]
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> list[str]:
+        """1. check inputs: the texts to encode (for `rank_text`, the query first); `InvalidInput`
+        if there is none to rank."""
+        if task == "rank_text":
+            # The contract refuses this at submission; keep hand-built messages out too.
+            if not inputs["texts"]:
+                raise InvalidInput("texts must have at least one item to rank", field="texts")
+            return [inputs["query"], *inputs["texts"]]
+        return list(inputs["texts"])
+
+    def infer(self, task: str, batch: list[list[str]], progress: Progress) -> list[dict[str, Any]]:
         # 2. encode, one forward pass per chunk of texts across the whole batch of jobs.
-        vectors = self._encode([text for texts in texts_per_job for text in texts], progress)
+        vectors = self._encode([text for texts in batch for text in texts], progress)
         # 3. split the rows back into jobs and shape the outputs.
         outputs, start = [], 0
-        for texts in texts_per_job:
+        for texts in batch:
             rows, start = vectors[start:start + len(texts)], start + len(texts)
             outputs.append(self._output(task, rows))
         return outputs
-
-    def check_inputs(self, task: str, job: Mapping[str, Any]) -> list[str]:
-        """The texts to encode (for `rank_text`, the query first); `InvalidInput` if none to rank."""
-        if task == "rank_text":
-            if not job["texts"]:  # the contract refuses this at submission; keep hand-built messages out too
-                raise InvalidInput("texts must have at least one item to rank", field="texts")
-            return [job["query"], *job["texts"]]
-        return list(job["texts"])
 
     def _output(self, task: str, rows: np.ndarray) -> dict[str, Any]:
         if task == "rank_text":

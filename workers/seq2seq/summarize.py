@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from mmq.tasks.errors import InvalidInput, MMQError
 from mmq.workers.models import resolve_model
@@ -32,9 +32,6 @@ MAX_ROUNDS = 8
 class SummarizeSpecialisation(Specialisation):
     """Summarizes text with `AutoModelForSeq2SeqLM.generate()`, chunk by chunk when it is long."""
 
-    name: ClassVar[str] = "summarize"
-    tasks: ClassVar[frozenset[str]] = frozenset({"summarize"})
-
     seq2seq: Seq2Seq
     budget: int  # text tokens per chunk
 
@@ -45,22 +42,9 @@ class SummarizeSpecialisation(Specialisation):
         self.budget = self.seq2seq.chunk_budget()
         logger.info("summarize: chunks of up to %d tokens", self.budget)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        # 1. check inputs: every job, before any inference
-        for job in batch:
-            self.check_inputs(job)
-        # 2. chunk: every job now, so that progress knows the first round's total
-        chunked = [self.seq2seq.chunk(job["text"], self.budget) for job in batch]
-        tally = Tally(progress)
-        for chunks in chunked:
-            tally.expect(_passes(len(chunks)))
-        summaries = [self._summarize(chunks, job, tally) for chunks, job in zip(chunked, batch)]
-        # The sentences too: a pipeline fans out over them (storyboard: one picture each).
-        return [{"summary": summary, "sentences": sentences(summary)} for summary in summaries]
-
-    def check_inputs(self, job: Mapping[str, Any]) -> None:
-        """Raise `InvalidInput` naming the first bad value."""
-        text, max_tokens, min_tokens = job["text"], job["max_tokens"], job["min_tokens"]
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """1. check inputs: `InvalidInput` naming the first bad value."""
+        text, max_tokens, min_tokens = inputs["text"], inputs["max_tokens"], inputs["min_tokens"]
         if not text.strip():
             raise InvalidInput("text must not be empty", field="text")
         limit = self.seq2seq.max_new_tokens
@@ -72,6 +56,17 @@ class SummarizeSpecialisation(Specialisation):
                 f"min_tokens ({min_tokens}) must not be greater than max_tokens ({max_tokens})",
                 field="min_tokens",
             )
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        # 2. chunk: every job now, so that progress knows the first round's total
+        chunked = [self.seq2seq.chunk(job["text"], self.budget) for job in batch]
+        tally = Tally(progress)
+        for chunks in chunked:
+            tally.expect(_passes(len(chunks)))
+        summaries = [self._summarize(chunks, job, tally) for chunks, job in zip(chunked, batch)]
+        # The sentences too: a pipeline fans out over them (storyboard: one picture each).
+        return [{"summary": summary, "sentences": sentences(summary)} for summary in summaries]
 
     def _summarize(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> str:
         rounds = 0

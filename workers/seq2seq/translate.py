@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -38,9 +38,6 @@ OUTPUT_SLACK = 16
 class TranslateSpecialisation(Specialisation):
     """Translates text with `AutoModelForSeq2SeqLM.generate()`, its chunks in batches."""
 
-    name: ClassVar[str] = "translate"
-    tasks: ClassVar[frozenset[str]] = frozenset({"translate"})
-
     seq2seq: Seq2Seq
     languages: frozenset[str]  # the language codes the tokenizer knows
     budget: int  # text tokens per chunk
@@ -59,10 +56,16 @@ class TranslateSpecialisation(Specialisation):
         logger.info("translate: %d language codes; chunks of up to %d tokens",
                     len(self.languages), self.budget)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        # 1. check inputs: every job, before any inference
-        for job in batch:
-            self.check_inputs(job)
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """1. check inputs: `InvalidInput` naming the first bad value (an empty text, a language the
+        model does not know)."""
+        if not inputs["text"].strip():
+            raise InvalidInput("text must not be empty", field="text")
+        for field in ("source_language", "target_language"):
+            self._model_code(inputs, field)
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         # 2. chunk: every job now, so that progress knows the total. Each line is translated apart:
         # NLLB's tokenizer reads line breaks as spaces, and the text's layout should survive.
         chunked = [self.seq2seq.chunk(job["text"], self.budget, break_lines=True) for job in batch]
@@ -70,27 +73,20 @@ class TranslateSpecialisation(Specialisation):
         tally.expect(sum(len(chunks) for chunks in chunked))
         return [{"translation": self._translate(chunks, job, tally)} for chunks, job in zip(chunked, batch)]
 
-    def check_inputs(self, job: Mapping[str, Any]) -> None:
-        """Raise `InvalidInput` naming the first bad value."""
-        if not job["text"].strip():
-            raise InvalidInput("text must not be empty", field="text")
-        for field in ("source_language", "target_language"):
-            self.model_code(job, field)
-
-    def model_code(self, job: Mapping[str, Any], field: str) -> str:
+    def _model_code(self, job: Mapping[str, Any], field: str) -> str:
         """The model's own code (fra_Latn) for the language as the user named it (fr, fr-FR, fra…)."""
         return languages.for_nllb(job[field], self.languages, field=field)
 
     def _translate(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> str:
         tokenizer = self.seq2seq.tokenizer
         # 3. encode: the tokenizer puts the source code before each chunk.
-        tokenizer.src_lang = self.model_code(job, "source_language")
+        tokenizer.src_lang = self._model_code(job, "source_language")
         # 4. generate, 5. decode: the target code is the decoder's first token.
         outputs = self.seq2seq.generate(
             [chunk.text for chunk in chunks],
             tally.advance,
             max_new_tokens=self._max_new_tokens,
-            forced_bos_token_id=tokenizer.convert_tokens_to_ids(self.model_code(job, "target_language")),
+            forced_bos_token_id=tokenizer.convert_tokens_to_ids(self._model_code(job, "target_language")),
         )
         for number, output in enumerate(outputs, start=1):
             if not output.finished:  # said, not hidden: the translation may lack its end

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +30,16 @@ PAUSE_S = 0.25  # silence between pieces, about a sentence's pause in speech
 DTYPE = torch.float32
 
 
+@dataclass(frozen=True)
+class Speech:
+    """One job, checked and tokenized: the pieces of its text the model can say, and its seed."""
+
+    pieces: list[list[int]]  # token ids, one list per piece said in one forward pass
+    seed: int
+
+
 class SpeakSpecialisation(Specialisation):
     """Speaks text with `VitsModel` (transformers), one piece of the text per forward pass."""
-
-    name: ClassVar[str] = "speak"
-    tasks: ClassVar[frozenset[str]] = frozenset({"speak"})
 
     tokenizer: PreTrainedTokenizerBase
     model: VitsModel
@@ -49,18 +55,20 @@ class SpeakSpecialisation(Specialisation):
     def sampling_rate(self) -> int:
         return self.model.config.sampling_rate
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Speech:
+        """1. check and encode: every piece of the text tokenized before any synthesis."""
+        return Speech(self._encode(inputs["text"]), inputs["seed"])
+
+    def infer(self, task: str, batch: list[Speech], progress: Progress) -> list[dict[str, Any]]:
         return [self._speak(job, progress) for job in batch]
 
-    def _speak(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        # 1. check and encode: every piece tokenized before any synthesis; 2. synthesise piece by
-        # piece, seeded; 3. join with pauses and encode the WAV.
-        pieces = self._encode(job["text"])
+    def _speak(self, job: Speech, progress: Progress) -> dict[str, Any]:
+        # 2. synthesise piece by piece, seeded; 3. join with pauses and encode the WAV.
         waves: list[np.ndarray] = []
-        with seeded(job["seed"], self.context.device):
-            for done, input_ids in enumerate(pieces, start=1):
+        with seeded(job.seed, self.context.device):
+            for done, input_ids in enumerate(job.pieces, start=1):
                 waves.append(self._synthesise(input_ids))
-                progress(done, len(pieces))  # raises StepAborted when the job was cancelled
+                progress(done, len(job.pieces))  # raises StepAborted when the job was cancelled
         return {"audio": Blob(encode_wav(self._joined(waves), self.sampling_rate), "audio/wav")}
 
     def _encode(self, text: str) -> list[list[int]]:

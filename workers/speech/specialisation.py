@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from mmq.tasks import languages
@@ -23,11 +25,17 @@ logger = logging.getLogger(__name__)
 TIME_DECIMALS = 3  # milliseconds: Whisper's timestamps are 20 ms apart anyway
 
 
+@dataclass(frozen=True)
+class Recording:
+    """One job, checked and decoded: its audio, and its language as given and as the model names it."""
+
+    audio: np.ndarray  # 16 kHz mono float32
+    language: str  # as the user named it (fr, fr-CA, fra…); '' to detect
+    model_code: str  # Whisper's code for it (fr); '' to detect
+
+
 class SpeechSpecialisation(Specialisation):
     """Transcribes speech with Whisper, through transformers or faster-whisper (`MMQ_SPEECH_BACKEND`)."""
-
-    name: ClassVar[str] = "speech"
-    tasks: ClassVar[frozenset[str]] = frozenset({"transcribe"})
 
     backend: WhisperBackend
 
@@ -41,32 +49,34 @@ class SpeechSpecialisation(Specialisation):
                                    cache_dir=context.cache_dir)
             self.backend = TransformersWhisper(source, context.device)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        for job in batch:  # 1. check inputs: every job, before any audio is decoded
-            self.check_inputs(job)
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Recording:
+        """1. check inputs: a language the model can transcribe, named (no silent fallback to
+        detection), checked before any audio is decoded; 2. decode: any container, rate and channel
+        count to 16 kHz mono, refused when too long."""
+        language = inputs["language"]
+        if language and self.backend.english_only and \
+                languages.parse(language.split("_")[0], field="language")[0] != "eng":
+            raise InvalidInput(f"language: this model transcribes English only, so language must be English "
+                               f"(en) or empty, not {language!r}", field="language")
+        model_code = self._model_code(language)
+        limit_s = self.context.settings.max_audio_s
+        audio = decode_audio(inputs["audio"].read(), field="audio", max_duration_s=limit_s)
+        return Recording(audio, language, model_code)
+
+    def infer(self, task: str, batch: list[Recording], progress: Progress) -> list[dict[str, Any]]:
         return [self._transcribe(job, progress) for job in batch]
 
-    def check_inputs(self, job: Mapping[str, Any]) -> None:
-        """Refuse a language the model cannot transcribe, naming it (no silent fallback to detection)."""
-        if job["language"] and self.backend.english_only and \
-                languages.parse(job["language"].split("_")[0], field="language")[0] != "eng":
-            raise InvalidInput(f"language: this model transcribes English only, so language must be English "
-                               f"(en) or empty, not {job['language']!r}", field="language")
-        self.model_code(job)
-
-    def model_code(self, job: Mapping[str, Any]) -> str:
+    def _model_code(self, language: str) -> str:
         """Whisper's code (fr) for the language as the user named it (fr, fr-CA, fra…); '' to detect."""
-        if not job["language"]:
+        if not language:
             return ""
-        return languages.for_whisper(job["language"], self.backend.languages, field="language")
+        return languages.for_whisper(language, self.backend.languages, field="language")
 
-    def _transcribe(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        # 2. decode: any container, rate and channel count to 16 kHz mono, refused when too long
-        limit_s = self.context.settings.max_audio_s
-        audio = decode_audio(job["audio"].read(), field="audio", max_duration_s=limit_s)
+    def _transcribe(self, job: Recording, progress: Progress) -> dict[str, Any]:
+        audio = job.audio
         windows = split_windows(audio, SAMPLE_RATE)  # 3. chunk: never truncate long audio
         logger.info("transcribing %.1f s of audio in %d window(s)", audio.size / SAMPLE_RATE, len(windows))
-        language: str | None = self.model_code(job) or None
+        language: str | None = job.model_code or None
         segments: list[Segment] = []
         for done, (start, end) in enumerate(windows, start=1):  # 4. transcribe, window by window
             window = audio[start:end]
@@ -75,7 +85,7 @@ class SpeechSpecialisation(Specialisation):
                 segments += _placed(found, offset_s=start / SAMPLE_RATE, duration_s=window.size / SAMPLE_RATE)
             progress(done, len(windows))  # may raise to abort: the job was cancelled or failed
         # 5. assemble: the language as the user named it, or as detected (ISO 639-1)
-        return self._assembled(segments, job["language"] or language)
+        return self._assembled(segments, job.language or language)
 
     def _assembled(self, segments: list[Segment], language: str | None) -> dict[str, Any]:
         # Segment texts carry their own leading spaces where the language uses them (not in Chinese).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from diffusers import ShapEPipeline
@@ -30,9 +30,6 @@ class Text2MeshSpecialisation(Specialisation):
     """Generates 3D objects with `ShapEPipeline`: the prior runs once per job, and its latent is
     decoded twice by the pipeline's renderer, into a mesh and into a preview image."""
 
-    name: ClassVar[str] = "text2mesh"
-    tasks: ClassVar[frozenset[str]] = frozenset({"text2mesh"})
-
     pipeline: ShapEPipeline
 
     def setup(self) -> None:
@@ -46,20 +43,19 @@ class Text2MeshSpecialisation(Specialisation):
         # stop it there with an error that says what happened.
         self.pipeline.shap_e_renderer.mesh_decoder.register_forward_hook(_refuse_empty_mesh)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        for job in batch:  # 1. check inputs: every job, before any is run
-            self.check_inputs(job)
-        return [self._generate(job, progress) for job in batch]
-
-    def check_inputs(self, job: Mapping[str, Any]) -> None:
-        """What the TaskSpec cannot know (it refuses empty prompts and out-of-range numbers itself):
-        the text encoder's token limit, which the pipeline would otherwise enforce by cutting the
-        prompt short without a word."""
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """1. check inputs, what the TaskSpec cannot know (it refuses empty prompts and out-of-range
+        numbers itself): the text encoder's token limit, which the pipeline would otherwise enforce
+        by cutting the prompt short without a word."""
         tokenizer = self.pipeline.tokenizer
-        tokens, limit = len(tokenizer(job["prompt"], verbose=False).input_ids), tokenizer.model_max_length
+        tokens, limit = len(tokenizer(inputs["prompt"], verbose=False).input_ids), tokenizer.model_max_length
         if tokens > limit:
             raise InvalidInput(f"prompt is {tokens} tokens long but the text encoder reads at most {limit}",
                                field="prompt")
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        return [self._generate(job, progress) for job in batch]
 
     @torch.inference_mode()
     def _generate(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:

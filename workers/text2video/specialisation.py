@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +28,6 @@ StepCallback = Callable[[int, Any, torch.Tensor], None]
 class Text2VideoSpecialisation(Specialisation):
     """Generates videos with `TextToVideoSDPipeline`, one job at a time, seeded per job."""
 
-    name: ClassVar[str] = "text2video"
-    tasks: ClassVar[frozenset[str]] = frozenset({"text2video"})
-
     pipeline: TextToVideoSDPipeline
 
     def setup(self) -> None:
@@ -45,14 +42,8 @@ class Text2VideoSpecialisation(Specialisation):
         # pixels; one frame at a time costs little extra time.
         self.pipeline.vae.enable_slicing()
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        for job in batch:  # 1. check inputs: every job, before any is run
-            self.check_inputs(job)
-        return [{"video": Blob(encode_mp4(self._generate(job, progress), job["fps"]), "video/mp4")}
-                for job in batch]
-
-    def check_inputs(self, job: Mapping[str, Any]) -> None:
-        """Raise `InvalidInput` naming what this model cannot take (bounds were checked at submission).
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """1. check inputs: what this model cannot take, named (bounds were checked at submission).
 
         The frame size must be a multiple of the VAE's downscale (8 for the real checkpoint, as the
         catalogue assumes; another checkpoint's VAE may differ). The UNet's temporal attention has
@@ -60,10 +51,14 @@ class Text2VideoSpecialisation(Specialisation):
         """
         multiple = self.pipeline.vae_scale_factor
         for side in ("width", "height"):
-            if job[side] % multiple:
-                raise InvalidInput(
-                    f"{side} must be a multiple of {multiple} for this model but is {job[side]}", field=side
-                )
+            if inputs[side] % multiple:
+                raise InvalidInput(f"{side} must be a multiple of {multiple} for this model but is "
+                                   f"{inputs[side]}", field=side)
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+        return [{"video": Blob(encode_mp4(self._generate(job, progress), job["fps"]), "video/mp4")}
+                for job in batch]
 
     @torch.inference_mode()
     def _generate(self, job: Mapping[str, Any], progress: Progress) -> np.ndarray:

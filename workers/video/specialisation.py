@@ -11,7 +11,8 @@ import io
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,46 +26,76 @@ log = logging.getLogger(__name__)
 AUDIO_RATE = 16_000  # what speech recognition wants
 
 
-class MediaSpecialisation(Specialisation):
-    name: ClassVar[str] = "media"
-    tasks: ClassVar[frozenset[str]] = frozenset({"extract", "slideshow"})
+@dataclass(frozen=True)
+class Slideshow:
+    """A slideshow job, checked: every picture decoded, the frame size, and frames per picture."""
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
+    images: list[Any]  # PIL images
+    size: tuple[int, int]  # the first picture's, made even for H.264
+    repeat: int  # frames each picture is shown for
+    fps: int
+
+
+@dataclass(frozen=True)
+class Footage:
+    """An extract job, checked: a video with a video stream, within the duration limit."""
+
+    data: bytes
+    duration_s: float
+    interval_s: float
+    max_frames: int
+
+
+class MediaSpecialisation(Specialisation):
+    """Frames and sound out of videos, and videos out of pictures, with PyAV on the CPU: no model."""
+
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Slideshow | Footage:
+        """1. check inputs. slideshow: every picture decoded (a bad one named) before encoding starts.
+        extract: the file opened as a video that has a video stream and is not too long."""
+        return self._slideshow_inputs(inputs) if task == "slideshow" else self._footage(inputs)
+
+    def infer(self, task: str, batch: list[Any], progress: Progress) -> list[dict[str, Any]]:
         if task == "slideshow":
             return [self._slideshow(job, progress) for job in batch]
         return [self._extract(job, progress) for job in batch]
 
-    def _slideshow(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        # Every picture is decoded (and checked) before encoding starts: a bad one fails the job
-        # naming it, before any work. Frames are generated lazily: a long show is never held whole.
+    def _slideshow_inputs(self, inputs: Mapping[str, Any]) -> Slideshow:
         images = [decode_image(ref.read(), field=f"images[{i}]", max_pixels=self.context.max_image_pixels)
-                  for i, ref in enumerate(job["images"])]
-        size = _even(images[0].size)
-        repeat = max(1, round(job["seconds_per_image"] * job["fps"]))
-        total = len(images) * repeat
-        video = encode_mp4(_slides(images, size, repeat, progress, total), job["fps"])
-        return {"video": Blob(video, "video/mp4")}
+                  for i, ref in enumerate(inputs["images"])]
+        repeat = max(1, round(inputs["seconds_per_image"] * inputs["fps"]))
+        return Slideshow(images, _even(images[0].size), repeat, inputs["fps"])
 
-    def _extract(self, job: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        # 1. open and check, 2. sample frames, 3. decode the sound, 4. encode the outputs.
-        import av
-
-        data = job["video"].read()
+    def _footage(self, inputs: Mapping[str, Any]) -> Footage:
+        data = inputs["video"].read()
         limit_s = self.context.settings.max_audio_s
         with _open(data) as container:
             if not container.streams.video:
                 raise InvalidInput("video: has no video stream", field="video")
             duration_s = _duration(container)
-            if duration_s > limit_s:
-                raise InvalidInput(f"video: {duration_s:.1f} s is over the limit of {limit_s} s", field="video")
-            frames = list(_sample(container, job["interval_s"], job["max_frames"], progress))
+        if duration_s > limit_s:
+            raise InvalidInput(f"video: {duration_s:.1f} s is over the limit of {limit_s} s", field="video")
+        return Footage(data, duration_s, inputs["interval_s"], inputs["max_frames"])
+
+    def _slideshow(self, job: Slideshow, progress: Progress) -> dict[str, Any]:
+        # Frames are generated lazily: a long show is never held whole.
+        total = len(job.images) * job.repeat
+        video = encode_mp4(_slides(job.images, job.size, job.repeat, progress, total), job.fps)
+        return {"video": Blob(video, "video/mp4")}
+
+    def _extract(self, job: Footage, progress: Progress) -> dict[str, Any]:
+        # 2. sample frames, 3. decode the sound, 4. encode the outputs.
+        import av
+
+        with _open(job.data) as container:
+            frames = list(_sample(container, job.interval_s, job.max_frames, progress))
         if not frames:
             raise InvalidInput("video: contains no decodable frames", field="video")
         progress(len(frames), len(frames))  # fewer than max_frames when the video ends first
-        with _open(data) as container:
-            audio = _audio(container, duration_s, av)
+        with _open(job.data) as container:
+            audio = _audio(container, job.duration_s, av)
         return {"frames": [Blob(encode_png(f), "image/png") for f in frames],
-                "audio": Blob(encode_wav(audio, AUDIO_RATE), "audio/wav"), "duration_s": round(duration_s, 3)}
+                "audio": Blob(encode_wav(audio, AUDIO_RATE), "audio/wav"),
+                "duration_s": round(job.duration_s, 3)}
 
 
 class _open:

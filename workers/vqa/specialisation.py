@@ -53,8 +53,6 @@ class Request:
 class VqaSpecialisation(Specialisation):
     """Answers questions about images and describes them (transformers `AutoModelForImageTextToText`)."""
 
-    name: ClassVar[str] = "vqa"
-    tasks: ClassVar[frozenset[str]] = frozenset(OUTPUT)
     # One job per generate call: prompts of different lengths would need padding, and an answer
     # should not depend on which other jobs it happened to be batched with.
     batchable: ClassVar[frozenset[str]] = frozenset()
@@ -70,14 +68,23 @@ class VqaSpecialisation(Specialisation):
         self.model = load_pretrained(AutoModelForImageTextToText, source, self.context.device)
         _check_decoder_only(self.model)
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
-        # 1. check inputs and 2. encode, every job before any generation.
-        requests = [self._request(task, job) for job in batch]
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Request:
+        """1. check inputs and 2. encode: the question free of image tokens, the image decoded, and
+        the prompt with room left in the model's context for `max_new_tokens`."""
+        question = inputs["question"] if task == "answer" else DESCRIBE
+        self._check_question(question)
+        image = decode_image(inputs["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
+        encoded = self.processor(images=image, text=self._prompt(question), return_tensors="pt")
+        request = Request(encoded.to(self.model.device, self.model.dtype), inputs["max_new_tokens"])
+        self._check_length(request)
+        return request
+
+    def infer(self, task: str, batch: list[Request], progress: Progress) -> list[dict[str, Any]]:
         # 3. generate and 4. decode. Progress counts tokens against the most the jobs may generate.
-        total = sum(request.max_new_tokens for request in requests)
+        total = sum(request.max_new_tokens for request in batch)
         texts: list[str] = []
         done = 0
-        for request in requests:
+        for request in batch:
             texts.append(self._generate(request, _offset(progress, done, total)))
             done += request.max_new_tokens
             progress(done, total)  # an answer that ended before its limit has done its work
@@ -87,15 +94,6 @@ class VqaSpecialisation(Specialisation):
     def context_tokens(self) -> int:
         """Positions of the language model: prompt (image tokens included) plus new tokens."""
         return self.model.config.get_text_config().max_position_embeddings
-
-    def _request(self, task: str, job: Mapping[str, Any]) -> Request:
-        question = job["question"] if task == "answer" else DESCRIBE
-        self._check_question(question)
-        image = decode_image(job["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
-        inputs = self.processor(images=image, text=self._prompt(question), return_tensors="pt")
-        request = Request(inputs.to(self.model.device, self.model.dtype), job["max_new_tokens"])
-        self._check_length(request)
-        return request
 
     def _check_question(self, question: str) -> None:
         # The processor expands each image token into the image's patch tokens: one more in the
