@@ -2,7 +2,9 @@
 
 Files given as inputs are uploaded first (a presigned URL from the gateway, then a PUT straight to
 S3); events come from the gateway's server-sent event stream; artifacts are read from the presigned
-URLs in the job's view. Gateway errors come back as the same mmq exceptions a direct client raises.
+URLs in the job's view. Gateway errors come back as the same mmq exceptions a direct client raises;
+a gateway that cannot be reached is GatewayUnavailable, an artifact store that cannot be reached
+through a presigned URL StorageUnavailable, and an expired presigned URL ArtifactAccessDenied.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mmq.tasks.artifacts import ArtifactRef
-from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobNotFound
+from mmq.tasks.errors import InvalidInput, JobNotFound
 from mmq.tasks.fields import Field, field_from_description
 from mmq.tasks.jobs import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.specfiles import pipeline_to_dict
+from mmq.tasks.translation import GATEWAY, STORAGE, http_errors, presigned_answer_error
 from mmq.tasks.webhooks import WebhookSpec
 
 from .artifact import Artifact
@@ -40,18 +43,10 @@ class GatewayTransport:
     # -- calls -----------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
+        with http_errors(GATEWAY, self.url):
             response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise BrokerUnavailable(f"gateway {self.url} unreachable: {exc}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise exception_for(response.status_code, body)
+            raise exception_for(response.status_code, _body(response), gateway=self.url)
         return response.json()
 
     # -- submitting ------------------------------------------------------------------------
@@ -95,12 +90,11 @@ class GatewayTransport:
         upload = self._call("POST", "/v1/uploads", json={"media_type": media_type, "size": len(data)})
         import httpx
 
-        try:
+        with http_errors(STORAGE, upload["url"]):
             response = httpx.put(upload["url"], content=data, timeout=TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise BrokerUnavailable(f"artifact store unreachable for upload: {exc}") from None
         if response.status_code >= 300:
-            raise InvalidInput(f"the upload was refused by the artifact store ({response.status_code})")
+            raise presigned_answer_error(response.status_code, response.text, upload["url"],
+                                         f"upload {upload['id']}")
         return upload["input"]
 
     # -- reading ---------------------------------------------------------------------------
@@ -123,11 +117,12 @@ class GatewayTransport:
         # Heartbeats arrive every few seconds, so reads never wait longer than this between lines.
         timeout = httpx.Timeout(TIMEOUT_S, read=30.0)
         while True:
-            with self.http.stream("GET", f"/v1/jobs/{_checked_id(job_id)}/events", params={"after": after},
-                                  timeout=timeout) as response:
+            with http_errors(GATEWAY, self.url), self.http.stream(
+                    "GET", f"/v1/jobs/{_checked_id(job_id)}/events", params={"after": after},
+                    timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise exception_for(response.status_code, response.json())
+                    raise exception_for(response.status_code, _body(response), gateway=self.url)
                 event_id, data = None, None
                 for line in response.iter_lines():
                     if deadline is not None and time.monotonic() >= deadline:
@@ -184,12 +179,20 @@ class _PresignedSource:
     def get_bytes(self, ref: ArtifactRef) -> bytes:
         import httpx
 
-        response = httpx.get(self._urls[ref.uri], timeout=TIMEOUT_S)
-        if response.status_code != 200:
-            from mmq.tasks.errors import ArtifactNotFound
-
-            raise ArtifactNotFound(f"{ref.uri}: the artifact store answered {response.status_code}")
+        url = self._urls[ref.uri]
+        with http_errors(STORAGE, url):
+            response = httpx.get(url, timeout=TIMEOUT_S)
+        if response.status_code >= 300:
+            raise presigned_answer_error(response.status_code, response.text, url, ref.uri)
         return response.content
+
+
+def _body(response: Any) -> Any:
+    """An error answer's body: its JSON, else its text (a proxy's page, say)."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def _urls(value: Any, found: dict[str, str] | None = None) -> dict[str, str]:

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactNotFound, InvalidInput, StorageError, StorageUnavailable
+from .errors import ArtifactNotFound, InvalidInput, StorageError
 from .media import extension_for, sniff_media_type
+from .translation import storage_errors
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,18 @@ class ArtifactStore:
         return path
 
     def presigned_url(self, ref: ArtifactRef, expiry_s: int | None = None) -> str:
-        return self._presigner.generate_presigned_url(
-            "get_object", Params={"Bucket": ref.bucket, "Key": ref.key}, ExpiresIn=expiry_s or self.presign_expiry_s)
+        return self._presign("get_object", ref.bucket, ref.key, expiry_s)
 
     def presigned_put(self, key: str, expiry_s: int | None = None) -> str:
         """A URL to which anyone holding it may PUT one object at `key`, until it expires."""
         self.ensure_bucket()
-        return self._presigner.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expiry_s or self.presign_expiry_s)
+        return self._presign("put_object", self.bucket, key, expiry_s)
+
+    def _presign(self, method: str, bucket: str, key: str, expiry_s: int | None) -> str:
+        # Signing is local, but fails without credentials: translated like any call.
+        with storage_errors(self._presigner.meta.endpoint_url, bucket=bucket, key=key):
+            return self._presigner.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key},
+                                                          ExpiresIn=expiry_s or self.presign_expiry_s)
 
     def size(self, ref: ArtifactRef) -> int:
         """The stored object's size in bytes (`ArtifactNotFound` when there is none)."""
@@ -158,26 +163,6 @@ class ArtifactStore:
         return True
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One boto3 call, its errors translated into mmq's."""
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-
-        try:
+        """One boto3 call, its errors translated into mmq's (see translation.py)."""
+        with storage_errors(self._s3.meta.endpoint_url, bucket=kwargs.get("Bucket"), key=kwargs.get("Key")):
             return getattr(self._s3, method)(*args, **kwargs)
-        except ClientError as exc:
-            raise _translate(exc, kwargs) from None
-        except BotoConnectionError as exc:
-            raise StorageUnavailable(f"artifact store unreachable: {exc}") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"artifact store error: {exc}") from None
-
-
-def _translate(exc: Any, params: Mapping[str, Any]) -> StorageError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    where = f"s3://{params.get('Bucket', '?')}/{params.get('Key', '')}".rstrip("/")
-    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-        return ArtifactNotFound(f"no such artifact: {where}")
-    if status is not None and status >= 500:
-        return StorageUnavailable(f"artifact store failed ({code or status}) on {where}")
-    return StorageError(f"artifact store refused {where}: {code} {error.get('Message', '')}".strip())
