@@ -4,7 +4,6 @@ answers; a port where nothing listens. Nothing is faked."""
 
 import asyncio
 import socket
-import time
 
 import httpx
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from mmq.clients.servers import free_port, start_redis, stop
 from mmq.tasks import ArtifactStore, Settings
 from mmq.tasks.errors import (
-    ArtifactAccessDenied,
     BrokerError,
     BrokerUnavailable,
     ConfigurationError,
@@ -42,7 +40,8 @@ def private_redis(tmp_path):
 def test_a_closed_port_is_broker_unavailable_naming_the_address():
     port = free_port()
     client = redis_client(port)
-    with pytest.raises(BrokerUnavailable, match=f"Redis unreachable at 127.0.0.1:{port}: "), redis_errors(client):
+    with pytest.raises(BrokerUnavailable, match=f"Redis unreachable at 127.0.0.1:{port}: "), \
+            redis_errors(client):
         client.ping()
 
 
@@ -130,8 +129,8 @@ def test_s3_away_is_storage_unavailable_naming_the_endpoint():
 
 def test_nothing_at_a_url_is_the_service_unavailable_by_name():
     url = f"http://127.0.0.1:{free_port()}/v1/jobs?secret=1"
-    with pytest.raises(GatewayUnavailable, match=r"gateway unreachable at http://127\.0\.0\.1:\d+: ") as away, \
-            http_errors(GATEWAY, url):
+    with pytest.raises(GatewayUnavailable, match=r"gateway unreachable at http://127\.0\.0\.1:\d+: ") \
+            as away, http_errors(GATEWAY, url):
         httpx.get(url)
     assert "secret" not in str(away.value)  # never a URL's query: a presigned URL's signature is there
     with pytest.raises(StorageUnavailable, match="artifact store unreachable at http://127.0.0.1"), \
@@ -142,19 +141,6 @@ def test_nothing_at_a_url_is_the_service_unavailable_by_name():
 def test_a_gateway_url_without_a_scheme_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="not an http"), http_errors(GATEWAY, "localhost:8600"):
         httpx.get("localhost:8600/v1/jobs")
-
-
-def test_an_expired_presigned_url_is_access_denied_not_not_found(s3_server):
-    from mmq.clients.remote import _PresignedSource  # how the SDK reads artifacts through the gateway
-
-    store = store_at(s3_server.port)
-    ref = store.put_bytes(PNG)
-    url = store.presigned_url(ref, expiry_s=1)
-    source = _PresignedSource({ref.uri: url})
-    assert source.get_bytes(ref) == PNG
-    time.sleep(2.1)
-    with pytest.raises(ArtifactAccessDenied, match="expired"):
-        source.get_bytes(ref)
 
 
 def test_translate_leaves_other_errors_alone_and_the_net_passes_them_on():
