@@ -28,7 +28,8 @@ EXIT_CODES = f"""exit codes:
   {EXIT_USAGE}  usage: an invalid argument or input
   {EXIT_TIMEOUT}  timeout: the job did not end within --timeout
   {EXIT_LOAD_FAILED}  a worker could not load its model (mmq ready)
-  {EXIT_UNAVAILABLE}  unavailable: Redis, the artifact store (S3) or the gateway cannot be reached (named on stderr)"""
+  {EXIT_UNAVAILABLE}  unavailable: Redis, the artifact store (S3) or the gateway cannot be reached
+     (stderr names which, and its address)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,7 +427,7 @@ def _ready(args: argparse.Namespace) -> int:
     from .operations import workers_here
 
     host = socket.gethostname()
-    beats = workers_here(Settings.from_env().redis.sync_client(), args.specialisation, host)  # 5 without Redis
+    beats = workers_here(Settings.from_env().redis.sync_client(), args.specialisation, host)  # Redis away: 5
     phases = {w["phase"]: w for w in beats}
     if heartbeats.Phase.READY.value in phases:
         return 0

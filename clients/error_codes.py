@@ -32,7 +32,8 @@ BY_CODE = {code: cls for cls, code, _ in reversed(ERRORS)}
 BY_CODE["invalid_request"] = errors.InvalidInput
 # The `service` of an `unavailable` body, and the type the SDK raises for it.
 UNAVAILABLE: dict[str, type[errors.ServiceUnavailable]] = {
-    cls.service: cls for cls in (errors.BrokerUnavailable, errors.StorageUnavailable, errors.GatewayUnavailable)}
+    cls.service: cls for cls in (errors.BrokerUnavailable, errors.StorageUnavailable, errors.GatewayUnavailable)
+}
 # What a proxy in front of the gateway answers, in its own words, while the gateway is down.
 PROXY_UNAVAILABLE = (502, 503, 504)
 

@@ -34,10 +34,10 @@ from .settings import Settings
 from .specialisations import SPECIALISATIONS, SpecialisationSpec
 
 __all__ = [
-    "ArtifactAccessDenied", "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerError", "BrokerUnavailable",
-    "ConfigurationError", "ContentFiltered", "Field", "Format", "GatewayUnavailable", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord",
-    "JobStatus", "JobStore", "JobTimeout", "Kind", "MMQError", "ModelLoadFailed", "OutOfMemory", "Output",
-    "PIPELINES", "Pipeline", "SPECIALISATIONS", "ServiceUnavailable", "Settings",
-    "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState", "StorageError",
-    "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
+    "ArtifactAccessDenied", "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerError",
+    "BrokerUnavailable", "ConfigurationError", "ContentFiltered", "Field", "Format", "GatewayUnavailable",
+    "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore", "JobTimeout", "Kind",
+    "MMQError", "ModelLoadFailed", "OutOfMemory", "Output", "PIPELINES", "Pipeline", "SPECIALISATIONS",
+    "ServiceUnavailable", "Settings", "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState",
+    "StorageError", "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
 ]
