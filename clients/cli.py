@@ -12,14 +12,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmq.tasks.errors import InvalidInput, JobNotFound, JobTimeout, MMQError
+from mmq.tasks.errors import InvalidInput, JobNotFound, JobTimeout, MMQError, ServiceUnavailable
 from mmq.tasks.fields import Field
 from mmq.tasks.heartbeats import EXIT_LOAD_FAILED
 from mmq.tasks.records import JobStatus
 from mmq.tasks.settings import TINY
 from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.translation import third_party_errors
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
+EXIT_UNAVAILABLE = 5  # Redis, the artifact store or the gateway cannot be reached: worth trying again
+EXIT_CODES = f"""exit codes:
+  0  done (and a job waited for succeeded)
+  {EXIT_FAILED}  failed: a job failed, or mmq refused (the one line on stderr says why)
+  {EXIT_USAGE}  usage: an invalid argument or input
+  {EXIT_TIMEOUT}  timeout: the job did not end within --timeout
+  {EXIT_LOAD_FAILED}  a worker could not load its model (mmq ready)
+  {EXIT_UNAVAILABLE}  unavailable: Redis, the artifact store (S3) or the gateway cannot be reached
+     (stderr names which, and its address)"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,13 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "data_dir", None):
         os.environ["MMQ_DATA_DIR"] = str(Path(args.data_dir).resolve())
     try:
-        return args.handler(args)
+        with third_party_errors():  # a Redis, S3 or HTTP error that no store translated: one line too
+            return args.handler(args)
     except InvalidInput as exc:
         print(f"mmq: invalid input: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except JobTimeout as exc:
         print(f"mmq: {exc}", file=sys.stderr)
         return EXIT_TIMEOUT
+    except ServiceUnavailable as exc:
+        print(f"mmq: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except MMQError as exc:
         print(f"mmq: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -42,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmq", description="A job system for multimodal foundation models.")
+    parser = argparse.ArgumentParser(prog="mmq", description="A job system for multimodal foundation models.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start the embedded local stack (Redis, S3, workers)")
@@ -118,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_status)
 
     ready = commands.add_parser("ready", help="exit 0 when a worker of SPECIALISATION on this host is ready "
-                                "(1: loading or none; 4: its model failed to load)")
+                                "(1: loading or none; 4: its model failed to load; 5: Redis unreachable)")
     ready.add_argument("specialisation", choices=sorted(SPECIALISATIONS))
     ready.add_argument("--live", action="store_true",
                        help="exit 0 while the worker loads its model too (a liveness probe: a load may take minutes)")
@@ -413,11 +428,7 @@ def _ready(args: argparse.Namespace) -> int:
     from .operations import workers_here
 
     host = socket.gethostname()
-    try:
-        beats = workers_here(Settings.from_env().redis.sync_client(), args.specialisation, host)
-    except Exception as exc:  # redis-py's errors: the broker is unreachable, so not ready
-        print(f"mmq: not ready: broker unreachable: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    beats = workers_here(Settings.from_env().redis.sync_client(), args.specialisation, host)  # Redis away: 5
     phases = {w["phase"]: w for w in beats}
     if heartbeats.Phase.READY.value in phases:
         return 0

@@ -6,6 +6,7 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from mmq.tasks.errors import ServiceUnavailable
 from mmq.tasks.settings import Settings
 
 from .operations import prometheus_metrics
@@ -20,7 +21,10 @@ def serve_metrics(settings: Settings, *, host: str, port: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             if self.path.split("?")[0] == "/metrics":
-                self._answer(200, prometheus_metrics(redis).encode(), CONTENT_TYPE)
+                try:
+                    self._answer(200, prometheus_metrics(redis).encode(), CONTENT_TYPE)
+                except ServiceUnavailable as exc:  # Redis away: say so, as the gateway's /metrics does
+                    self._answer(503, f"{exc}\n".encode(), "text/plain")
             elif self.path == "/healthz":
                 self._answer(200, b"ok\n", "text/plain")
             else:

@@ -2,7 +2,8 @@
 
 A key reads `mmq_<id>_<secret>`. Only its SHA-256 is stored, under its id; the id alone names the
 key in lists and revocations. Each tenant also has a webhook signing secret, made with its first
-key. Unlike job records these never expire: they are configuration, removed by revoking.
+key. Unlike job records these never expire: they are configuration, removed by revoking. With
+Redis away, every method raises BrokerUnavailable (the gateway answers 503, not 401).
 
   mmq:apikey:<id>    hash: tenant, name, sha256, created_at, revoked_at
   mmq:apikeys        set of key ids
@@ -20,6 +21,7 @@ from typing import Any
 
 from mmq.tasks.errors import AuthenticationFailed, InvalidInput
 from mmq.tasks.tenants import check_tenant_name
+from mmq.tasks.translation import redis_errors
 
 KEY_HASH_PREFIX = "mmq:apikey:"
 KEY_INDEX = "mmq:apikeys"
@@ -47,6 +49,8 @@ class ApiKey:
 
 
 class KeyStore:
+    """The API keys and tenants in Redis."""
+
     def __init__(self, redis: Any) -> None:
         self._redis = redis
 
@@ -60,15 +64,18 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         plaintext = f"{KEY_WORD}_{key_id}_{secrets.token_urlsafe(24)}"
         now = time.time()
-        self._redis.hsetnx(*_secret_field(tenant), "whsec_" + secrets.token_urlsafe(24))
-        self._redis.hsetnx(TENANT_PREFIX + tenant, "created_at", repr(now))
-        self._redis.hset(KEY_HASH_PREFIX + key_id, mapping={
-            "tenant": tenant, "name": name, "sha256": _digest(plaintext), "created_at": repr(now)})
-        self._redis.sadd(KEY_INDEX, key_id)
+        with redis_errors(self._redis):
+            self._redis.hsetnx(*_secret_field(tenant), "whsec_" + secrets.token_urlsafe(24))
+            self._redis.hsetnx(TENANT_PREFIX + tenant, "created_at", repr(now))
+            self._redis.hset(KEY_HASH_PREFIX + key_id, mapping={
+                "tenant": tenant, "name": name, "sha256": _digest(plaintext), "created_at": repr(now)})
+            self._redis.sadd(KEY_INDEX, key_id)
         return ApiKey(key_id, tenant, name, now), plaintext
 
     def list(self, tenant: str | None = None) -> list[ApiKey]:
-        keys = [self._load(member.decode()) for member in self._redis.smembers(KEY_INDEX)]
+        with redis_errors(self._redis):
+            members = self._redis.smembers(KEY_INDEX)
+        keys = [self._load(member.decode()) for member in members]
         return sorted((k for k in keys if k and (tenant is None or k.tenant == tenant)), key=lambda k: k.created_at)
 
     def revoke(self, key_id: str) -> ApiKey:
@@ -76,7 +83,8 @@ class KeyStore:
         if key is None:
             raise InvalidInput(f"no API key with id {key_id!r}", field="id")
         if key.active:
-            self._redis.hset(KEY_HASH_PREFIX + key_id, "revoked_at", repr(time.time()))
+            with redis_errors(self._redis):
+                self._redis.hset(KEY_HASH_PREFIX + key_id, "revoked_at", repr(time.time()))
         return self._load(key_id)
 
     def authenticate(self, plaintext: str | None) -> str:
@@ -85,8 +93,7 @@ class KeyStore:
             raise AuthenticationFailed("missing API key: send it as 'Authorization: Bearer <key>'")
         word, _, rest = plaintext.partition("_")
         key_id = rest.split("_", 1)[0]
-        raw = self._redis.hgetall(KEY_HASH_PREFIX + key_id) if word == KEY_WORD and key_id else {}
-        stored = {k.decode(): v.decode() for k, v in raw.items()}
+        stored = self._hash(KEY_HASH_PREFIX + key_id) if word == KEY_WORD and key_id else {}
         if not stored or not hmac.compare_digest(stored["sha256"], _digest(plaintext)):
             raise AuthenticationFailed("unknown API key")
         if "revoked_at" in stored:
@@ -94,14 +101,20 @@ class KeyStore:
         return stored["tenant"]
 
     def webhook_secret(self, tenant: str) -> str | None:
-        return _text(self._redis.hget(*_secret_field(tenant)))
+        with redis_errors(self._redis):
+            return _text(self._redis.hget(*_secret_field(tenant)))
 
     def _load(self, key_id: str) -> ApiKey | None:
-        raw = {k.decode(): v.decode() for k, v in self._redis.hgetall(KEY_HASH_PREFIX + key_id).items()}
+        raw = self._hash(KEY_HASH_PREFIX + key_id)
         if not raw:
             return None
         return ApiKey(key_id, raw["tenant"], raw.get("name", ""), float(raw["created_at"]),
                       float(raw["revoked_at"]) if "revoked_at" in raw else None)
+
+    def _hash(self, key: str) -> dict[str, str]:
+        with redis_errors(self._redis):
+            raw = self._redis.hgetall(key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 async def read_webhook_secret(redis: Any, tenant: str) -> str | None:

@@ -1,5 +1,6 @@
 """What operators read: queue depths, live workers, recent failures, and the Prometheus metrics
-that the gateway (`/metrics`) and `mmq metrics` serve. Everything comes from Redis."""
+that the gateway (`/metrics`) and `mmq metrics` serve. Everything comes from Redis: with Redis
+away, each raises BrokerUnavailable."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mmq.tasks.errors import JobNotFound
 from mmq.tasks.records import JobStatus, JobStore
 from mmq.tasks.specialisations import SPECIALISATIONS
 from mmq.tasks.stats import BATCH_BUCKETS, read_batches, read_jobs, read_steps
+from mmq.tasks.translation import redis_errors
 
 # kombu's Redis transport keeps a queue in one list per priority step: `name`, then `name\x06\x16N`.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -22,19 +24,21 @@ def queue_depths(redis: Any) -> dict[str, int]:
     for spec in SPECIALISATIONS.values():
         for suffix in _PRIORITY_SUFFIXES:
             pipe.llen(spec.queue + suffix)
-    lengths = iter(pipe.execute())
+    with redis_errors(redis):
+        lengths = iter(pipe.execute())
     return {spec.queue: sum(next(lengths) for _ in _PRIORITY_SUFFIXES) for spec in SPECIALISATIONS.values()}
 
 
 def live_workers(redis: Any) -> list[dict[str, Any]]:
     """The workers whose heartbeat is current: phase (loading, ready, failed), specialisation,
     device, GPU, model, load time."""
-    return heartbeats.workers(redis)
+    with redis_errors(redis):
+        return heartbeats.workers(redis)
 
 
 def workers_here(redis: Any, specialisation: str, host: str) -> list[dict[str, Any]]:
     """The current heartbeats of `specialisation`'s workers on `host`."""
-    return [w for w in heartbeats.workers(redis) if w["specialisation"] == specialisation and w.get("host") == host]
+    return [w for w in live_workers(redis) if w["specialisation"] == specialisation and w.get("host") == host]
 
 
 def recent_failures(jobs: JobStore, *, limit: int = 10, scan: int = 500) -> list[dict[str, Any]]:
@@ -65,12 +69,17 @@ def status(jobs: JobStore, redis: Any) -> dict[str, Any]:
     return {
         "queues": [{"queue": name, "depth": depth,
                     "workers": sum(1 for w in workers if w["specialisation"] == name and heartbeats.is_ready(w)),
-                    **({"last_load_error": error} if (error := heartbeats.last_load_error(redis, name)) else {})}
+                    **({"last_load_error": error} if (error := _last_load_error(redis, name)) else {})}
                    for name, depth in depths.items()],
         "workers": workers,
         "recent_failures": recent_failures(jobs),
         "jobs": read_jobs(redis),
     }
+
+
+def _last_load_error(redis: Any, specialisation: str) -> dict[str, Any] | None:
+    with redis_errors(redis):
+        return heartbeats.last_load_error(redis, specialisation)
 
 
 def prometheus_metrics(redis: Any) -> str:

@@ -2,7 +2,9 @@
 
 Files given as inputs are uploaded first (a presigned URL from the gateway, then a PUT straight to
 S3); events come from the gateway's server-sent event stream; artifacts are read from the presigned
-URLs in the job's view. Gateway errors come back as the same mmq exceptions a direct client raises.
+URLs in the job's view. Gateway errors come back as the same mmq exceptions a direct client raises;
+a gateway that cannot be reached is GatewayUnavailable, an artifact store that cannot be reached
+through a presigned URL StorageUnavailable, and an expired presigned URL ArtifactAccessDenied.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from mmq.tasks.artifacts import ArtifactRef
-from mmq.tasks.errors import BrokerUnavailable, InvalidInput, JobNotFound
+from mmq.tasks.errors import InvalidInput, JobNotFound
 from mmq.tasks.fields import Field, field_from_description
 from mmq.tasks.media import sniff_media_type
 from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.specfiles import pipeline_to_dict
+from mmq.tasks.translation import GATEWAY, STORAGE, http_errors, presigned_answer_error
 from mmq.tasks.webhooks import WebhookSpec
 
 from .artifact import Artifact
@@ -42,18 +45,10 @@ class GatewayTransport:
     # -- calls -----------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
+        with http_errors(GATEWAY, self.url):
             response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise BrokerUnavailable(f"gateway {self.url} unreachable: {exc}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise exception_for(response.status_code, body)
+            raise exception_for(response.status_code, _body(response), gateway=self.url)
         return response.json()
 
     # -- submitting ------------------------------------------------------------------------
@@ -102,13 +97,11 @@ class GatewayTransport:
             "sha256": hashlib.sha256(data).hexdigest()})
         import httpx
 
-        try:
+        with http_errors(STORAGE, upload["url"]):
             response = httpx.put(upload["url"], content=data, headers=upload.get("headers") or {}, timeout=TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise BrokerUnavailable(f"artifact store unreachable for upload: {exc}") from None
         if response.status_code >= 300:
-            raise InvalidInput(f"the upload was refused by the artifact store ({response.status_code}: "
-                               f"{_s3_error_code(response.text)})")
+            raise presigned_answer_error(response.status_code, response.text, upload["url"],
+                                         f"upload {upload['id']}")
         return upload["input"]
 
     # -- reading ---------------------------------------------------------------------------
@@ -131,11 +124,12 @@ class GatewayTransport:
         # Heartbeats arrive every few seconds, so reads never wait longer than this between lines.
         timeout = httpx.Timeout(TIMEOUT_S, read=30.0)
         while True:
-            with self.http.stream("GET", f"/v1/jobs/{_checked_id(job_id)}/events", params={"after": after},
-                                  timeout=timeout) as response:
+            with http_errors(GATEWAY, self.url), self.http.stream(
+                    "GET", f"/v1/jobs/{_checked_id(job_id)}/events", params={"after": after},
+                    timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise exception_for(response.status_code, response.json())
+                    raise exception_for(response.status_code, _body(response), gateway=self.url)
                 event_id, data = None, None
                 for line in response.iter_lines():
                     if deadline is not None and time.monotonic() >= deadline:
@@ -192,12 +186,20 @@ class _PresignedSource:
     def get_bytes(self, ref: ArtifactRef) -> bytes:
         import httpx
 
-        response = httpx.get(self._urls[ref.uri], timeout=TIMEOUT_S)
-        if response.status_code != 200:
-            from mmq.tasks.errors import ArtifactNotFound
-
-            raise ArtifactNotFound(f"{ref.uri}: the artifact store answered {response.status_code}")
+        url = self._urls[ref.uri]
+        with http_errors(STORAGE, url):
+            response = httpx.get(url, timeout=TIMEOUT_S)
+        if response.status_code >= 300:
+            raise presigned_answer_error(response.status_code, response.text, url, ref.uri)
         return response.content
+
+
+def _body(response: Any) -> Any:
+    """An error answer's body: its JSON, else its text (a proxy's page, say)."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def _urls(value: Any, found: dict[str, str] | None = None) -> dict[str, str]:
@@ -212,12 +214,6 @@ def _urls(value: Any, found: dict[str, str] | None = None) -> dict[str, str]:
             for item in value.values():
                 _urls(item, found)
     return found
-
-
-def _s3_error_code(body: str) -> str:
-    """The <Code> of an S3 error document (BadDigest, SignatureDoesNotMatch, ...), if it has one."""
-    start, end = body.find("<Code>"), body.find("</Code>")
-    return body[start + len("<Code>"):end] if 0 <= start < end else "no error code"
 
 
 def _checked_id(job_id: str) -> str:

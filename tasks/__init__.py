@@ -6,10 +6,13 @@ Imports neither `mmq.workers` nor `mmq.clients`, and never torch.
 from .artifacts import ArtifactRef, ArtifactStore
 from .catalogue import PIPELINES, TASKS, describe_all, lookup
 from .errors import (
+    ArtifactAccessDenied,
     ArtifactNotFound,
+    BrokerError,
     BrokerUnavailable,
     ConfigurationError,
     ContentFiltered,
+    GatewayUnavailable,
     InvalidInput,
     InvalidPipeline,
     JobNotFound,
@@ -17,6 +20,7 @@ from .errors import (
     MMQError,
     ModelLoadFailed,
     OutOfMemory,
+    ServiceUnavailable,
     StackError,
     StorageError,
     StorageUnavailable,
@@ -30,10 +34,10 @@ from .settings import Settings
 from .specialisations import SPECIALISATIONS, SpecialisationSpec
 
 __all__ = [
-    "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerUnavailable", "ConfigurationError",
-    "ContentFiltered", "Field", "Format", "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord",
-    "JobStatus", "JobStore", "JobTimeout", "Kind", "MMQError", "ModelLoadFailed", "OutOfMemory", "Output",
-    "PIPELINES", "Pipeline", "SPECIALISATIONS", "Settings",
-    "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState", "StorageError",
-    "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
+    "ArtifactAccessDenied", "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerError",
+    "BrokerUnavailable", "ConfigurationError", "ContentFiltered", "Field", "Format", "GatewayUnavailable",
+    "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore", "JobTimeout", "Kind",
+    "MMQError", "ModelLoadFailed", "OutOfMemory", "Output", "PIPELINES", "Pipeline", "SPECIALISATIONS",
+    "ServiceUnavailable", "Settings", "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState",
+    "StorageError", "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
 ]

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactNotFound, InvalidInput, StorageError, StorageUnavailable
+from .errors import ArtifactNotFound, InvalidInput, StorageError
 from .media import extension_for, sniff_media_type
+from .translation import storage_errors
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,7 @@ class ArtifactStore:
         return path
 
     def presigned_url(self, ref: ArtifactRef, expiry_s: int | None = None) -> str:
-        return self._presigner.generate_presigned_url(
-            "get_object", Params={"Bucket": ref.bucket, "Key": ref.key}, ExpiresIn=expiry_s or self.presign_expiry_s)
+        return self._presign("get_object", ref.bucket, ref.key, expiry_s)
 
     def presigned_put(self, key: str, expiry_s: int | None = None, *, declared: StoredFile | None = None) -> str:
         """A URL to which anyone holding it may PUT one object at `key`, until it expires.
@@ -177,12 +177,17 @@ class ArtifactStore:
         the URL: the PUT must send them as `signed_put_headers` says, and S3 refuses a body whose
         SHA-256 differs (BadDigest) or a length or type other than declared (SignatureDoesNotMatch)."""
         self.ensure_bucket()
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        params: dict[str, Any] = {}
         if declared is not None and declared.sha256 is not None:
             params.update(ContentLength=declared.size, ContentType=declared.media_type,
                           ChecksumSHA256=checksum_header(declared.sha256))
-        return self._presigner.generate_presigned_url("put_object", Params=params,
-                                                      ExpiresIn=expiry_s or self.presign_expiry_s)
+        return self._presign("put_object", self.bucket, key, expiry_s, **params)
+
+    def _presign(self, method: str, bucket: str, key: str, expiry_s: int | None, **params: Any) -> str:
+        # Signing is local, but fails without credentials: translated like any call.
+        with storage_errors(self._presigner.meta.endpoint_url, bucket=bucket, key=key):
+            return self._presigner.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key, **params},
+                                                          ExpiresIn=expiry_s or self.presign_expiry_s)
 
     def stored_file(self, key: str) -> StoredFile:
         """Size, type and checksum of the object at `key`, from its metadata alone (HeadObject);
@@ -224,26 +229,6 @@ class ArtifactStore:
         return True
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One boto3 call, its errors translated into mmq's."""
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-
-        try:
+        """One boto3 call, its errors translated into mmq's (see translation.py)."""
+        with storage_errors(self._s3.meta.endpoint_url, bucket=kwargs.get("Bucket"), key=kwargs.get("Key")):
             return getattr(self._s3, method)(*args, **kwargs)
-        except ClientError as exc:
-            raise _translate(exc, kwargs) from None
-        except BotoConnectionError as exc:
-            raise StorageUnavailable(f"artifact store unreachable: {exc}") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"artifact store error: {exc}") from None
-
-
-def _translate(exc: Any, params: Mapping[str, Any]) -> StorageError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    where = f"s3://{params.get('Bucket', '?')}/{params.get('Key', '')}".rstrip("/")
-    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-        return ArtifactNotFound(f"no such artifact: {where}")
-    if status is not None and status >= 500:
-        return StorageUnavailable(f"artifact store failed ({code or status}) on {where}")
-    return StorageError(f"artifact store refused {where}: {code} {error.get('Message', '')}".strip())

@@ -1,10 +1,14 @@
 """mmq's error types: one root, one class per way things go wrong.
 
-Third-party errors (botocore, redis-py, kombu) are translated into these at the boundary, so
-users catch `MMQError` and never a library's exception.
+Third-party errors (redis-py, botocore, httpx) are translated into these at the boundary
+(`translation.py`; kombu's where jobs are queued), so users catch `MMQError` and never a library's
+exception. `ServiceUnavailable` is the one type to catch for "Redis, the artifact store or the
+gateway cannot be reached now" (worth retrying); the CLI exits 5 on it and the gateway answers 503.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class MMQError(Exception):
@@ -31,20 +35,44 @@ class InvalidPipeline(MMQError):
     """A pipeline definition is inconsistent (unknown task, unwired or mis-typed input)."""
 
 
+class ServiceUnavailable(MMQError):
+    """A service that mmq needs (Redis, the artifact store, the gateway) cannot be reached; worth retrying."""
+
+    service: ClassVar[str] = "service"  # which one, as the gateway's 503 body names it
+
+
 class StorageError(MMQError):
     """The artifact store refused an operation."""
 
 
-class StorageUnavailable(StorageError):
-    """The artifact store cannot be reached; worth retrying."""
+class StorageUnavailable(StorageError, ServiceUnavailable):
+    """The artifact store (S3) cannot be reached, or answers that it cannot serve now."""
+
+    service = "storage"
 
 
 class ArtifactNotFound(StorageError):
     """An artifact reference points at an object that does not exist."""
 
 
-class BrokerUnavailable(MMQError):
-    """Redis (the broker or the job store) cannot be reached."""
+class ArtifactAccessDenied(StorageError):
+    """The artifact store refused a presigned URL: it expired, or it was not made for this request."""
+
+
+class BrokerError(MMQError):
+    """Redis refused an operation for a reason other than being unavailable."""
+
+
+class BrokerUnavailable(BrokerError, ServiceUnavailable):
+    """Redis (the broker and the job store) cannot be reached, or takes no writes now (full, read-only)."""
+
+    service = "redis"
+
+
+class GatewayUnavailable(ServiceUnavailable):
+    """The HTTP gateway cannot be reached (nothing answers, or a proxy in front of it says it is down)."""
+
+    service = "gateway"
 
 
 class JobNotFound(MMQError):

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import BrokerUnavailable, ConfigurationError
+from .translation import redis_errors  # re-exported: jobs.py and heartbeats.py import it from here
 
 SCHEMES = ("redis", "rediss", "sentinel")
 SENTINEL_PORT = 26379
@@ -233,21 +233,6 @@ def check_master_name(master_name: str | None, connections: Sequence[RedisConnec
         raise ConfigurationError("MMQ_REDIS_SENTINEL_MASTER is set, but MMQ_BROKER_URL is not a sentinel:// URL")
 
 
-@contextmanager
-def redis_errors() -> Iterator[None]:
-    """redis-py's connection errors as mmq's: a certificate that the configured CA does not verify
-    is a ConfigurationError (retrying cannot help); anything else unreachable is BrokerUnavailable."""
-    import redis
-
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        if isinstance(_root_cause(exc), ssl.SSLCertVerificationError):
-            raise ConfigurationError(f"Redis's TLS certificate was not accepted (is MMQ_REDIS_CA_FILE the CA "
-                                     f"that signed it?): {exc}") from None
-        raise BrokerUnavailable(f"Redis unreachable: {exc}") from None
-
-
 def is_sentinel_client(client: Any) -> bool:
     """Whether a redis-py client reaches its primary through Sentinel (and may fail over)."""
     from redis.sentinel import SentinelConnectionPool
@@ -288,7 +273,7 @@ class ReplicaBarrier:
         promotable = self.promotable()
         if not promotable:
             return None
-        with redis_errors():
+        with redis_errors(self._client):
             replid = str(self._client.info("replication").get("master_replid", ""))
         return Primary(replid=replid, promotable=promotable)
 
@@ -363,12 +348,6 @@ def _failover_retry() -> dict[str, Any]:
 
 def _sentinel_options() -> dict[str, Any]:
     return {"socket_connect_timeout": SENTINEL_TIMEOUT_S, "socket_timeout": SENTINEL_TIMEOUT_S}
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc
 
 
 def _redacted(url: str) -> str:

@@ -7,12 +7,15 @@
 
 Counters only ever grow (Prometheus computes rates and handles resets); each write refreshes the
 key's expiry, so the counters of a system that stopped running go away like everything else.
+Redis's errors come out as mmq's (BrokerUnavailable when it cannot be reached).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from .translation import redis_errors
 
 JOBS_KEY = "mmq:stats:jobs"
 STEP_KEY_PREFIX = "mmq:stats:step:"
@@ -41,23 +44,24 @@ def record_step(redis: Any, task: str, duration_s: float, *, failed: bool) -> No
     if failed:
         pipe.hincrby(key, "failed", 1)
     pipe.expire(key, STATS_TTL_S)
-    pipe.execute()
+    with redis_errors(redis):
+        pipe.execute()
 
 
 def read_jobs(redis: Any) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in redis.hgetall(JOBS_KEY).items()}
+    with redis_errors(redis):
+        return {k.decode(): int(v) for k, v in redis.hgetall(JOBS_KEY).items()}
 
 
 def read_steps(redis: Any) -> dict[str, dict[str, Any]]:
     """Per task: `buckets` [(bound, cumulative count)], `count`, `sum_s`, `failed`."""
     out = {}
-    for key in redis.scan_iter(STEP_KEY_PREFIX + "*"):
-        raw: Mapping[str, str] = {k.decode(): v.decode() for k, v in redis.hgetall(key).items()}
+    for key, raw in _hashes(redis, STEP_KEY_PREFIX):
         running, buckets = 0, []
         for bound in STEP_BUCKETS_S:
             running += int(raw.get(f"le:{bound}", 0))
             buckets.append((bound, running))
-        out[key.decode().removeprefix(STEP_KEY_PREFIX)] = {
+        out[key] = {
             "buckets": buckets, "count": int(raw.get("count", 0)), "sum_s": float(raw.get("sum_s", 0.0)),
             "failed": int(raw.get("failed", 0))}
     return out
@@ -71,15 +75,26 @@ def record_batch(redis: Any, task: str, size: int) -> None:
     pipe.hincrby(key, "count", 1)
     pipe.hincrby(key, "sum", size)
     pipe.expire(key, STATS_TTL_S)
-    pipe.execute()
+    with redis_errors(redis):
+        pipe.execute()
 
 
 def read_batches(redis: Any) -> dict[str, dict[str, Any]]:
     """Per task: `sizes` {n: batches of n}, `count` (batches), `sum` (steps in them)."""
     out = {}
-    for key in redis.scan_iter(BATCH_KEY_PREFIX + "*"):
-        raw = {k.decode(): int(v) for k, v in redis.hgetall(key).items()}
+    for key, strings in _hashes(redis, BATCH_KEY_PREFIX):
+        raw = {k: int(v) for k, v in strings.items()}
         sizes = {int(k.split(":")[1]): v for k, v in raw.items() if k.startswith("size:")}
-        out[key.decode().removeprefix(BATCH_KEY_PREFIX)] = {"sizes": sizes, "count": raw.get("count", 0),
-                                                            "sum": raw.get("sum", 0)}
+        out[key] = {"sizes": sizes, "count": raw.get("count", 0), "sum": raw.get("sum", 0)}
     return out
+
+
+def _hashes(redis: Any, prefix: str) -> list[tuple[str, Mapping[str, str]]]:
+    """(name after `prefix`, fields) of each hash whose key starts with `prefix`."""
+    with redis_errors(redis):
+        return [(key.decode().removeprefix(prefix), _strings(redis.hgetall(key)))
+                for key in redis.scan_iter(prefix + "*")]
+
+
+def _strings(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}

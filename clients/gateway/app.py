@@ -28,11 +28,11 @@ from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import ArtifactNotFound, AuthenticationFailed, JobNotFound, MMQError
 from mmq.tasks.records import AsyncJobStore, JobRecord
 from mmq.tasks.settings import Settings
-from mmq.tasks.tenants import artifact_prefix
+from mmq.tasks.translation import third_party_error_types, translate
 from mmq.tasks.webhooks import WebhookSpec
 
 from ..direct import DirectTransport
-from ..error_codes import code_for
+from ..error_codes import error_detail
 from ..keys import KeyStore
 from ..operations import prometheus_metrics
 from . import schemas
@@ -258,6 +258,10 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     detail: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         detail["field"] = field
+    return _answer(status, detail)
+
+
+def _answer(status: int, detail: dict[str, Any]) -> JSONResponse:
     return JSONResponse({"error": detail}, status_code=status,
                         headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
@@ -265,10 +269,17 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MMQError)
     async def mmq_error(_request: Request, exc: MMQError) -> JSONResponse:
-        code, status = code_for(exc)
+        status, detail = error_detail(exc)
         if status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
-        return _error(status, code, str(exc), getattr(exc, "field", None))
+        return _answer(status, detail)
+
+    # Redis, S3 and HTTP errors that no store translated: still mmq's answer (503 for an outage).
+    async def third_party_error(request: Request, exc: Exception) -> JSONResponse:
+        return await mmq_error(request, translate(exc))
+
+    for library_error in third_party_error_types():
+        app.add_exception_handler(library_error, third_party_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,19 +13,25 @@ import time
 from typing import Any
 
 from mmq.tasks.errors import AuthenticationFailed
+from mmq.tasks.translation import redis_errors
 
 SECRET_KEY = "mmq:gateway:secret"  # shared by every gateway replica, so any of them checks any token
 
 
 class PageTokens:
+    """Issues and checks job page tokens, signed with a secret that every gateway replica reads from Redis."""
+
     def __init__(self, secret: str, *, expiry_s: int) -> None:
         self._secret = secret.encode()
         self.expiry_s = expiry_s
 
     @classmethod
     def from_redis(cls, redis: Any, *, expiry_s: int) -> PageTokens:
-        redis.set(SECRET_KEY, secrets.token_urlsafe(32), nx=True)
-        return cls(redis.get(SECRET_KEY).decode(), expiry_s=expiry_s)
+        """The shared secret, made by the first replica to ask (BrokerUnavailable without Redis)."""
+        with redis_errors(redis):
+            redis.set(SECRET_KEY, secrets.token_urlsafe(32), nx=True)
+            secret = redis.get(SECRET_KEY)
+        return cls(secret.decode(), expiry_s=expiry_s)
 
     def issue(self, job_id: str, *, now: float | None = None) -> str:
         expires = int((now or time.time()) + self.expiry_s)

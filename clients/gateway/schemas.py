@@ -53,9 +53,12 @@ class Upload(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable: unauthorized, invalid_input, invalid_request, invalid_pipeline, "
                                   "unknown_pipeline, job_not_found, artifact_not_found, payload_too_large, "
-                                  "idempotency_conflict, unavailable, storage_error, not_found, internal.")
+                                  "idempotency_conflict, unavailable, storage_error, broker_error, not_found, "
+                                  "internal.")
     message: str
     field: str | None = Field(None, description="The input or request field at fault, when one is.")
+    service: str | None = Field(None, description="With `unavailable` (503): the service that cannot be "
+                                                  "reached, `redis` or `storage`.")
 
 
 class ErrorBody(BaseModel):
