@@ -21,7 +21,7 @@ def load(**_: Any) -> None:
     from mmq.tasks.settings import Settings
     from mmq.workers.caption import CaptionSpecialisation
     from mmq.workers.devices import limit_cpu_threads, pick_device
-    from mmq.workers.specialisation import ModelContext
+    from mmq.workers.specialisation_base import ModelContext
 
     limit_cpu_threads()
     settings = Settings.from_env()
@@ -33,7 +33,7 @@ def load(**_: Any) -> None:
 
 @app.task(name="bare.caption")
 def caption(image_b64: str, max_new_tokens: int) -> str:
-    from mmq.workers.specialisation import ArtifactInput
+    from mmq.workers.specialisation_base import ArtifactInput
 
     data = base64.b64decode(image_b64)
     image = ArtifactInput(media_type="image/png", sha256="", size=len(data), fetch=lambda: data)

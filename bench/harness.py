@@ -16,7 +16,7 @@ from mmq.clients import Client
 from mmq.clients.servers import start_redis, start_seaweed, stop
 from mmq.tasks import heartbeats
 from mmq.tasks.processes import die_with_parent
-from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
+from mmq.tasks.specialisation_specs import SPECIALISATIONS, worker_name
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / ".mmq" / "bench"  # tiny models are built once and kept between runs

@@ -125,7 +125,7 @@ torch.set_num_threads(1)
 from mmq.tasks.settings import Settings
 from mmq.workers.caption import CaptionSpecialisation
 from mmq.workers.devices import pick_device
-from mmq.workers.specialisation import ArtifactInput, ModelContext
+from mmq.workers.specialisation_base import ArtifactInput, ModelContext
 from bench.harness import MODEL_CACHE, sample_image
 data = sample_image().read_bytes()
 settings = Settings.from_env({{"MMQ_DATA_DIR": str(MODEL_CACHE)}})

@@ -17,7 +17,7 @@ from mmq.tasks.fields import Field
 from mmq.tasks.heartbeats import EXIT_LOAD_FAILED
 from mmq.tasks.records import JobStatus
 from mmq.tasks.settings import TINY
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 from mmq.tasks.translation import third_party_errors
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
@@ -456,7 +456,7 @@ def _metrics(args: argparse.Namespace) -> int:
 def _webhooks(args: argparse.Namespace) -> int:
     from mmq.tasks.settings import Settings
 
-    from .webhooks import run_dispatcher
+    from .webhook_dispatcher import run_dispatcher
 
     run_dispatcher(Settings.from_env())
     return 0

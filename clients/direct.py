@@ -14,7 +14,7 @@ from mmq.tasks.catalogue import TASKS, describe_all, lookup
 from mmq.tasks.celery_app import make_celery
 from mmq.tasks.errors import BrokerUnavailable, ConfigurationError, InvalidInput
 from mmq.tasks.fields import Field
-from mmq.tasks.media import sniff_media_type
+from mmq.tasks.media_types import sniff_media_type
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.records import JobPage, JobRecord, JobStatus, JobStore, describe_target, new_record
 from mmq.tasks.settings import Settings

@@ -10,7 +10,7 @@ from typing import Any
 from mmq.tasks import heartbeats
 from mmq.tasks.errors import JobNotFound
 from mmq.tasks.records import JobStatus, JobStore
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 from mmq.tasks.stats import BATCH_BUCKETS, read_batches, read_jobs, read_steps
 from mmq.tasks.translation import redis_errors
 

@@ -19,7 +19,7 @@ from typing import Any
 from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import InvalidInput, JobNotFound
 from mmq.tasks.fields import Field, field_from_description
-from mmq.tasks.media import sniff_media_type
+from mmq.tasks.media_types import sniff_media_type
 from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.specfiles import pipeline_to_dict

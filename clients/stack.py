@@ -22,7 +22,7 @@ from typing import Any
 from mmq.tasks import heartbeats
 from mmq.tasks.errors import StackError
 from mmq.tasks.settings import STACK_FILE, TINY, Settings
-from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
+from mmq.tasks.specialisation_specs import SPECIALISATIONS, worker_name
 
 from . import planning
 from .servers import free_port, pid_alive, port_free, start_redis, start_seaweed, stop

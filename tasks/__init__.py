@@ -31,7 +31,7 @@ from .records import JobRecord, JobStatus, JobStore, StepSpec, StepState
 from .pipelines import Format, Pipeline, Step
 from .taskspec import Output, TaskSpec
 from .settings import Settings
-from .specialisations import SPECIALISATIONS, SpecialisationSpec
+from .specialisation_specs import SPECIALISATIONS, SpecialisationSpec
 
 __all__ = [
     "ArtifactAccessDenied", "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerError",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactNotFound, InvalidInput, StorageError
-from .media import extension_for, sniff_media_type
+from .media_types import extension_for, sniff_media_type
 from .translation import storage_errors
 
 

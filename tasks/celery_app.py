@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from .catalogue import TASKS
 from .redis_connection import celery_options
 from .settings import Settings
-from .specialisations import SPECIALISATIONS
+from .specialisation_specs import SPECIALISATIONS
 
 # How long one worker's sweep for dead consumers' messages locks out the others. A sweep takes
 # milliseconds, but a worker SIGKILLed inside one leaves the lock behind: at kombu's default (300 s)

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from .records import JobRecord, JobStatus
-from .redis_connection import redis_errors  # Redis's errors as mmq's (BrokerUnavailable)
+from .translation import redis_errors
 
 BEAT_KEY_PREFIX = "mmq:worker:"
 INDEX_KEY = "mmq:workers"

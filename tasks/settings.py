@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .redis_connection import RedisConnection, TLSFiles, check_master_name, check_tls_files
-from .specialisations import FASTER_WHISPER_DEFAULT_MODEL, SPECIALISATIONS, SPEECH_BACKENDS
+from .specialisation_specs import FASTER_WHISPER_DEFAULT_MODEL, SPECIALISATIONS, SPEECH_BACKENDS
 
 STACK_FILE = "stack.json"
 TINY = "tiny"

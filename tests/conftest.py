@@ -32,7 +32,7 @@ from mmq.clients import Client
 from mmq.clients.servers import Server, free_port, start_redis, start_seaweed, stop
 from mmq.tasks import Settings, heartbeats
 from mmq.tasks.processes import die_with_parent
-from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
+from mmq.tasks.specialisation_specs import SPECIALISATIONS, worker_name
 
 WORKER_READY_TIMEOUT_S = 180
 TEST_CREDENTIALS = ("test", "test-secret")  # S3 checks every request's signature

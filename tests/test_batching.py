@@ -31,7 +31,7 @@ from mmq.tasks.stats import read_batches
 from mmq.workers import steps
 from mmq.workers.batching import Batcher
 from mmq.workers.multiplex import ModelPool
-from mmq.workers.specialisation import ModelContext, Specialisation
+from mmq.workers.specialisation_base import ModelContext, Specialisation
 from tests.test_worker_crash import FAST_REDELIVERY
 
 BATCHING = {"MMQ_CAPTION_MAX_BATCH": "4", "MMQ_CAPTION_MAX_WAIT_MS": "500"}

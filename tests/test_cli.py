@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mmq.clients.stack import StackState
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 

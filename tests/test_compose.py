@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from mmq.tasks import SPECIALISATIONS, Settings
-from mmq.tasks.specialisations import FASTER_WHISPER_DEFAULT_MODEL
+from mmq.tasks.specialisation_specs import FASTER_WHISPER_DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -4,7 +4,7 @@ import pytest
 
 from mmq.tasks import PIPELINES, TASKS, ArtifactRef, InvalidInput, UnknownTask, lookup
 from mmq.tasks.fields import Kind, check_inputs
-from mmq.tasks.media import extension_for, sniff_media_type
+from mmq.tasks.media_types import extension_for, sniff_media_type
 
 IMAGE = ArtifactRef(uri="s3://b/blobs/x.png", media_type="image/png", sha256="x", size=1)
 TEXT_FILE = ArtifactRef(uri="s3://b/blobs/x.txt", media_type="text/plain", sha256="x", size=1)

@@ -169,7 +169,7 @@ def test_a_worker_refuses_a_rank_with_no_candidates_that_got_past_the_contract(t
                                                                                 inputs):
     import importlib
 
-    from mmq.workers.specialisation import ModelContext
+    from mmq.workers.specialisation_base import ModelContext
 
     context = ModelContext(model="tiny", device="cpu", cache_dir=tmp_path, settings=Settings())
     specialisation = getattr(importlib.import_module(module), cls)(context)

@@ -43,11 +43,11 @@ from PIL import Image
 
 from mmq.tasks import PIPELINES, TASKS, ArtifactRef, Field, InvalidInput, InvalidPipeline, JobStatus, Kind
 from mmq.tasks import JobTimeout, Pipeline, Settings
-from mmq.tasks.media import EXTENSIONS, sniff_media_type
+from mmq.tasks.media_types import EXTENSIONS, sniff_media_type
 from mmq.tasks.specfiles import load_pipeline_file, pipeline_from_dict, pipeline_to_dict
 from mmq.workers import ArtifactInput, ModelContext
 from mmq.workers.audio import decode_audio
-from mmq.workers.media import decode_image
+from mmq.workers.image_codec import decode_image
 from mmq.workers.video import MediaSpecialisation
 
 from .media_samples import make_video

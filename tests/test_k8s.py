@@ -26,7 +26,7 @@ import yaml
 from mmq.tasks import Settings
 from mmq.tasks.catalogue import TASKS
 from mmq.tasks.celery_app import make_celery
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"

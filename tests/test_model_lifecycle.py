@@ -192,7 +192,7 @@ def test_mmq_up_names_the_specialisation_that_cannot_load_and_stops_what_it_star
 def _hostname(pid: int, specialisation: str) -> str:
     import socket
 
-    from mmq.tasks.specialisations import worker_name
+    from mmq.tasks.specialisation_specs import worker_name
 
     return worker_name(specialisation, None, pid, socket.gethostname())
 
@@ -215,7 +215,7 @@ def test_what_is_loaded_can_be_read_while_another_model_loads():
     # The load is a stand-in that waits for the test: a multiplexed checkpoint taking minutes.
     from mmq.tasks import Settings
     from mmq.workers.multiplex import ModelPool
-    from mmq.workers.specialisation import ModelContext, Specialisation
+    from mmq.workers.specialisation_base import ModelContext, Specialisation
 
     started, release = threading.Event(), threading.Event()
 

@@ -5,7 +5,6 @@ Real processes (Redis, S3, a caption worker, the `mmq metrics` exporter); faked:
 import re
 import subprocess
 import sys
-import time
 
 import httpx
 

@@ -21,7 +21,7 @@ from mmq.tasks import JobStatus, OutOfMemory
 from mmq.workers.batching import Batcher, Executor, run_in_memory
 from mmq.workers.memory import is_out_of_memory
 from mmq.workers.multiplex import ModelPool
-from mmq.workers.specialisation import ModelContext, Specialisation
+from mmq.workers.specialisation_base import ModelContext, Specialisation
 
 HEADROOM = 150 * 1024 * 1024  # above what the pool process uses when idle: a 64x64 image fits, 1024x1024 not
 

@@ -21,7 +21,7 @@ from mmq.clients.cli import EXIT_UNAVAILABLE, _parser, main
 from mmq.clients.direct import DirectTransport
 from mmq.clients.keys import KeyStore
 from mmq.clients.servers import free_port, start_redis, stop
-from mmq.tasks.jobs import JobStatus
+from mmq.tasks.records import JobStatus
 from mmq.tasks.processes import die_with_parent
 from tests.conftest import ROOT, Stack, base_env, launch_gateway
 

@@ -31,7 +31,7 @@ from mmq.tasks.errors import (
     ServiceUnavailable,
     StorageUnavailable,
 )
-from mmq.tasks.jobs import JobStatus
+from mmq.tasks.records import JobStatus
 from tests.conftest import ROOT, base_env
 
 JOB = "0123456789abcdef0123456789abcdef"  # replaced by a real job of the key's tenant where S3 is down

@@ -2,7 +2,6 @@
 progress events, and cancellation of a running step."""
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -18,7 +18,7 @@ from mmq.workers.clip.tiny import build_tiny_clip
 from mmq.workers.features.tiny import build_tiny_dinov2
 from mmq.workers.models import resolve_model
 from mmq.workers.pixels import pixel_values
-from mmq.workers.specialisation import ArtifactInput
+from mmq.workers.specialisation_base import ArtifactInput
 
 BUILDERS = {"clip": build_tiny_clip, "dinov2": build_tiny_dinov2}
 

@@ -8,9 +8,9 @@ import pytest
 
 from mmq.tasks import InvalidInput, Settings
 from mmq.tasks.catalogue import TASKS
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 from mmq.workers.registry import specialisation_class
-from mmq.workers.specialisation import ModelContext, Specialisation
+from mmq.workers.specialisation_base import ModelContext, Specialisation
 
 CONTRACT = {"setup", "prepare", "infer", "run"}
 

@@ -194,7 +194,7 @@ def test_long_audio_is_transcribed_in_windows_not_truncated(speech_client, speec
 
 
 def test_long_audio_is_cut_in_pauses_into_windows_of_at_most_30_s():
-    from mmq.workers.speech.chunks import split_windows
+    from mmq.workers.speech.windows import split_windows
 
     # given 70 s at 16 kHz: 5 s of loud noise ("speech"), then 1.5 s of silence, over and over
     rate = 16_000
@@ -296,7 +296,7 @@ def test_the_tiny_whisper_is_the_same_bytes_on_every_build(tmp_path):
 
 def test_faster_whisper_has_no_tiny_model(tmp_path):
     from mmq.tasks import ConfigurationError, Settings
-    from mmq.workers.specialisation import ModelContext
+    from mmq.workers.specialisation_base import ModelContext
     from mmq.workers.speech import SpeechSpecialisation
 
     context = ModelContext(model="tiny", device="cpu", cache_dir=tmp_path,

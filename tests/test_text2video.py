@@ -110,7 +110,7 @@ def test_the_encoder_takes_a_frame_array_and_refuses_an_odd_size():
 
 
 def test_the_worker_refuses_a_frame_size_its_vae_cannot_take_that_got_past_the_contract(tmp_path):
-    from mmq.workers.specialisation import ModelContext
+    from mmq.workers.specialisation_base import ModelContext
     from mmq.workers.text2video import Text2VideoSpecialisation
 
     context = ModelContext(model="tiny", device="cpu", cache_dir=tmp_path, settings=Settings())

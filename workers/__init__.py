@@ -3,6 +3,6 @@
 Heavy imports (torch, transformers, diffusers) happen only inside worker pool processes.
 """
 
-from .specialisation import ArtifactInput, Blob, ModelContext, Progress, Specialisation
+from .specialisation_base import ArtifactInput, Blob, ModelContext, Progress, Specialisation
 
 __all__ = ["ArtifactInput", "Blob", "ModelContext", "Progress", "Specialisation"]

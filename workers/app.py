@@ -54,7 +54,7 @@ from .load_errors import describe_load_error
 from .loadgate import LOAD_WITHOUT_LIMIT_S, LoadReports, gate_step, load_in_pool_process
 from .multiplex import ModelPool
 from .registry import specialisation_class
-from .specialisation import ModelContext, Specialisation
+from .specialisation_base import ModelContext, Specialisation
 from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
 
 log = logging.getLogger(__name__)

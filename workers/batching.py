@@ -27,7 +27,7 @@ from mmq.tasks.errors import MMQError
 
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
-from .specialisation import Progress, Specialisation
+from .specialisation_base import Progress, Specialisation
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .specialisation import Blob
+from .specialisation_base import Blob
 
 NPY = "application/x-npy"
 

@@ -28,7 +28,7 @@ from mmq.tasks.errors import MMQError, ModelLoadFailed
 from mmq.tasks.heartbeats import EXIT_LOAD_FAILED
 from mmq.tasks.processes import die_with_parent
 from mmq.tasks.settings import Settings
-from mmq.tasks.specialisations import SPECIALISATIONS, worker_name
+from mmq.tasks.specialisation_specs import SPECIALISATIONS, worker_name
 
 log = logging.getLogger("mmq.workers.supervisor")
 

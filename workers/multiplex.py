@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from mmq.tasks.errors import InvalidInput
 
-from .specialisation import Specialisation
+from .specialisation_base import Specialisation
 
 log = logging.getLogger(__name__)
 

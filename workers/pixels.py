@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from transformers.image_processing_utils import BaseImageProcessor
 
-from mmq.workers.media import decode_image
-from mmq.workers.specialisation import ArtifactInput
+from mmq.workers.image_codec import decode_image
+from mmq.workers.specialisation_base import ArtifactInput
 
 
 def pixel_values(items: Sequence[ArtifactInput], processor: BaseImageProcessor, *, field: str,

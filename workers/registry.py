@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 
 from mmq.tasks.errors import ConfigurationError
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 
-from .specialisation import Specialisation
+from .specialisation_base import Specialisation
 
 _CLASSES = {
     "caption": "mmq.workers.caption:CaptionSpecialisation",

@@ -26,7 +26,7 @@ from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.wiring import Context, item_outputs, merge, resolve
 
 from .batching import Executor
-from .specialisation import ArtifactInput, Blob
+from .specialisation_base import ArtifactInput, Blob
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25

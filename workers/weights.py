@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from mmq.tasks.errors import ConfigurationError, MMQError
 from mmq.tasks.settings import TINY, Settings
-from mmq.tasks.specialisations import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import SPECIALISATIONS
 
 TRANSFORMERS, DIFFUSERS, CTRANSLATE2, NONE = "transformers", "diffusers", "ctranslate2", "none"
 # Files a transformers or diffusers component folder needs beside its weights.

@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> Fa
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop, task, dispatcher = asyncio.Event(), None, None
         if webhooks:
-            from ..webhooks import Dispatcher
+            from ..webhook_dispatcher import Dispatcher
 
             dispatcher = Dispatcher(settings)
             task = asyncio.create_task(dispatcher.run(stop))

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..redis_connection import redis_errors
+from ..translation import redis_errors
 from . import layout
 from .following import EventCursor
 from .model import Event, JobStatus, WebhookTarget
@@ -35,7 +35,7 @@ class AsyncJobStore:
         await self._redis.aclose()
 
     async def status(self, job_id: str) -> JobStatus:
-        with redis_errors():
+        with redis_errors(self._redis):
             raw = await self._redis.hget(layout.record_key(job_id), "status")
         if raw is None:
             raise not_found(job_id)
@@ -46,7 +46,7 @@ class AsyncJobStore:
         start (`after` "0"), the queued event comes first."""
         if after == "0":
             return [layout.QUEUED_EVENT]
-        with redis_errors():
+        with redis_errors(self._redis):
             reply = await self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
                                             count=layout.EVENTS_PER_READ)
         return layout.decode_events(reply)
@@ -69,14 +69,14 @@ class AsyncJobStore:
 
     async def webhook_target(self, job_id: str) -> WebhookTarget | None:
         """Where the job's webhook deliveries go; None once its record expired (nobody to tell)."""
-        with redis_errors():
+        with redis_errors(self._redis):
             raw = await self._redis.hget(layout.record_key(job_id), "spec")
         return None if raw is None else layout.webhook_target_from_spec(raw)
 
     async def record_delivery(self, job_id: str, attempt: Mapping[str, Any]) -> None:
         """Append one webhook delivery attempt to the job's record."""
         key = layout.deliveries_key(job_id)
-        with redis_errors():
+        with redis_errors(self._redis):
             async with self._redis.pipeline() as pipe:
                 pipe.rpush(key, json.dumps(attempt))
                 pipe.expire(key, self.ttl_s)

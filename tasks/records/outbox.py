@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..redis_connection import redis_errors
+from ..translation import redis_errors
 from .layout import WEBHOOK_OUTBOX
 
 
@@ -38,7 +38,7 @@ class WebhookOutbox:
         import redis
 
         try:
-            with redis_errors():
+            with redis_errors(self._redis):
                 await self._redis.xgroup_create(WEBHOOK_OUTBOX, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -48,7 +48,7 @@ class WebhookOutbox:
         """Entries for `consumer`: those left idle `claim_idle_ms` by a reader that went away, then
         new ones (waiting up to `block_ms` for them). Entries trimmed before they were read are
         let go on the way: nothing is left of them to deliver."""
-        with redis_errors():
+        with redis_errors(self._redis):
             _, claimed, _ = await self._redis.xautoclaim(WEBHOOK_OUTBOX, self.group, consumer,
                                                          min_idle_time=claim_idle_ms, start_id="0", count=count)
             fresh = await self._redis.xreadgroup(self.group, consumer, {WEBHOOK_OUTBOX: ">"}, count=count,
@@ -64,6 +64,6 @@ class WebhookOutbox:
 
     async def done(self, entry_id: str) -> None:
         """The entry's delivery attempt is recorded: no reader needs it again."""
-        with redis_errors():
+        with redis_errors(self._redis):
             await self._redis.xack(WEBHOOK_OUTBOX, self.group, entry_id)
             await self._redis.xdel(WEBHOOK_OUTBOX, entry_id)

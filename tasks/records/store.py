@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import IdempotencyConflict, InvalidInput, JobNotFound
-from ..redis_connection import Primary, ReplicaBarrier, redis_errors
+from ..redis_connection import Primary, ReplicaBarrier
+from ..translation import redis_errors
 from ..stats import JOBS_KEY as JOBS_STATS_KEY
 from ..stats import count_job
 from ..webhooks import event_name
@@ -47,7 +48,7 @@ class JobStore:
         return cls(settings.redis.sync_client(), ttl_s=settings.record_ttl_s)
 
     def ping(self) -> bool:
-        with redis_errors():
+        with redis_errors(self._redis):
             return bool(self._redis.ping())
 
     # -- creating -------------------------------------------------------------------------------
@@ -58,7 +59,7 @@ class JobStore:
         job was asked for with a different request)."""
         claim = layout.idempotency_key(record.owner, idempotency_key) if idempotency_key else layout.NO_KEY
         fingerprint = request_fingerprint(record) if idempotency_key else ""
-        with redis_errors():
+        with redis_errors(self._redis):
             outcome, job_id = self._create(keys=self._create_keys(record, claim),
                                            args=self._create_args(record, fingerprint, webhook_events(record)))
         if outcome == b"conflict":
@@ -71,7 +72,7 @@ class JobStore:
     def create_many(self, records: list[JobRecord]) -> None:
         """Store new (queued) records in one round trip: bulk submission (no idempotency keys, no
         webhooks)."""
-        with redis_errors():
+        with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
             for record in records:
                 self._create(keys=self._create_keys(record, layout.NO_KEY),
@@ -103,7 +104,7 @@ class JobStore:
         BrokerUnavailable when no replica confirms in time or the primary changed since `since`."""
         if since is None or not job_ids:
             return
-        with redis_errors():
+        with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
             for job_id in job_ids:
                 pipe.expire(layout.record_key(job_id), self.ttl_s)  # a write on this connection, for WAIT
@@ -115,7 +116,7 @@ class JobStore:
     # -- reading --------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord:
-        with redis_errors():
+        with redis_errors(self._redis):
             pipe = self._redis.pipeline()
             pipe.hgetall(layout.record_key(job_id))
             pipe.lrange(layout.deliveries_key(job_id), 0, -1)
@@ -125,7 +126,7 @@ class JobStore:
         return layout.record_from_hash(raw, deliveries)
 
     def status(self, job_id: str) -> JobStatus:
-        with redis_errors():
+        with redis_errors(self._redis):
             raw = self._redis.hget(layout.record_key(job_id), "status")
         if raw is None:
             raise not_found(job_id)
@@ -136,7 +137,7 @@ class JobStore:
         of the page before; entries whose record expired are pruned on the way."""
         key = layout.jobs_index_key(owner)
         high = "+inf" if cursor is None else f"({_cursor_score(cursor)}"
-        with redis_errors():
+        with redis_errors(self._redis):
             self._redis.zremrangebyscore(key, "-inf", f"({time.time() - self.ttl_s}")
             entries = self._redis.zrevrangebyscore(key, high, "-inf", start=0, num=limit + 1, withscores=True)
         page = entries[:limit]
@@ -149,7 +150,7 @@ class JobStore:
         start (`after` "0"), the queued event comes first."""
         if after == "0":
             return [layout.QUEUED_EVENT]
-        with redis_errors():
+        with redis_errors(self._redis):
             reply = self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
                                       count=layout.EVENTS_PER_READ)
         return layout.decode_events(reply)
@@ -182,7 +183,7 @@ class JobStore:
         return self._set(job_id, {field_name: state.to_json()}, event)
 
     def mark_running(self, job_id: str, now: float) -> None:
-        with redis_errors():
+        with redis_errors(self._redis):
             started = self._redis.hsetnx(layout.record_key(job_id), "started_at", json.dumps(now))
         if started:
             self._set(job_id, {"status": JobStatus.RUNNING.value}, {"type": "job", "status": "running"})
@@ -210,7 +211,7 @@ class JobStore:
             pass
 
     def _increment(self, job_id: str, field_name: str) -> int:
-        with redis_errors():
+        with redis_errors(self._redis):
             pipe = self._redis.pipeline()
             pipe.hincrby(layout.record_key(job_id), field_name, 1)
             pipe.expire(layout.record_key(job_id), self.ttl_s)
@@ -223,7 +224,7 @@ class JobStore:
         keys = layout.event_keys(job_id)
         args = [self.ttl_s, json.dumps(event) if event else "", layout.EVENTS_MAX,
                 event_name(event) if event else "", job_id, *(x for pair in fields.items() for x in pair)]
-        with redis_errors():
+        with redis_errors(self._redis):
             if not (durable and self._barrier.promotable()):
                 written = self._guarded_hset(keys=keys, args=args)
             else:

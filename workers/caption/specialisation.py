@@ -11,9 +11,9 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from mmq.tasks.errors import InvalidInput, MMQError
-from mmq.workers.media import decode_image
+from mmq.workers.image_codec import decode_image
 from mmq.workers.models import load_pretrained, resolve_model
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_blip
 

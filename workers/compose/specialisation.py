@@ -19,7 +19,7 @@ from mmq.tasks.errors import InvalidInput
 from mmq.workers.generation import TokenProgress
 from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.seeding import seeded
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
 
 from .tiny import build_tiny_musicgen

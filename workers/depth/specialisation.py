@@ -19,9 +19,9 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 from mmq.tasks.errors import MMQError
 from mmq.workers.embeddings import NPY, encode_npy
-from mmq.workers.media import decode_image, encode_png
+from mmq.workers.image_codec import decode_image, encode_png
 from mmq.workers.models import load_pretrained, resolve_model
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_depth_anything
 

@@ -20,9 +20,9 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from mmq.tasks.errors import ContentFiltered, InvalidInput
-from mmq.workers.media import decode_image, encode_png
+from mmq.workers.image_codec import decode_image, encode_png
 from mmq.workers.models import load_pipeline, resolve_model
-from mmq.workers.specialisation import ArtifactInput, Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import ArtifactInput, Blob, Progress, Specialisation
 
 from .tiny import build_tiny_stable_diffusion
 

@@ -19,7 +19,7 @@ from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise
 from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.pixels import pixel_values
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_dinov2
 

@@ -12,9 +12,9 @@ from PIL import Image
 from transformers import BatchFeature, SamModel, SamProcessor
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.media import decode_image, encode_png
+from mmq.workers.image_codec import decode_image, encode_png
 from mmq.workers.models import load_pretrained, resolve_model
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_sam
 

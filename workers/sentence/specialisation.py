@@ -27,7 +27,7 @@ from mmq.tasks.errors import ConfigurationError, InvalidInput
 from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise, ranking
 from mmq.workers.models import load_pretrained, resolve_model
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_sentence_model
 

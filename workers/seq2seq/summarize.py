@@ -13,7 +13,7 @@ from typing import Any
 
 from mmq.tasks.errors import InvalidInput, MMQError
 from mmq.workers.models import resolve_model
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .chunking import Chunk, sentences
 from .model import Seq2Seq, Tally

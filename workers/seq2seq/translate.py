@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
 from mmq.workers.models import resolve_model
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .chunking import Chunk, join
 from .model import Seq2Seq, Tally

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, VitsModel
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.models import load_pretrained, resolve_model
 from mmq.workers.seeding import seeded
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
 
 from .sentences import split_for_speech

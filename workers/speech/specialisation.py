@@ -14,10 +14,10 @@ from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput
 from mmq.workers.audio import SAMPLE_RATE, decode_audio
 from mmq.workers.models import TINY, resolve_model
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .backends import FasterWhisper, Segment, TransformersWhisper, WhisperBackend
-from .chunks import is_silent, split_windows
+from .windows import is_silent, split_windows
 from .tiny import build_tiny_whisper
 
 logger = logging.getLogger(__name__)

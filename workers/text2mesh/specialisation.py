@@ -11,9 +11,9 @@ from diffusers import ShapEPipeline
 from diffusers.pipelines.shap_e.renderer import MeshDecoderOutput
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.media import encode_png
+from mmq.workers.image_codec import encode_png
 from mmq.workers.models import load_pipeline, resolve_model
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .ply import encode_ply
 from .preview import render_view

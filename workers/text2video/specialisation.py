@@ -13,7 +13,7 @@ from diffusers import TextToVideoSDPipeline
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.models import load_pipeline, resolve_model
 from mmq.workers.mp4 import encode_mp4
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_text_to_video
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.media import decode_image, encode_png
+from mmq.workers.image_codec import decode_image, encode_png
 from mmq.workers.mp4 import encode_mp4
-from mmq.workers.specialisation import Blob, Progress, Specialisation
+from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
 
 log = logging.getLogger(__name__)

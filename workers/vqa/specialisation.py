@@ -23,9 +23,9 @@ from transformers import (
 
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
 from mmq.workers.generation import TokenProgress
-from mmq.workers.media import decode_image
+from mmq.workers.image_codec import decode_image
 from mmq.workers.models import load_pretrained, resolve_model
-from mmq.workers.specialisation import Progress, Specialisation
+from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_llava
 

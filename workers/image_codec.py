@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mmq.tasks.errors import InvalidInput
-from mmq.tasks.media import extension_for, sniff_media_type
+from mmq.tasks.media_types import extension_for, sniff_media_type
 
 logger = logging.getLogger(__name__)
 
