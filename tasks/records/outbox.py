@@ -37,12 +37,12 @@ class WebhookOutbox:
         """Make the consumer group, unless another reader made it first."""
         import redis
 
-        try:
-            with redis_errors(self._redis):
+        with redis_errors(self._redis):  # outside: it would translate BUSYGROUP before it is seen
+            try:
                 await self._redis.xgroup_create(WEBHOOK_OUTBOX, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def take(self, consumer: str, *, count: int, block_ms: int, claim_idle_ms: int) -> list[OutboxEntry]:
         """Entries for `consumer`: those left idle `claim_idle_ms` by a reader that went away, then
