@@ -130,20 +130,24 @@ class GatewayTransport:
                 if response.status_code >= 400:
                     response.read()
                     raise exception_for(response.status_code, _body(response), gateway=self.url)
-                event_id, data = None, None
+                event_id, name, data = None, None, None
                 for line in response.iter_lines():
                     if deadline is not None and time.monotonic() >= deadline:
                         return
                     if line.startswith("id:"):
                         event_id = line[3:].strip()
+                    elif line.startswith("event:"):
+                        name = line[6:].strip()
                     elif line.startswith("data:"):
                         data = json.loads(line[5:].strip())
+                    elif line == "" and name == "error":  # the stream's last: Redis went away behind it
+                        raise exception_for(response.status_code, data, gateway=self.url)
                     elif line == "" and data is not None:
                         after = event_id or after
                         yield after, data
                         if data["type"] == "job" and JobStatus(data["status"]).terminal:
                             return
-                        event_id, data = None, None
+                        event_id, name, data = None, None, None
             if self.status(job_id).terminal:  # the stream ended without an end event: expired or trimmed
                 return
 

@@ -6,11 +6,15 @@ webhooks` alone) read the outbox as one consumer group: each event goes to one o
 whose dispatcher died before finishing is claimed by another after `CLAIM_IDLE_MS`. A failed POST is
 retried with exponential backoff from a sorted set of due retries, up to the configured attempts.
 Every attempt is appended to the job's record.
+
+While Redis is away the dispatcher keeps polling, backing off up to `POLL_BACKOFF_MAX_S`, and says
+so in one line when the outage starts and one when it ends (the outbox keeps the events meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -18,8 +22,11 @@ import time
 import uuid
 from typing import Any
 
+from mmq.tasks.errors import ServiceUnavailable
+from mmq.tasks.outages import Outage
 from mmq.tasks.records import AsyncJobStore, OutboxEntry, WebhookOutbox
 from mmq.tasks.settings import Settings
+from mmq.tasks.translation import redis_errors
 from mmq.tasks.webhooks import DELIVERY_HEADER, EVENT_HEADER, signature_headers
 
 from .keys import read_webhook_secret
@@ -29,6 +36,8 @@ GROUP = "mmq-webhooks"
 RETRY_KEY = "mmq:webhooks:retry"  # sorted set: delivery JSON by the time it is due
 CLAIM_IDLE_MS = 60_000
 MAX_BACKOFF_S = 3600.0
+# After a poll that failed: wait this long, doubled after each further failure, up to the max.
+POLL_BACKOFF_S, POLL_BACKOFF_MAX_S = 0.5, 5.0
 # Due retries are leased, not removed: pushed `CLAIM_IDLE_MS` into the future, so that if this
 # dispatcher dies mid-attempt another one retries them then; removed once the attempt is recorded.
 _CLAIM_DUE = """
@@ -52,19 +61,29 @@ class Dispatcher:
         self.consumer = consumer or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._claim_due = self.redis.register_script(_CLAIM_DUE)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._joined = False
+        self.outage = Outage(log, "webhook dispatcher")
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Deliver until `stop` is set (or forever)."""
+        """Deliver until `stop` is set (or forever); through Redis outages, backing off."""
         stop = stop or asyncio.Event()
-        await self.outbox.join()
+        failed_polls = 0
         while not stop.is_set():
             try:
                 await self._poll()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis away for a moment: log, wait, go on; the outbox keeps the events
+            except ServiceUnavailable as exc:  # Redis away: said once; the outbox keeps the events
+                self.outage.began(exc)
+            except Exception:  # anything else is a surprise: its traceback each time
                 log.exception("webhook dispatcher: poll failed")
-                await asyncio.sleep(1.0)
+            else:
+                self.outage.ended()
+                failed_polls = 0
+                continue
+            failed_polls += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=_poll_backoff_s(failed_polls))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -73,9 +92,14 @@ class Dispatcher:
         await self.redis.aclose()
 
     async def _poll(self) -> None:
+        if not self._joined:  # here, not before the loop: Redis may be away when the dispatcher starts
+            await self.outbox.join()
+            self._joined = True
         for entry in await self.outbox.take(self.consumer, count=20, block_ms=500, claim_idle_ms=CLAIM_IDLE_MS):
             self._spawn(self._deliver(_first_delivery(entry), outbox_id=entry.id))
-        for raw in await self._claim_due(keys=[RETRY_KEY], args=[time.time(), 20, CLAIM_IDLE_MS / 1000]):
+        with redis_errors(self.redis):
+            due = await self._claim_due(keys=[RETRY_KEY], args=[time.time(), 20, CLAIM_IDLE_MS / 1000])
+        for raw in due:
             self._spawn(self._deliver(json.loads(raw), retry_member=raw))
 
     def _spawn(self, coroutine: Any) -> None:
@@ -87,14 +111,16 @@ class Dispatcher:
                        retry_member: bytes | None = None) -> None:
         try:
             await self._attempt(delivery)
-        except Exception:  # Redis went away mid-attempt: keep the entry; it is claimed again later
+            # The attempt is recorded (and its retry scheduled): done with the entry that asked for it.
+            if outbox_id is not None:
+                await self.outbox.done(outbox_id)
+            if retry_member is not None:
+                with redis_errors(self.redis):
+                    await self.redis.zrem(RETRY_KEY, retry_member)
+        except ServiceUnavailable as exc:  # Redis went away mid-attempt: the entry stays, claimed again later
+            self.outage.began(exc)
+        except Exception:
             log.exception("webhook delivery %s of job %s failed unexpectedly", delivery["id"], delivery["job"])
-            return
-        # The attempt is recorded (and its retry scheduled): done with the entry that asked for it.
-        if outbox_id is not None:
-            await self.outbox.done(outbox_id)
-        if retry_member is not None:
-            await self.redis.zrem(RETRY_KEY, retry_member)
 
     async def _attempt(self, delivery: dict[str, Any]) -> None:
         job_id = delivery["job"]
@@ -124,8 +150,9 @@ class Dispatcher:
         if not outcome["ok"] and delivery["attempt"] < self.settings.webhook_max_attempts:
             delay = min(self.settings.webhook_backoff_s * 2 ** (delivery["attempt"] - 1), MAX_BACKOFF_S)
             outcome["retry_at"] = started + delay
-            await self.redis.zadd(RETRY_KEY, {json.dumps({**delivery, "attempt": delivery["attempt"] + 1}):
-                                              started + delay})
+            with redis_errors(self.redis):
+                await self.redis.zadd(RETRY_KEY, {json.dumps({**delivery, "attempt": delivery["attempt"] + 1}):
+                                                  started + delay})
         elif not outcome["ok"]:
             outcome["gave_up"] = True
         await self.jobs.record_delivery(job_id, outcome)
@@ -134,7 +161,12 @@ class Dispatcher:
         """A tenant's signing secret; the cluster's for a job submitted inside it."""
         if owner is None:
             return self.settings.webhook_secret
-        return await read_webhook_secret(self.redis, owner)
+        with redis_errors(self.redis):
+            return await read_webhook_secret(self.redis, owner)
+
+
+def _poll_backoff_s(failed_polls: int) -> float:
+    return min(POLL_BACKOFF_MAX_S, POLL_BACKOFF_S * 2 ** (failed_polls - 1))
 
 
 def _first_delivery(entry: OutboxEntry) -> dict[str, Any]:

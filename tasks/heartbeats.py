@@ -41,7 +41,8 @@ def beat_key(hostname: str) -> str:
 
 def publish(redis: Any, beat: dict[str, Any], *, ttl_s: int = BEAT_TTL_S) -> None:
     """Write a worker's beat (it must have `hostname`, `specialisation` and `phase`) and keep the
-    load error of its specialisation current: set when it failed, cleared when it is ready."""
+    load error of its specialisation current: set when it failed, cleared when it is ready.
+    Redis's errors are mmq's (`BrokerUnavailable` while it is away)."""
     now = time.time()
     hostname, phase = beat["hostname"], Phase(beat["phase"])
     pipe = redis.pipeline(transaction=False)
@@ -55,7 +56,8 @@ def publish(redis: Any, beat: dict[str, Any], *, ttl_s: int = BEAT_TTL_S) -> Non
     elif phase is Phase.FAILED:
         pipe.set(error_key, json.dumps({"model": beat.get("model"), "worker": hostname, "error": beat.get("error"),
                                         "at": now}), ex=LOAD_ERROR_TTL_S)
-    pipe.execute()
+    with redis_errors(redis):
+        pipe.execute()
 
 
 def workers(redis: Any) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ process, so that the test sees each run and where it stopped; their Redis is rea
 server, or a port where nothing listens).
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -143,7 +144,10 @@ class _ThreeUnits(Specialisation):
         super().__init__(ModelContext(model="stand-in", device="cpu", cache_dir=Path("."), settings=Settings()))
         self.runs = runs  # (batch size, units done) of each run
 
-    def run(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Any) -> list[dict[str, Any]]:
         units = 0
         try:
             for units in range(1, 4):
@@ -203,6 +207,29 @@ def test_a_batch_whose_jobs_were_all_cancelled_stops_and_runs_no_step_again(make
     runs, got = run_batch(reporters)
     assert runs == [(3, 1)]  # stopped at its first report, when no job was left to compute for
     assert all(isinstance(got[n], steps.StepAborted) for n in range(3)), got
+
+
+def test_a_bad_input_in_a_batch_fails_at_once_and_the_others_run_through_the_model_once(
+        make_stack, start_worker, tmp_path):
+    stack, worker, probe = probed_batch_of(make_stack, start_worker, tmp_path, 8)
+    images = pictures(tmp_path, 8)
+    images[5].write_bytes(images[5].read_bytes()[:60])  # a PNG header, then nothing: not decodable
+    with stack.client() as client:
+        jobs = [client.submit("caption", image=path) for path in images]
+        held = probe.wait_for_a_run()  # the others' forward pass has begun, and waits at the gate
+        bad = jobs[5].wait(timeout_s=60)  # ended while the others are held: it waited for no inference
+        probe.open()
+        records = [job.wait(timeout_s=120) for job in jobs]
+
+    assert bad.status is JobStatus.FAILED and bad.error["type"] == "InvalidInput", bad.error
+    assert bad.error["message"].startswith("image: "), bad.error  # names its field
+    good = records[:5] + records[6:]
+    assert all(r.status is JobStatus.SUCCEEDED for r in good), [r.error for r in good]
+    assert all(r.outputs["text"] for r in good)
+    assert sorted(held) == sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in images[:5] + images[6:])
+    assert probe.batches() == [held]  # one forward pass for the seven: none of them ran again
+    assert "1 of a batch of 8 caption steps had bad inputs" in worker.log()
+    assert "one by one" not in worker.log()
 
 
 def test_a_bad_input_in_a_batch_fails_only_its_own_job(make_stack, start_worker, tmp_path):

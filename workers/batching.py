@@ -3,12 +3,16 @@
 Each step runs in its own thread (Celery's thread pool, concurrency = `max_batch`) and hands its
 inputs to `Batcher.run`, which blocks until its outputs are ready. One dispatcher thread owns the
 model: it takes the first waiting step, gathers more of the same task and model for at most
-`max_wait_ms` (and at most `max_batch`), runs them as one batch, and hands each step its own
-outputs. A batch that fails is run again one step at a time, so a bad input fails only its own
-step; a batch that runs out of memory is split in two, halves again as needed, so that it is not
-failed whole. A step whose progress hook raises (its job was cancelled) leaves the batch there and
-then, and the others keep the batch's one forward pass; only when every step of a batch has left
-does the pass stop. Each step's message is still acknowledged on its own, when its thread returns.
+`max_wait_ms` (and at most `max_batch`), and runs them through the specialisation's contract:
+`prepare()` for each step first, so that a step whose inputs are bad ends at once with its own
+error, then one `infer()` on the prepared others. A batch that runs out of memory is split in two,
+halves again as needed, so that it is not failed whole; a batch whose `infer()` fails otherwise is
+inferred again one step at a time, so that a job the model itself trips over fails alone. Either
+way a step is prepared once: its prepared inputs go to each `infer()` it is part of (so `infer()`
+must not consume them). A step whose progress hook raises (its job was cancelled) leaves the batch
+there and then, and the others keep the batch's one forward pass; only when every step of a batch
+has left does the pass stop. Each step's message is still acknowledged on its own, when its thread
+returns.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from mmq.tasks.errors import MMQError
 
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
-from .specialisation_base import Progress, Specialisation
+from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class _Waiting:
     model: str
     inputs: Mapping[str, Any]
     progress: Progress
+    prepared: Prepared = None  # what `prepare()` made of `inputs`, once
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, Any] | None = None
     error: BaseException | None = None
@@ -74,6 +79,18 @@ def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping
                   progress: Progress) -> list[dict[str, Any]]:
     """`specialisation.run`, tried once more after freeing memory when it runs out; a second
     failure is `OutOfMemory`, naming what to lower."""
+    return _twice_in_memory(specialisation, task, batch, lambda: specialisation.run(task, batch, progress))
+
+
+def infer_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
+                    prepared: list[Prepared], progress: Progress) -> list[dict[str, Any]]:
+    """`specialisation.infer` on jobs already prepared (from the inputs `batch`), tried as
+    `run_in_memory` tries `run`."""
+    return _twice_in_memory(specialisation, task, batch, lambda: specialisation.infer(task, prepared, progress))
+
+
+def _twice_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
+                     attempt: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     device = specialisation.context.device
     cause = None
     for _ in range(2):
@@ -81,7 +98,7 @@ def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping
             log.warning("%s ran out of memory on %s (%s); freeing memory and trying once more", task, device, cause)
             free_memory(device)
         try:
-            return specialisation.run(task, batch, progress)
+            return attempt()
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -176,19 +193,47 @@ class Batcher(Executor):
         return batch
 
     def _run(self, batch: list[_Waiting]) -> None:
+        """Prepare each step of the batch, then infer the ones whose inputs were good."""
+        batch = [waiting for waiting in batch if not waiting.done.is_set()]
+        if not batch:
+            return
+        try:
+            specialisation = self.models.get(batch[0].model)
+        except Exception as error:  # noqa: BLE001 - the model they all asked for: each step's error
+            for waiting in batch:
+                waiting.end(error=error)
+            return
+        self._infer(specialisation, self._prepare(specialisation, batch))
+
+    def _prepare(self, specialisation: Specialisation, batch: list[_Waiting]) -> list[_Waiting]:
+        """The steps whose inputs `prepare()` accepted; each of the others ends with its own error."""
+        ready = []
+        for waiting in batch:
+            try:
+                waiting.prepared = specialisation.prepare(waiting.task, waiting.inputs)
+            except Exception as error:  # noqa: BLE001 - handed to the step's own thread
+                waiting.end(error=error)
+                continue
+            ready.append(waiting)
+        if len(ready) < len(batch):
+            log.info("%d of a batch of %d %s steps had bad inputs and failed; inferring the %d others",
+                     len(batch) - len(ready), len(batch), batch[0].task, len(ready))
+        return ready
+
+    def _infer(self, specialisation: Specialisation, batch: list[_Waiting]) -> None:
+        """One `infer()` for the prepared steps still in the batch; halves after out of memory."""
         batch = [waiting for waiting in batch if not waiting.done.is_set()]  # left a batch: not run again
         if not batch:
             return
         if len(batch) == 1:
-            self._run_alone(batch[0])
+            self._infer_alone(specialisation, batch[0])
             return
         cause = None
         try:
-            specialisation = self.models.get(batch[0].model)
-            outputs = specialisation.run(batch[0].task, [w.inputs for w in batch], _fan_out(batch))
-        except BaseException as error:  # noqa: BLE001 - handed to the steps' own threads
+            outputs = specialisation.infer(batch[0].task, [w.prepared for w in batch], _fan_out(batch))
+        except Exception as error:  # noqa: BLE001 - handed to the steps' own threads
             if not is_out_of_memory(error):
-                self._run_one_by_one(batch, error)
+                self._infer_one_by_one(specialisation, batch, error)
                 return
             cause = first_line(error)
         if cause is not None:  # outside the `except`: the failed attempt's tensors can be freed
@@ -197,30 +242,30 @@ class Batcher(Executor):
                         "%d and %d (a lower %s avoids this)", len(batch), batch[0].task, cause, half,
                         len(batch) - half, self.batch_setting or "batch size")
             free_memory(self.models.device)
-            self._run(batch[:half])
-            self._run(batch[half:])
+            self._infer(specialisation, batch[:half])
+            self._infer(specialisation, batch[half:])
             return
         if len(outputs) != len(batch):
             raise MMQError(f"{batch[0].task}: {len(outputs)} outputs for a batch of {len(batch)}")
         for waiting, result in zip(batch, outputs):
             waiting.end(outputs=result)
 
-    def _run_one_by_one(self, batch: list[_Waiting], error: BaseException) -> None:
-        """After a failed batch: each step that is still in it alone, so that one bad input fails
-        only its own step. Steps that left the batch (their jobs ended) are not run again."""
+    def _infer_one_by_one(self, specialisation: Specialisation, batch: list[_Waiting], error: Exception) -> None:
+        """After a batch's `infer()` failed (not for memory): each step still in it alone, so that
+        the one the model trips over fails alone. Steps that left the batch are not run again."""
         remaining = [waiting for waiting in batch if not waiting.done.is_set()]
         if not remaining:
             log.info("every step of a batch of %d %s steps left it; the batch stopped", len(batch), batch[0].task)
             return
-        log.info("a batch of %d %s steps failed (%s); running the %d still in it one by one", len(batch),
-                 batch[0].task, type(error).__name__, len(remaining))
+        log.info("inferring a batch of %d %s steps failed (%s); inferring the %d still in it one by one",
+                 len(batch), batch[0].task, type(error).__name__, len(remaining))
         for waiting in remaining:
-            self._run([waiting])
+            self._infer_alone(specialisation, waiting)
 
-    def _run_alone(self, waiting: _Waiting) -> None:
+    def _infer_alone(self, specialisation: Specialisation, waiting: _Waiting) -> None:
         try:
-            specialisation = self.models.get(waiting.model)
-            [outputs] = run_in_memory(specialisation, waiting.task, [waiting.inputs], waiting.progress)
+            [outputs] = infer_in_memory(specialisation, waiting.task, [waiting.inputs], [waiting.prepared],
+                                        waiting.progress)
         except BaseException as error:  # noqa: BLE001 - handed to the step's own thread
             waiting.end(error=error)
             return

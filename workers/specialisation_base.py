@@ -86,13 +86,14 @@ class Specialisation(ABC):
 
         Raise `InvalidInput` naming the first bad value (what the `TaskSpec` cannot know: token
         limits, image decoding, sizes the model needs). Runs for every job of a batch before any
-        inference and reads only its own job: a batch that a bad job fails is run again one job at
-        a time (`mmq.workers.batching`), so that the bad job fails alone.
+        inference and reads only its own job: in a batch, a job whose `prepare` raises fails alone
+        at once, and the others are inferred without it (`mmq.workers.batching`).
         """
 
     @abstractmethod
     def infer(self, task: str, batch: list[Prepared], progress: Progress) -> list[dict[str, Any]]:
-        """One output dict per prepared job, in order."""
+        """One output dict per prepared job, in order. The batcher may give a job's prepared value to
+        `infer` again (after its batch ran out of memory or failed): read it, never consume it."""
 
     @final
     def run(self, task: str, batch: Sequence[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:

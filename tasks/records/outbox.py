@@ -37,7 +37,7 @@ class WebhookOutbox:
         """Make the consumer group, unless another reader made it first."""
         import redis
 
-        with redis_errors(self._redis):  # outside the `try`: BUSYGROUP is an answer, not an error
+        with redis_errors(self._redis):  # outside: it would translate BUSYGROUP before it is seen
             try:
                 await self._redis.xgroup_create(WEBHOOK_OUTBOX, self.group, id="0", mkstream=True)
             except redis.ResponseError as exc:

@@ -1,6 +1,7 @@
 """A probe inside a worker process, loaded at interpreter start when this folder is on PYTHONPATH
 (tests/test_batching.py starts such workers): it writes down which inputs each run of the model
-gets, and holds each run until the test opens a gate.
+gets (an inference: `infer()`, after `prepare()` checked each job), and holds each run until the
+test opens a gate.
 
 Not a fake: the real specialisation (the tiny BLIP captioner, say) still computes every output. It
 is how a test sees, from outside the worker process, how many times the model ran on each input,
@@ -36,11 +37,18 @@ def _probed(specialisation_class):
         real = specialisation_class(name)
 
         class Probed(real):
-            def run(self, task, batch, progress):
+            def prepare(self, task, inputs):
+                prepared = super().prepare(task, inputs)
+                # Which job each prepared value is (by its object: alive until the job ends).
+                self.__dict__.setdefault("_probe_identities", {})[id(prepared)] = _identity(inputs)
+                return prepared
+
+            def infer(self, task, batch, progress):
+                identities = self.__dict__.get("_probe_identities", {})
                 with open(RUNS, "a") as runs:
-                    runs.write(json.dumps([_identity(inputs) for inputs in batch]) + "\n")
+                    runs.write(json.dumps([identities.get(id(prepared), "?") for prepared in batch]) + "\n")
                 _wait_for_gate()
-                return super().run(task, batch, progress)
+                return super().infer(task, batch, progress)
 
         Probed.__name__ = Probed.__qualname__ = f"Probed{real.__name__}"
         return Probed
