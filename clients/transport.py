@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from mmq.tasks.artifact_walk import map_artifacts
 from mmq.tasks.fields import Field
-from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.webhooks import WebhookSpec
 
 from .artifact import Artifact
@@ -51,20 +52,11 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def artifact_outputs(outputs: Mapping[str, Any] | None, make: Any) -> dict[str, Any]:
+def artifact_outputs(outputs: Mapping[str, Any] | None, make: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     """Outputs with every artifact reference (also inside lists) turned into `make(ref_dict)`."""
-    from mmq.tasks.artifacts import ArtifactRef
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, list):
-            return [convert(item) for item in value]
-        return make(value) if ArtifactRef.is_ref(value) else value
-
-    return {k: convert(v) for k, v in (outputs or {}).items()}
+    return {k: map_artifacts(v, make) for k, v in (outputs or {}).items()}
 
 
 def jsonable(value: Any) -> Any:
     """Outputs as JSON: artifacts become their reference with a URL."""
-    if isinstance(value, list):
-        return [jsonable(item) for item in value]
-    return value.to_dict() if isinstance(value, Artifact) else value
+    return map_artifacts(value, lambda artifact: artifact.to_dict(), kind=Artifact)
