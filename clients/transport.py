@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from mmq.tasks.artifact_walk import map_artifacts
+from mmq.tasks.errors import JobNotFound
 from mmq.tasks.fields import Field
 from mmq.tasks.pipelines import Pipeline
 from mmq.tasks.records import JobPage, JobRecord, JobStatus
@@ -55,6 +56,20 @@ class Transport(Protocol):
 def artifact_outputs(outputs: Mapping[str, Any] | None, make: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     """Outputs with every artifact reference (also inside lists) turned into `make(ref_dict)`."""
     return {k: map_artifacts(v, make) for k, v in (outputs or {}).items()}
+
+
+def job_list(page: JobPage, record: Callable[[str], JobRecord]) -> dict[str, Any]:
+    """A page of jobs as `GET /v1/jobs` answers and `mmq jobs list --json` prints it: each job's
+    id, name, status and times (`record` reads it), newest first, and the next page's cursor."""
+    jobs = []
+    for job_id in page.ids:
+        try:
+            job = record(job_id)
+        except JobNotFound:  # expired between the listing and the read
+            continue
+        jobs.append({"id": job.id, "name": job.name, "status": job.status.value,
+                     "created_at": job.created_at, "finished_at": job.finished_at})
+    return {"jobs": jobs, "next_cursor": page.next_cursor}
 
 
 def jsonable(value: Any) -> Any:

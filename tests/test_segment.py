@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmq.clients.cli import parse_inputs
+from mmq.clients.commands.jobs import parse_inputs
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.tasks.catalogue import TASKS
 from tests.outcomes import finished
