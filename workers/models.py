@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmq.tasks.settings import TINY
+
 from . import weights
 from .devices import compute_dtype
 
 logger = logging.getLogger(__name__)
 
-TINY = "tiny"
 # Bump when a tiny builder changes, so old cached folders are not reused.
 TINY_VERSION = "v4"
 

@@ -12,8 +12,9 @@ import torch
 
 from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput
+from mmq.tasks.settings import TINY
 from mmq.workers.audio import SAMPLE_RATE, decode_audio
-from mmq.workers.models import TINY, resolve_model
+from mmq.workers.models import resolve_model
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .backends import FasterWhisper, Segment, TransformersWhisper, WhisperBackend
