@@ -29,6 +29,11 @@ COMMANDS = (stack.add_up, stack.add_down, jobs.add_run, jobs.add_jobs, operators
             operators.add_status, operators.add_ready, servers.add_metrics, servers.add_webhooks,
             catalogue.add_pipelines, stack.add_models, stack.add_plan, stack.add_worker, stack.add_demo)
 
+# What a command's error prints before its message, and the exit code: the first kind that matches.
+FAILURES: tuple[tuple[type[MMQError], str, int], ...] = (
+    (InvalidInput, "invalid input: ", EXIT_USAGE), (JobTimeout, "", EXIT_TIMEOUT),
+    (ServiceUnavailable, "", EXIT_UNAVAILABLE), (MMQError, "", EXIT_FAILED))
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -37,18 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with third_party_errors():  # a Redis, S3 or HTTP error that no store translated: one line too
             return args.handler(args)
-    except InvalidInput as exc:
-        print(f"mmq: invalid input: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except JobTimeout as exc:
-        print(f"mmq: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except ServiceUnavailable as exc:
-        print(f"mmq: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
     except MMQError as exc:
-        print(f"mmq: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        prefix, code = next((prefix, code) for kind, prefix, code in FAILURES if isinstance(exc, kind))
+        print(f"mmq: {prefix}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return 130
 
