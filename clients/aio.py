@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmq.tasks.artifact_walk import map_artifacts
 from mmq.tasks.fields import Field
-from mmq.tasks.records import JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.records import JobRecord, JobStatus
 
 from .artifact import Artifact
 from .client import Client, Job
@@ -160,6 +161,4 @@ class AsyncArtifact:
 
 
 def _async_value(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_async_value(item) for item in value]
-    return AsyncArtifact(value) if isinstance(value, Artifact) else value
+    return map_artifacts(value, AsyncArtifact, kind=Artifact)

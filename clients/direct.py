@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mmq.tasks import heartbeats
+from mmq.tasks.artifact_walk import map_artifacts, map_named
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.canvas import build_canvas
 from mmq.tasks.catalogue import TASKS, describe_all, lookup
@@ -116,11 +117,8 @@ class DirectTransport:
         return {k: self._upload_pending(value, prefix) for k, value in files.items()}
 
     def _upload_pending(self, value: Any, prefix: str) -> Any:
-        if isinstance(value, list):
-            return [self._upload_pending(item, prefix) for item in value]
-        if isinstance(value, _PendingFile):
-            return self.store.put_bytes(value.data, value.media_type, prefix=prefix)
-        return value
+        return map_artifacts(value, lambda file: self.store.put_bytes(file.data, file.media_type, prefix=prefix),
+                             kind=_PendingFile)
 
     def _fail_unqueued(self, record: JobRecord, exc: Exception) -> None:
         """A job whose step messages could not be sent fails at once, instead of staying queued."""
@@ -185,15 +183,13 @@ class _PendingFile:
 
 
 def _placeholders(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_placeholders(item) for item in value]
-    return value.placeholder if isinstance(value, _PendingFile) else value
+    return map_artifacts(value, lambda file: file.placeholder, kind=_PendingFile)
 
 
 def _pending_file(name: str, value: Any, field: Field | None) -> Any:
     """Paths and bytes given for a file input become pending uploads; other values pass through."""
     if field is not None and field.many and isinstance(value, (list, tuple)):
-        return [_pending_file(f"{name}[{i}]", item, replace(field, many=False)) for i, item in enumerate(value)]
+        return map_named(name, value, lambda label, item: _pending_file(label, item, replace(field, many=False)))
     if field is None or not field.kind.is_artifact or isinstance(value, (ArtifactRef, Artifact, Mapping)):
         return value.ref if isinstance(value, Artifact) else value
     if isinstance(value, bytes):

@@ -84,37 +84,53 @@ def _last_load_error(redis: Any, specialisation: str) -> dict[str, Any] | None:
 
 def prometheus_metrics(redis: Any) -> str:
     """The Prometheus text exposition of mmq's metrics."""
-    lines: list[str] = []
+    lines = [*_queue_metrics(redis), *_job_metrics(redis), *_step_metrics(redis), *_batch_metrics(redis),
+             *_worker_metrics(live_workers(redis)),
+             *_family("mmq_metrics_generated_timestamp_seconds", "gauge", "When these metrics were read."),
+             f"mmq_metrics_generated_timestamp_seconds {time.time():.3f}"]
+    return "\n".join(lines) + "\n"
 
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
 
-    family("mmq_queue_depth", "gauge", "Steps waiting in each specialisation's queue.")
+def _family(name: str, kind: str, help_text: str) -> list[str]:
+    """The two comment lines that open a metric family."""
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+def _queue_metrics(redis: Any) -> list[str]:
+    lines = _family("mmq_queue_depth", "gauge", "Steps waiting in each specialisation's queue.")
     for queue, depth in queue_depths(redis).items():
         lines.append(f'mmq_queue_depth{{queue="{queue}"}} {depth}')
+    return lines
 
+
+def _job_metrics(redis: Any) -> list[str]:
     jobs = read_jobs(redis)
-    family("mmq_jobs_total", "counter", "Jobs created, and jobs ended by status.")
+    lines = _family("mmq_jobs_total", "counter", "Jobs created, and jobs ended by status.")
     for outcome in ("created", *(s.value for s in JobStatus if s.terminal)):
         lines.append(f'mmq_jobs_total{{status="{outcome}"}} {jobs.get(outcome, 0)}')
-    family("mmq_jobs_in_progress", "gauge", "Jobs created and not yet ended (queued or running).")
+    lines += _family("mmq_jobs_in_progress", "gauge", "Jobs created and not yet ended (queued or running).")
     ended = sum(jobs.get(s.value, 0) for s in JobStatus if s.terminal)
     lines.append(f"mmq_jobs_in_progress {max(0, jobs.get('created', 0) - ended)}")
+    return lines
 
+
+def _step_metrics(redis: Any) -> list[str]:
     steps = read_steps(redis)
-    family("mmq_step_duration_seconds", "histogram", "Time from a step's start to its end, per task.")
+    lines = _family("mmq_step_duration_seconds", "histogram", "Time from a step's start to its end, per task.")
     for task, data in sorted(steps.items()):
         for bound, count in data["buckets"]:
             lines.append(f'mmq_step_duration_seconds_bucket{{task="{task}",le="{bound}"}} {count}')
         lines.append(f'mmq_step_duration_seconds_bucket{{task="{task}",le="+Inf"}} {data["count"]}')
         lines.append(f'mmq_step_duration_seconds_sum{{task="{task}"}} {data["sum_s"]:.6f}')
         lines.append(f'mmq_step_duration_seconds_count{{task="{task}"}} {data["count"]}')
-    family("mmq_steps_failed_total", "counter", "Steps that ended in an error, per task.")
+    lines += _family("mmq_steps_failed_total", "counter", "Steps that ended in an error, per task.")
     for task, data in sorted(steps.items()):
         lines.append(f'mmq_steps_failed_total{{task="{task}"}} {data["failed"]}')
+    return lines
 
-    family("mmq_batch_size", "histogram", "Steps served by one forward pass, per task (dynamic batching).")
+
+def _batch_metrics(redis: Any) -> list[str]:
+    lines = _family("mmq_batch_size", "histogram", "Steps served by one forward pass, per task (dynamic batching).")
     for task, data in sorted(read_batches(redis).items()):
         for bound in BATCH_BUCKETS:
             count = sum(n for size, n in data["sizes"].items() if size <= bound)
@@ -122,29 +138,29 @@ def prometheus_metrics(redis: Any) -> str:
         lines.append(f'mmq_batch_size_bucket{{task="{task}",le="+Inf"}} {data["count"]}')
         lines.append(f'mmq_batch_size_sum{{task="{task}"}} {data["sum"]}')
         lines.append(f'mmq_batch_size_count{{task="{task}"}} {data["count"]}')
+    return lines
 
-    workers = live_workers(redis)
-    family("mmq_workers", "gauge", "Workers ready to take steps (model loaded), per specialisation.")
+
+def _worker_metrics(workers: list[dict[str, Any]]) -> list[str]:
+    lines = _family("mmq_workers", "gauge", "Workers ready to take steps (model loaded), per specialisation.")
     for name in SPECIALISATIONS:
         count = sum(w["specialisation"] == name and heartbeats.is_ready(w) for w in workers)
         lines.append(f'mmq_workers{{specialisation="{name}"}} {count}')
-    family("mmq_workers_not_ready", "gauge", "Workers with a current heartbeat that take no steps: loading "
-           "their model, or failed to load it.")
+    lines += _family("mmq_workers_not_ready", "gauge", "Workers with a current heartbeat that take no steps: "
+                     "loading their model, or failed to load it.")
     for name in SPECIALISATIONS:
         for phase in (heartbeats.Phase.LOADING, heartbeats.Phase.FAILED):
             count = sum(w["specialisation"] == name and w["phase"] == phase.value for w in workers)
             lines.append(f'mmq_workers_not_ready{{specialisation="{name}",phase="{phase.value}"}} {count}')
-    family("mmq_model_load_seconds", "gauge", "How long each worker took to load its model.")
+    lines += _family("mmq_model_load_seconds", "gauge", "How long each worker took to load its model.")
     for w in workers:
         if "load_s" in w:
             lines.append(f'mmq_model_load_seconds{{{_worker_labels(w)}}} {w["load_s"]}')
-    family("mmq_gpu_memory_bytes", "gauge", "GPU memory of each worker on a GPU, by kind.")
+    lines += _family("mmq_gpu_memory_bytes", "gauge", "GPU memory of each worker on a GPU, by kind.")
     for w in workers:
         for kind, value in (w.get("gpu_memory") or {}).items():
             lines.append(f'mmq_gpu_memory_bytes{{{_worker_labels(w)},kind="{kind}"}} {value}')
-    family("mmq_metrics_generated_timestamp_seconds", "gauge", "When these metrics were read.")
-    lines.append(f"mmq_metrics_generated_timestamp_seconds {time.time():.3f}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _worker_labels(worker: dict[str, Any]) -> str:

@@ -16,12 +16,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mmq.tasks.artifact_walk import find_artifacts, map_artifacts
 from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import InvalidInput, JobNotFound
 from mmq.tasks.fields import Field, field_from_description
 from mmq.tasks.media_types import sniff_media_type
-from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.specfiles import pipeline_to_dict
 from mmq.tasks.translation import GATEWAY, STORAGE, http_errors, presigned_answer_error
 from mmq.tasks.webhooks import WebhookSpec
@@ -57,7 +58,7 @@ class GatewayTransport:
                idempotency_key: str | None = None, webhook: WebhookSpec | None = None) -> str:
         pipeline = pipeline_to_dict(target) if isinstance(target, Pipeline) else target
         body: dict[str, Any] = {"pipeline": pipeline,
-                                "inputs": {k: self._input(k, v) for k, v in inputs.items()}}
+                                "inputs": {k: self._input(v) for k, v in inputs.items()}}
         if webhook is not None:
             body["webhook"] = webhook.to_dict()
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -69,16 +70,14 @@ class GatewayTransport:
         """One request per job: the gateway has no bulk route, so this is the plain loop."""
         return [self.submit(target, job_inputs) for job_inputs in inputs]
 
-    def _input(self, name: str, value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [self._input(f"{name}[{i}]", item) for i, item in enumerate(value)]
-        if isinstance(value, Artifact):
-            return value.ref.to_dict()
-        if isinstance(value, ArtifactRef):
-            return value.to_dict()
-        if isinstance(value, (bytes, Path)):
-            return self.upload(value)
-        return value
+    def _input(self, value: Any) -> Any:
+        """An input as the gateway takes it: references as JSON, files (bytes, a Path) uploaded."""
+        return map_artifacts(value, self._file_input, kind=(Artifact, ArtifactRef, bytes, Path))
+
+    def _file_input(self, file: Artifact | ArtifactRef | bytes | Path) -> Any:
+        if isinstance(file, Artifact):
+            return file.ref.to_dict()
+        return file.to_dict() if isinstance(file, ArtifactRef) else self.upload(file)
 
     def upload(self, source: Path | str | bytes, media_type: str | None = None) -> dict[str, str]:
         """Upload a file through a presigned URL; returns the input value that names it.
@@ -206,18 +205,9 @@ def _body(response: Any) -> Any:
         return response.text
 
 
-def _urls(value: Any, found: dict[str, str] | None = None) -> dict[str, str]:
-    found = {} if found is None else found
-    if isinstance(value, list):
-        for item in value:
-            _urls(item, found)
-    elif isinstance(value, dict):
-        if "uri" in value and "url" in value:
-            found[value["uri"]] = value["url"]
-        else:
-            for item in value.values():
-                _urls(item, found)
-    return found
+def _urls(view: Mapping[str, Any]) -> dict[str, str]:
+    """The presigned URL of each artifact in a job's view, by its URI."""
+    return {ref["uri"]: ref["url"] for ref in find_artifacts(view) if "url" in ref}
 
 
 def _checked_id(job_id: str) -> str:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from mmq.tasks.artifact_walk import map_artifacts
+from mmq.tasks.errors import JobNotFound
 from mmq.tasks.fields import Field
-from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.pipelines import Pipeline
+from mmq.tasks.records import JobPage, JobRecord, JobStatus
 from mmq.tasks.webhooks import WebhookSpec
 
 from .artifact import Artifact
@@ -51,20 +53,25 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def artifact_outputs(outputs: Mapping[str, Any] | None, make: Any) -> dict[str, Any]:
+def artifact_outputs(outputs: Mapping[str, Any] | None, make: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     """Outputs with every artifact reference (also inside lists) turned into `make(ref_dict)`."""
-    from mmq.tasks.artifacts import ArtifactRef
+    return {k: map_artifacts(v, make) for k, v in (outputs or {}).items()}
 
-    def convert(value: Any) -> Any:
-        if isinstance(value, list):
-            return [convert(item) for item in value]
-        return make(value) if ArtifactRef.is_ref(value) else value
 
-    return {k: convert(v) for k, v in (outputs or {}).items()}
+def job_list(page: JobPage, record: Callable[[str], JobRecord]) -> dict[str, Any]:
+    """A page of jobs as `GET /v1/jobs` answers and `mmq jobs list --json` prints it: each job's
+    id, name, status and times (`record` reads it), newest first, and the next page's cursor."""
+    jobs = []
+    for job_id in page.ids:
+        try:
+            job = record(job_id)
+        except JobNotFound:  # expired between the listing and the read
+            continue
+        jobs.append({"id": job.id, "name": job.name, "status": job.status.value,
+                     "created_at": job.created_at, "finished_at": job.finished_at})
+    return {"jobs": jobs, "next_cursor": page.next_cursor}
 
 
 def jsonable(value: Any) -> Any:
     """Outputs as JSON: artifacts become their reference with a URL."""
-    if isinstance(value, list):
-        return [jsonable(item) for item in value]
-    return value.to_dict() if isinstance(value, Artifact) else value
+    return map_artifacts(value, lambda artifact: artifact.to_dict(), kind=Artifact)

@@ -212,6 +212,19 @@ def serve(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Callable[[s
     return ensure
 
 
+def served_client(specialisation: str, *, scope: str = "function") -> Callable[..., Iterator[Client]]:
+    """A fixture, named by the name it is assigned to (`depth = served_client("depth")`): a client
+    of the session stack, on which a worker of `specialisation` is started once."""
+
+    @pytest.fixture(scope=scope)
+    def client_of_worker(serve: Callable[[str], Stack]) -> Iterator[Client]:
+        client = serve(specialisation).client()
+        yield client
+        client.close()
+
+    return client_of_worker
+
+
 @dataclass
 class GatewayProcess:
     """`python -m mmq.clients.gateway` on a free port of the session stack, and its keys."""

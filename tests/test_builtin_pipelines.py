@@ -1,10 +1,12 @@
 """The seed's pipelines, built in, end to end through real workers on tiny models."""
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from mmq.tasks import JobStatus
+from tests import outcomes
 
 from .media_samples import make_video, read_wav, speak
 
@@ -18,10 +20,8 @@ def everything(workers, serve):
     return workers
 
 
-def succeeded(job, timeout_s=300):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
+# Pipelines of several steps take longer than one task.
+succeeded = functools.partial(outcomes.succeeded, timeout_s=300)
 
 
 def test_imagine_prompt_to_image_to_description_to_summary(everything):

@@ -18,6 +18,7 @@ import pytest
 
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.compose.tiny import NUM_CODEBOOKS, SAMPLING_RATE, UPSAMPLING_RATIOS
+from tests.conftest import served_client
 from tests.outcomes import finished, wav
 
 PROMPT = "lofi beat with soft piano and rain"
@@ -25,11 +26,7 @@ HOP_LENGTH = math.prod(UPSAMPLING_RATIOS)  # audio samples per EnCodec frame
 FRAME_RATE = math.ceil(SAMPLING_RATE / HOP_LENGTH)  # frames per second, as EncodecConfig computes it
 
 
-@pytest.fixture
-def composer(serve):
-    client = serve("compose").client()
-    yield client
-    client.close()
+composer = served_client("compose")
 
 
 def compose(client, **inputs):

@@ -18,16 +18,13 @@ from PIL import Image
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.depth.specialisation import depth_map
 from mmq.workers.embeddings import NPY
+from tests.conftest import served_client
 from tests.outcomes import succeeded
 
 WIDTH, HEIGHT = 80, 60  # not square: a swapped width and height would show
 
 
-@pytest.fixture
-def depth(serve):
-    client = serve("depth").client()
-    yield client
-    client.close()
+depth = served_client("depth")
 
 
 @pytest.fixture

@@ -16,15 +16,11 @@ from PIL import Image
 from mmq.clients.artifact import Artifact
 from mmq.tasks import InvalidInput, JobStatus, Settings
 from mmq.workers.embeddings import NPY
+from tests.conftest import served_client
+from tests.outcomes import succeeded
 
 UNIT = 1e-4  # how far from 1 a stored float32 row's norm may be
 SAME = 1e-4  # how far a ranking score may be from the cosine computed from embeddings
-
-
-def succeeded(job, timeout_s=180):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
 
 
 def picture(folder: Path, name: str, colour: tuple[int, int, int], size=(48, 40)) -> Path:
@@ -52,18 +48,8 @@ def assert_ranks_by_cosine(ranking, expected: dict[tuple[str, int], float]) -> N
         assert r["score"] == pytest.approx(expected[(r["kind"], r["index"])], abs=SAME), r
 
 
-@pytest.fixture
-def clip(serve):
-    client = serve("clip").client()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def sentence(serve):
-    client = serve("sentence").client()
-    yield client
-    client.close()
+clip = served_client("clip")
+sentence = served_client("sentence")
 
 
 # --- clip: embed ---------------------------------------------------------------------------------

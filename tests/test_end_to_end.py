@@ -7,15 +7,10 @@ import urllib.request
 from PIL import Image
 
 from mmq.tasks import JobStatus
+from tests.outcomes import succeeded
 
 PROMPT = "a beautiful house with a sunset background"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def succeeded(job, timeout_s=180):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
 
 
 def test_caption_alone(client, sample_image):

@@ -19,17 +19,14 @@ from transformers import AutoImageProcessor, AutoModel
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.features.tiny import build_tiny_dinov2
 from mmq.workers.models import resolve_model
+from tests.conftest import served_client
 from tests.outcomes import succeeded
 
 UNIT = 1e-4  # how far from 1 a row's norm may be
 SAME = 1e-4  # how far the worker's feature may be from the one computed here
 
 
-@pytest.fixture
-def features(serve):
-    client = serve("features").client()
-    yield client
-    client.close()
+features = served_client("features")
 
 
 @pytest.fixture

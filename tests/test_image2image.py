@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from mmq.clients.cli import parse_inputs
+from mmq.clients.commands.jobs import parse_inputs
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.tasks.catalogue import TASKS
 from mmq.workers.diffusion.specialisation import needs_tiles, working_size

@@ -1,6 +1,7 @@
 """Pipelines through real workers: fan-out and fan-in, ad-hoc specs, failures inside a fan-out,
 progress events, and cancellation of a running step."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from mmq.tasks import JobStatus
+from tests import outcomes
 
 from .media_samples import make_video
 
@@ -30,10 +32,8 @@ def video(tmp_path):
     return path
 
 
-def succeeded(job, timeout_s=240):
-    record = job.wait(timeout_s=timeout_s)
-    assert record.status is JobStatus.SUCCEEDED, record.error
-    return record
+# Pipelines of several steps take longer than one task.
+succeeded = functools.partial(outcomes.succeeded, timeout_s=240)
 
 
 def test_an_ad_hoc_pipeline_fans_out_over_frames_and_gathers_them_in_order(workers, serve, video):

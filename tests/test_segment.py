@@ -16,19 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmq.clients.cli import parse_inputs
+from mmq.clients.commands.jobs import parse_inputs
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.tasks.catalogue import TASKS
+from tests.conftest import served_client
 from tests.outcomes import finished
 
 WIDTH, HEIGHT = 256, 192  # samples/house.png: not square, so width and height can't be swapped unseen
 
 
-@pytest.fixture
-def segment(serve):
-    client = serve("segment").client()
-    yield client
-    client.close()
+segment = served_client("segment")
 
 
 def segmented(client, **inputs):

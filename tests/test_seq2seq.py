@@ -15,6 +15,8 @@ import pytest
 
 from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.seq2seq.chunking import join, split_by_tokens
+from tests.conftest import served_client
+from tests.outcomes import finished
 
 SENTENCES = (
     "The city council met on Tuesday to discuss the new budget for schools and roads.",
@@ -29,27 +31,10 @@ SENTENCES = (
 SHORT = " ".join(SENTENCES[:3])  # about 90 tokens: one chunk
 PARAGRAPH = " ".join(SENTENCES)  # about 235 tokens: just under one chunk of the tiny models (246)
 LONG = "\n\n".join([PARAGRAPH] * 6)  # about 1,400 tokens: six chunks or more
-TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def summarizer(serve):
-    client = serve("summarize").client()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def translator(serve):
-    client = serve("translate").client()
-    yield client
-    client.close()
-
-
-def finished(job, status=JobStatus.SUCCEEDED):
-    record = job.wait(timeout_s=TIMEOUT_S)
-    assert record.status is status, record.error
-    return record
+summarizer = served_client("summarize", scope="module")
+translator = served_client("translate", scope="module")
 
 
 def assert_still_serving(client, task):

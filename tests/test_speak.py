@@ -15,6 +15,7 @@ from mmq.tasks import InvalidInput, JobStatus
 from mmq.workers.speak.sentences import split_for_speech
 from mmq.workers.speak.specialisation import PAUSE_S
 from mmq.workers.speak.tiny import SAMPLING_RATE
+from tests.conftest import served_client
 from tests.outcomes import finished, wav
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -27,11 +28,7 @@ LONG_SENTENCE = (
 )
 
 
-@pytest.fixture
-def speaker(serve):
-    client = serve("speak").client()
-    yield client
-    client.close()
+speaker = served_client("speak")
 
 
 def speak(client, **inputs):

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from mmq.tasks import InvalidInput, JobStatus
+from tests.conftest import served_client
+from tests.outcomes import finished
 
 from .media_samples import speak as speak_to_wav
 
@@ -125,23 +127,12 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return speak(SENTENCE, tmp_path_factory.mktemp("espeak"))
 
 
-@pytest.fixture
-def speech_client(serve):
-    """A client of the session stack with a tiny (random) transformers Whisper worker."""
-    client = serve("speech").client()
-    yield client
-    client.close()
+speech_client = served_client("speech")  # a tiny (random) transformers Whisper worker
 
 
 @pytest.fixture
 def good_audio(speech, tmp_path) -> Path:
     return write(tmp_path, "good.flac", encode(speech, "flac"))
-
-
-def finished(job, status=JobStatus.SUCCEEDED):
-    record = job.wait(timeout_s=180)
-    assert record.status is status, record.error
-    return record
 
 
 def assert_well_formed(outputs: dict, audio_s: float) -> None:

@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 
 from mmq.tasks import InvalidInput, JobStatus
+from tests.conftest import served_client
+from tests.outcomes import succeeded
 
 PROMPT = "a red chair"
 GOOD = {"prompt": PROMPT, "steps": 2, "preview_size": 32, "seed": 0, "grid_size": 64}  # 64³: quick on a CPU
@@ -39,11 +41,7 @@ class Result:
     preview: bytes
 
 
-@pytest.fixture(scope="module")
-def text2mesh(serve):
-    client = serve("text2mesh").client()
-    yield client
-    client.close()
+text2mesh = served_client("text2mesh", scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +52,7 @@ def first(text2mesh) -> Result:
 
 def generate(client, **inputs) -> Result:
     job = client.submit("text2mesh", **inputs)
-    record = job.wait(timeout_s=180)
-    assert record.status is JobStatus.SUCCEEDED, record.error
+    succeeded(job)
     mesh, preview = job.outputs["mesh"], job.outputs["preview"]
     assert mesh.media_type == "model/ply" and preview.media_type == "image/png"
     return Result(ply=mesh.read(), preview=preview.read())

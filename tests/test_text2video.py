@@ -19,6 +19,7 @@ import pytest
 
 from mmq.tasks import InvalidInput, JobStatus, Settings
 from mmq.workers.text2video.specialisation import needs_chunking
+from tests.conftest import served_client
 from tests.outcomes import succeeded
 
 PROMPT = "a red kite flying over a beach"
@@ -26,11 +27,7 @@ PROMPT = "a red kite flying over a beach"
 SMALL = {"width": 80, "height": 64, "num_frames": 4, "fps": 8, "steps": 2}
 
 
-@pytest.fixture
-def client(serve):
-    client = serve("text2video").client()
-    yield client
-    client.close()
+client = served_client("text2video")
 
 
 def decode(data: bytes) -> tuple[av.video.stream.VideoStream, list[np.ndarray]]:

@@ -11,17 +11,14 @@ from pathlib import Path
 import pytest
 
 from mmq.tasks import InvalidInput, JobStatus
+from tests.conftest import served_client
 from tests.outcomes import finished
 
 QUESTION = "What is in the picture?"
 TINY_CONTEXT = 512  # the tiny decoder's positions (llava-1.5-7b-hf: 4096)
 
 
-@pytest.fixture
-def vqa(serve):
-    client = serve("vqa").client()
-    yield client
-    client.close()
+vqa = served_client("vqa")
 
 
 def assert_still_answers(client, sample_image: Path) -> None:

@@ -12,14 +12,18 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mmq.tasks.settings import TINY
 
 from . import weights
 from .devices import compute_dtype
 
+if TYPE_CHECKING:
+    from .specialisation_base import ModelContext
+
 logger = logging.getLogger(__name__)
 
-TINY = "tiny"
 # Bump when a tiny builder changes, so old cached folders are not reused.
 TINY_VERSION = "v4"
 
@@ -32,6 +36,11 @@ def resolve_model(source: str, *, kind: str, build: Callable[[Path], None], cach
     if not folder.is_dir():
         _build_once(folder, build)
     return str(folder)
+
+
+def model_source(context: ModelContext, *, kind: str, build: Callable[[Path], None]) -> str:
+    """`resolve_model` for a specialisation: its configured model, tiny ones kept in its cache folder."""
+    return resolve_model(context.model, kind=kind, build=build, cache_dir=context.cache_dir)
 
 
 Model = TypeVar("Model")

@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from mmq.tasks.artifact_walk import map_artifacts
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
@@ -190,12 +191,12 @@ class StepRunner:
         return stored
 
     def _prepare(self, value: Any, fetching: _Stopwatch) -> Any:
-        if isinstance(value, list):
-            return [self._prepare(item, fetching) for item in value]
-        if isinstance(value, ArtifactRef):
-            return ArtifactInput(media_type=value.media_type, sha256=value.sha256, size=value.size,
-                                 fetch=lambda ref=value: fetching.time(self.store.get_bytes, ref))
-        return value
+        """Artifact references as inputs that fetch their bytes when read (the time it takes counted)."""
+        def fetchable(ref: ArtifactRef) -> ArtifactInput:
+            return ArtifactInput(media_type=ref.media_type, sha256=ref.sha256, size=ref.size,
+                                 fetch=lambda: fetching.time(self.store.get_bytes, ref))
+
+        return map_artifacts(value, fetchable, kind=ArtifactRef)
 
     def _store_outputs(self, task: TaskSpec, outputs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         missing = set(task.outputs) - set(outputs)
@@ -204,11 +205,10 @@ class StepRunner:
         return {name: self._store(outputs[name], prefix) for name in task.outputs}
 
     def _store(self, value: Any, prefix: str) -> Any:
-        if isinstance(value, list):
-            return [self._store(item, prefix) for item in value]
-        if isinstance(value, Blob):
-            return self.store.put_bytes(value.data, value.media_type, prefix=prefix).to_dict()
-        return value
+        def put(blob: Blob) -> dict[str, Any]:
+            return self.store.put_bytes(blob.data, blob.media_type, prefix=prefix).to_dict()
+
+        return map_artifacts(value, put, kind=Blob)
 
     def _advance(self, record: JobRecord, message: StepMessage, context: Context,
                  outputs: dict[str, Any]) -> Context:

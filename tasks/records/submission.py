@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from ..artifact_walk import map_artifacts
 from ..artifacts import ArtifactRef
 from ..catalogue import TASKS
 from ..pipelines import Pipeline
@@ -58,7 +59,5 @@ def webhook_events(record: JobRecord) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    return value.to_dict() if isinstance(value, ArtifactRef) else value
+    return map_artifacts(value, ArtifactRef.to_dict, kind=ArtifactRef)
 

@@ -12,7 +12,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from mmq.tasks.errors import InvalidInput, MMQError
 from mmq.workers.image_codec import decode_image
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_blip
@@ -35,9 +35,7 @@ class CaptionSpecialisation(Specialisation):
     model: BlipForConditionalGeneration
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model, kind="blip", build=build_tiny_blip, cache_dir=self.context.cache_dir
-        )
+        source = model_source(self.context, kind="blip", build=build_tiny_blip)
         self.processor = BlipProcessor.from_pretrained(source)
         self.model = load_pretrained(BlipForConditionalGeneration, source, self.context.device)
 

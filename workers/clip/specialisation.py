@@ -18,7 +18,7 @@ from transformers import CLIPModel, CLIPProcessor
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise, rank_embeddings, ranking
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.pixels import pixel_values
 from mmq.workers.specialisation_base import Progress, Specialisation
 
@@ -45,8 +45,7 @@ class ClipSpecialisation(Specialisation):
     model: CLIPModel
 
     def setup(self) -> None:
-        source = resolve_model(self.context.model, kind="clip", build=build_tiny_clip,
-                               cache_dir=self.context.cache_dir)
+        source = model_source(self.context, kind="clip", build=build_tiny_clip)
         self.processor = CLIPProcessor.from_pretrained(source)
         self.model = load_pretrained(CLIPModel, source, self.context.device)
 

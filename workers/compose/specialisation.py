@@ -17,7 +17,7 @@ from transformers import (
 
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.generation import TokenProgress
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.seeding import seeded
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
@@ -43,9 +43,7 @@ class ComposeSpecialisation(Specialisation):
     model: MusicgenForConditionalGeneration
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model, kind="musicgen", build=build_tiny_musicgen, cache_dir=self.context.cache_dir
-        )
+        source = model_source(self.context, kind="musicgen", build=build_tiny_musicgen)
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = load_pretrained(MusicgenForConditionalGeneration, source, self.context.device)
         # Every call passes max_new_tokens; the checkpoint's max_length (1500 codes for

@@ -20,7 +20,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from mmq.tasks.errors import MMQError
 from mmq.workers.embeddings import NPY, encode_npy
 from mmq.workers.image_codec import decode_image, encode_png
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_depth_anything
@@ -35,8 +35,7 @@ class DepthSpecialisation(Specialisation):
     model: PreTrainedModel
 
     def setup(self) -> None:
-        source = resolve_model(self.context.model, kind="depth-anything", build=build_tiny_depth_anything,
-                               cache_dir=self.context.cache_dir)
+        source = model_source(self.context, kind="depth-anything", build=build_tiny_depth_anything)
         self.processor = AutoImageProcessor.from_pretrained(source)
         self.model = load_pretrained(AutoModelForDepthEstimation, source, self.context.device)
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from mmq.tasks.errors import ContentFiltered, InvalidInput
 from mmq.workers.image_codec import decode_image, encode_png
-from mmq.workers.models import load_pipeline, resolve_model
+from mmq.workers.models import load_pipeline, model_source
 from mmq.workers.specialisation_base import ArtifactInput, Blob, Progress, Specialisation
 
 from .tiny import build_tiny_stable_diffusion
@@ -43,12 +43,7 @@ class DiffusionSpecialisation(Specialisation):
     img2img: StableDiffusionImg2ImgPipeline
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model,
-            kind="stable-diffusion",
-            build=build_tiny_stable_diffusion,
-            cache_dir=self.context.cache_dir,
-        )
+        source = model_source(self.context, kind="stable-diffusion", build=build_tiny_stable_diffusion)
         # Checkpoints such as stable-diffusion-v1-5 ship a safety checker: loaded and run unless
         # the setting is off. One without a checker loads the same way (and without a warning).
         without_checker = {} if self.context.settings.diffusion_safety_checker else {

@@ -17,7 +17,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 
 from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.pixels import pixel_values
 from mmq.workers.specialisation_base import Progress, Specialisation
 
@@ -33,8 +33,7 @@ class FeaturesSpecialisation(Specialisation):
     model: PreTrainedModel
 
     def setup(self) -> None:
-        source = resolve_model(self.context.model, kind="dinov2", build=build_tiny_dinov2,
-                               cache_dir=self.context.cache_dir)
+        source = model_source(self.context, kind="dinov2", build=build_tiny_dinov2)
         self.processor = AutoImageProcessor.from_pretrained(source)
         self.model = load_pretrained(AutoModel, source, self.context.device)
 

@@ -13,7 +13,7 @@ from transformers import BatchFeature, SamModel, SamProcessor
 
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.image_codec import decode_image, encode_png
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .tiny import build_tiny_sam
@@ -56,9 +56,7 @@ class SegmentSpecialisation(Specialisation):
     model: SamModel
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model, kind="sam", build=build_tiny_sam, cache_dir=self.context.cache_dir
-        )
+        source = model_source(self.context, kind="sam", build=build_tiny_sam)
         self.processor = SamProcessor.from_pretrained(source)
         self.model = load_pretrained(SamModel, source, self.context.device)
 

@@ -26,7 +26,7 @@ from transformers.utils import cached_file
 from mmq.tasks.errors import ConfigurationError, InvalidInput
 from mmq.workers.chunks import chunks, count_chunks
 from mmq.workers.embeddings import embedding_output, normalise, ranking
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_sentence_model
@@ -59,8 +59,7 @@ class SentenceSpecialisation(Specialisation):
     config: SentenceConfig
 
     def setup(self) -> None:
-        source = resolve_model(self.context.model, kind="sentence", build=build_tiny_sentence_model,
-                               cache_dir=self.context.cache_dir)
+        source = model_source(self.context, kind="sentence", build=build_tiny_sentence_model)
         # The checkpoint first: for a hub id that is not cached, this fails with transformers'
         # clear message, where the optional files below would merely be missing.
         self.tokenizer = AutoTokenizer.from_pretrained(source)

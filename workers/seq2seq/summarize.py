@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmq.tasks.errors import InvalidInput, MMQError
-from mmq.workers.models import resolve_model
+from mmq.workers.models import model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .chunking import Chunk, sentences
@@ -36,8 +36,7 @@ class SummarizeSpecialisation(Specialisation):
     budget: int  # text tokens per chunk
 
     def setup(self) -> None:
-        source = resolve_model(self.context.model, kind="bart", build=build_tiny_bart,
-                               cache_dir=self.context.cache_dir)
+        source = model_source(self.context, kind="bart", build=build_tiny_bart)
         self.seq2seq = Seq2Seq.load(source, self.context.device)
         self.budget = self.seq2seq.chunk_budget()
         logger.info("summarize: chunks of up to %d tokens", self.budget)

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
-from mmq.workers.models import resolve_model
+from mmq.workers.models import model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .chunking import Chunk, join
@@ -43,8 +43,7 @@ class TranslateSpecialisation(Specialisation):
     budget: int  # text tokens per chunk
 
     def setup(self) -> None:
-        source = resolve_model(self.context.model, kind="nllb", build=build_tiny_nllb,
-                               cache_dir=self.context.cache_dir)
+        source = model_source(self.context, kind="nllb", build=build_tiny_nllb)
         self.seq2seq = Seq2Seq.load(source, self.context.device)
         self.languages = language_codes(self.seq2seq.tokenizer)
         if not self.languages:

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, VitsModel
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.seeding import seeded
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
@@ -45,9 +45,7 @@ class SpeakSpecialisation(Specialisation):
     model: VitsModel
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model, kind="vits", build=build_tiny_vits, cache_dir=self.context.cache_dir
-        )
+        source = model_source(self.context, kind="vits", build=build_tiny_vits)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = load_pretrained(VitsModel, source, self.context.device, dtype=DTYPE)
 

@@ -12,13 +12,14 @@ import torch
 
 from mmq.tasks import languages
 from mmq.tasks.errors import ConfigurationError, InvalidInput
+from mmq.tasks.settings import TINY
 from mmq.workers.audio import SAMPLE_RATE, decode_audio
-from mmq.workers.models import TINY, resolve_model
+from mmq.workers.models import model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .backends import FasterWhisper, Segment, TransformersWhisper, WhisperBackend
-from .windows import is_silent, split_windows
 from .tiny import build_tiny_whisper
+from .windows import is_silent, split_windows
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ class SpeechSpecialisation(Specialisation):
             self.backend = FasterWhisper(_faster_whisper_source(context.model), context.device,
                                          cpu_threads=torch.get_num_threads())  # follows MMQ_TORCH_THREADS
         else:
-            source = resolve_model(context.model, kind="whisper", build=build_tiny_whisper,
-                                   cache_dir=context.cache_dir)
+            source = model_source(context, kind="whisper", build=build_tiny_whisper)
             self.backend = TransformersWhisper(source, context.device)
 
     def prepare(self, task: str, inputs: Mapping[str, Any]) -> Recording:

@@ -12,7 +12,7 @@ from diffusers.pipelines.shap_e.renderer import MeshDecoderOutput
 
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.image_codec import encode_png
-from mmq.workers.models import load_pipeline, resolve_model
+from mmq.workers.models import load_pipeline, model_source
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
 from .ply import encode_ply
@@ -33,9 +33,7 @@ class Text2MeshSpecialisation(Specialisation):
     pipeline: ShapEPipeline
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model, kind="shap-e", build=build_tiny_shap_e, cache_dir=self.context.cache_dir
-        )
+        source = model_source(self.context, kind="shap-e", build=build_tiny_shap_e)
         # openai/shap-e's model_index.json also lists a legacy `renderer`; ShapEPipeline takes
         # `shap_e_renderer` only, and diffusers skips the other with a warning.
         self.pipeline = load_pipeline(ShapEPipeline, source, self.context.device)

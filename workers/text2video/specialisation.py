@@ -11,7 +11,7 @@ import torch
 from diffusers import TextToVideoSDPipeline
 
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.models import load_pipeline, resolve_model
+from mmq.workers.models import load_pipeline, model_source
 from mmq.workers.mp4 import encode_mp4
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 
@@ -31,12 +31,7 @@ class Text2VideoSpecialisation(Specialisation):
     pipeline: TextToVideoSDPipeline
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model,
-            kind="text-to-video-ms",
-            build=build_tiny_text_to_video,
-            cache_dir=self.context.cache_dir,
-        )
+        source = model_source(self.context, kind="text-to-video-ms", build=build_tiny_text_to_video)
         self.pipeline = load_pipeline(TextToVideoSDPipeline, source, self.context.device)
         # The pipeline decodes all frames in one VAE batch, whose activations grow with frames x
         # pixels; one frame at a time costs little extra time.

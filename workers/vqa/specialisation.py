@@ -24,7 +24,7 @@ from transformers import (
 from mmq.tasks.errors import ConfigurationError, InvalidInput, MMQError
 from mmq.workers.generation import TokenProgress
 from mmq.workers.image_codec import decode_image
-from mmq.workers.models import load_pretrained, resolve_model
+from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .tiny import build_tiny_llava
@@ -61,9 +61,7 @@ class VqaSpecialisation(Specialisation):
     model: PreTrainedModel
 
     def setup(self) -> None:
-        source = resolve_model(
-            self.context.model, kind="llava", build=build_tiny_llava, cache_dir=self.context.cache_dir
-        )
+        source = model_source(self.context, kind="llava", build=build_tiny_llava)
         self.processor = AutoProcessor.from_pretrained(source)
         self.model = load_pretrained(AutoModelForImageTextToText, source, self.context.device)
         _check_decoder_only(self.model)
