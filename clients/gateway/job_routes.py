@@ -73,7 +73,8 @@ def get_job(record: ReadableRecord, gateway: SharedGateway) -> Any:
 
 
 @router.delete("/{job_id}", response_model=schemas.Cancellation, responses=READ_ERRORS,
-               operation_id="cancel_job", summary="Cancel a job")
+               operation_id="cancel_job", summary="Cancel a job",
+               description="The job stops; its record stays readable, with status `cancelled`, until it expires.")
 def cancel_job(record: OwnedRecord, gateway: SharedGateway) -> Any:
     cancelled = gateway.transport.cancel(record.id)
     return {"id": record.id, "cancelled": cancelled, "status": gateway.transport.status(record.id).value}
@@ -81,7 +82,7 @@ def cancel_job(record: OwnedRecord, gateway: SharedGateway) -> Any:
 
 @router.get("/{job_id}/events", response_class=StreamingResponse, operation_id="follow_job_events",
             summary="Follow a job's events", responses={**READ_ERRORS, 200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": schemas.JOB_EVENT_SCHEMA}},
                 "description": "Server-sent events, until the job ends"}})
 def follow_job_events(record: ReadableRecord, gateway: SharedGateway, after: EventId = None,
                       last_event_id: Annotated[str | None, Header(pattern=schemas.EVENT_ID_PATTERN, description=(

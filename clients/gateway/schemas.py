@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from mmq.tasks.webhooks import ALL_EVENTS, EVENT_NAMES
 
@@ -19,8 +19,21 @@ EVENT_ID_PATTERN = r"^[0-9]{1,19}(-[0-9]{1,19})?$"
 WebhookEvent = Literal[(*EVENT_NAMES, ALL_EVENTS)]  # type: ignore[valid-type]
 
 
+def _whole_number(value: Any) -> Any:
+    """A JSON integer as JSON Schema counts them (41, or 41.0), never `true` or `"41"`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("should be an integer")
+    return int(value)
+
+
+Size = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown field, and no value of another JSON type taken for the declared one
+    (`"size": false` or `"size": "5"` is refused, as the schema refuses it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class WebhookBody(_Strict):
@@ -31,7 +44,7 @@ class WebhookBody(_Strict):
 
 
 class JobRequest(_Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"pipeline": "text2image", "inputs": {"prompt": "a lighthouse at dusk", "steps": 1, "width": 64,
                                               "height": 64, "seed": 7}}]})
     pipeline: str | dict[str, Any] = Field(description=(
@@ -46,7 +59,7 @@ class JobRequest(_Strict):
 class UploadRequest(_Strict):
     # A declared checksum is checked by S3 together with the size and the type: with a sha256, both
     # others are required (null, like absent, means not declared).
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "if": {"required": ["sha256"], "properties": {"sha256": {"type": "string"}}},
         "then": {"required": ["size", "media_type"],
                  "properties": {"size": {"type": "integer"}, "media_type": {"type": "string"}}}})
@@ -54,7 +67,7 @@ class UploadRequest(_Strict):
                                    description="What the file is, e.g. image/png. With sha256, jobs see this type "
                                                "(a worker refuses content it cannot decode as one); without, it "
                                                "is sniffed from the content.")
-    size: int | None = Field(None, ge=0, description="Its size in bytes: an oversized file is refused now.")
+    size: Size | None = Field(None, description="Its size in bytes: an oversized file is refused now.")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
         "The file's SHA-256 in hex. With it (and size and media_type), S3 checks the upload against all "
         "three, and a job uses the file without the gateway reading it. Without it (deprecated), the gateway "
@@ -141,6 +154,20 @@ class Cancellation(BaseModel):
     id: str
     cancelled: bool = Field(description="False when the job had already ended.")
     status: str
+
+
+# One server-sent event of GET /v1/jobs/{job_id}/events, as a client's parser hands it over (Open API
+# before 3.2 has a text/event-stream `schema` describe each event).
+JOB_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["id", "event", "data"], "properties": {
+        "id": {"type": "string", "pattern": EVENT_ID_PATTERN,
+               "description": "Send it back as Last-Event-ID (or ?after=) to resume after this event."},
+        "event": {"type": "string", "pattern": r"^(job|step|item)\.(queued|running|progress|succeeded|failed|cancelled)$",
+                  "description": "job.<status>, step.<status>, step.progress or item.<status>, as webhooks name them."},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "The event as JSON: type (job or step), status; step, progress, item, error "
+                                "when they apply."},
+    }}
 
 
 class Catalogue(BaseModel):
