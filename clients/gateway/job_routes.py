@@ -82,7 +82,8 @@ def cancel_job(record: OwnedRecord, gateway: SharedGateway) -> Any:
 
 @router.get("/{job_id}/events", response_class=StreamingResponse, operation_id="follow_job_events",
             summary="Follow a job's events", responses={**READ_ERRORS, 200: {
-                "content": {"text/event-stream": {"schema": schemas.JOB_EVENT_SCHEMA}},
+                # The stream as a whole, and (`itemSchema`, as Open API 3.2 names it) each of its events.
+                "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": schemas.JOB_EVENT_SCHEMA}},
                 "description": "Server-sent events, until the job ends"}})
 def follow_job_events(record: ReadableRecord, gateway: SharedGateway, after: EventId = None,
                       last_event_id: Annotated[str | None, Header(pattern=schemas.EVENT_ID_PATTERN, description=(
@@ -95,8 +96,11 @@ def follow_job_events(record: ReadableRecord, gateway: SharedGateway, after: Eve
 
 @router.get("/{job_id}/outputs/{name}", response_class=Response, operation_id="download_job_output",
             summary="Download an output file", responses={**READ_ERRORS, 200: {
-                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-                "description": "The artifact's bytes, as its own media type"}})
+                # Any media type: listed first, the one for bytes of no known type (and the one that
+                # client generators read as "bytes").
+                "content": {media_range: {"schema": {"type": "string", "format": "binary"}}
+                            for media_range in ("application/octet-stream", "*/*")},
+                "description": "The artifact's bytes, with its own media type (image/png, audio/wav, ...)"}})
 def download_job_output(record: ReadableRecord, gateway: SharedGateway, name: Annotated[str, Path(max_length=100)],
                         item: Annotated[int | None, Query(ge=0, description="Which file of a list output")] = None,
                         ) -> Response:

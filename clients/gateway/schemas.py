@@ -156,8 +156,7 @@ class Cancellation(BaseModel):
     status: str
 
 
-# One server-sent event of GET /v1/jobs/{job_id}/events, as a client's parser hands it over (Open API
-# before 3.2 has a text/event-stream `schema` describe each event).
+# One server-sent event of GET /v1/jobs/{job_id}/events, as a client's parser hands it over.
 JOB_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["id", "event", "data"], "properties": {
         "id": {"type": "string", "pattern": EVENT_ID_PATTERN,
