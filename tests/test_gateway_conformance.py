@@ -5,8 +5,8 @@ that matters. Per operation its examples, the coverage of its constraints and fu
 stateful sequences that follow the document's links from a submission to the routes that take the
 new job's id.
 
-Real: a gateway process over a real Redis and SeaweedFS, with a real API key. No worker runs: a
-submitted job stays queued, which is all the API's shape needs; of its event stream (which lasts as long
+Real: a gateway process over a real Redis and SeaweedFS, with a real API key. No worker serves that
+Redis: a submitted job stays queued, which is all the API's shape needs; of its event stream (which lasts as long
 as the job), schemathesis reads the first event.
 
 Short and repeatable: a fixed seed, derandomized generation, a few examples per operation.
@@ -22,7 +22,8 @@ import requests
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 
-from tests.conftest import launch_gateway, stop
+from mmq.clients.servers import start_redis
+from tests.conftest import Stack, base_env, launch_gateway, stop
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 SEED = 20240516
@@ -73,11 +74,16 @@ class BearerKey(requests.auth.AuthBase):
 
 
 @pytest.fixture(scope="module")
-def target(stack, tmp_path_factory):
-    """Where every request goes, and with which key: a gateway of its own over the session's stack."""
-    gateway = launch_gateway(stack, tmp_path_factory.mktemp("conformance"))
+def target(s3_server, model_cache, tmp_path_factory):
+    """Where every request goes, and with which key: a gateway of its own, over a Redis of its own (no
+    worker of the session takes its jobs, whichever tests ran before) and the session's SeaweedFS."""
+    folder = tmp_path_factory.mktemp("conformance")
+    redis = start_redis(folder, persistent=False, tied=True)
+    gateway = launch_gateway(Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port)),
+                             folder)
     yield {"base_url": gateway.url, "auth": BearerKey(gateway.new_key("acme"))}
     stop(gateway.process.pid, timeout_s=20)
+    stop(redis.pid)
 
 
 @schema.parametrize()
