@@ -43,7 +43,8 @@ CONFIG = SchemathesisConfig.from_dict({
     "max-stream-events": 1,
     "request-timeout": 15,
     # The key is the run's credential (below): no made-up Authorization headers besides.
-    "generation": {"max-examples": 30, "deterministic": True, "database": "none", "with-security-parameters": False},
+    "generation": {"max-examples": 30, "deterministic": True, "database": "none",
+                   "with-security-parameters": False},
     "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED},
                # DELETE /v1/jobs/{job_id} cancels the job, which stays readable (status cancelled) until
                # it expires, as the document says: not the deletion this check expects.
@@ -79,8 +80,8 @@ def target(s3_server, model_cache, tmp_path_factory):
     worker of the session takes its jobs, whichever tests ran before) and the session's SeaweedFS."""
     folder = tmp_path_factory.mktemp("conformance")
     redis = start_redis(folder, persistent=False, tied=True)
-    gateway = launch_gateway(Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port)),
-                             folder)
+    env = base_env(model_cache, redis.port, s3_server.port)
+    gateway = launch_gateway(Stack(redis=redis, s3=s3_server, env=env), folder)
     yield {"base_url": gateway.url, "auth": BearerKey(gateway.new_key("acme"))}
     stop(gateway.process.pid, timeout_s=20)
     stop(redis.pid)

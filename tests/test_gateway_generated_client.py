@@ -32,7 +32,8 @@ def generate_client(folder: Path, monkeypatch) -> SimpleNamespace:
     made = subprocess.run([str(generator), "generate", "--path", str(DOCUMENT), "--meta", "none",
                            "--output-path", str(folder / PACKAGE)], check=False, env=env, capture_output=True,
                           text=True)
-    assert made.returncode == 0 and "warning" not in made.stdout.lower() + made.stderr.lower(), made.stdout + made.stderr
+    said = made.stdout + made.stderr
+    assert made.returncode == 0 and "warning" not in said.lower(), said
     monkeypatch.syspath_prepend(str(folder))
     for name in [name for name in sys.modules if name.split(".")[0] == PACKAGE]:
         monkeypatch.delitem(sys.modules, name)  # a fresh import of this generation
@@ -56,11 +57,13 @@ def test_a_generated_client_submits_reads_lists_cancels_and_follows_a_job(make_s
         put = httpx.put(upload.url, content=image, headers=upload.headers.additional_properties)
         assert put.status_code == 200, put.text
 
-        request = api.models.JobRequest.from_dict({"pipeline": "caption", "inputs": {"image": upload.to_dict()["input"]}})
+        request = api.models.JobRequest.from_dict({"pipeline": "caption",
+                                                   "inputs": {"image": upload.to_dict()["input"]}})
         submitted = api.submit_job.sync_detailed(client=client, body=request, idempotency_key="generated-1")
         job = submitted.parsed
         assert submitted.status_code == 201 and isinstance(job, api.models.JobView), submitted.content
-        assert job.status == "queued" and job.inputs["image"]["uri"].startswith("s3://mmq-test/tenants/acme/blobs/")
+        assert job.status == "queued"
+        assert job.inputs["image"]["uri"].startswith("s3://mmq-test/tenants/acme/blobs/")
 
         read = api.get_job.sync(job_id=job.id, client=client)
         assert isinstance(read, api.models.JobView) and read.id == job.id and read.steps[0].queue == "caption"

@@ -117,7 +117,8 @@ def s3_down(s3_server, model_cache, tmp_path_factory):
 
 def test_every_route_is_classified(redis_down):
     http, _, _ = redis_down
-    routes = {(method, route.path) for route in api_routes(http.app) for method in route.methods if method != "HEAD"}
+    routes = {(method, route.path) for route in api_routes(http.app) for method in route.methods
+              if method != "HEAD"}
     assert routes == set(ROUTES)
 
 

@@ -55,7 +55,10 @@ def api_routes(app: FastAPI) -> list[BaseRoute]:
     return list(app.state.routes)
 
 
-def _lifespan(gateway: Gateway, *, webhooks: bool) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _lifespan(gateway: Gateway, *, webhooks: bool) -> Lifespan:
     """While the app serves: the upload sweep, and (with `webhooks`) a webhook dispatcher."""
 
     @contextlib.asynccontextmanager

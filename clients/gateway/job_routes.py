@@ -83,7 +83,8 @@ def cancel_job(record: OwnedRecord, gateway: SharedGateway) -> Any:
 @router.get("/{job_id}/events", response_class=StreamingResponse, operation_id="follow_job_events",
             summary="Follow a job's events", responses={**READ_ERRORS, 200: {
                 # The stream as a whole, and (`itemSchema`, as Open API 3.2 names it) each of its events.
-                "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": schemas.JOB_EVENT_SCHEMA}},
+                "content": {"text/event-stream": {"schema": {"type": "string"},
+                                                  "itemSchema": schemas.JOB_EVENT_SCHEMA}},
                 "description": "Server-sent events, until the job ends"}})
 def follow_job_events(record: ReadableRecord, gateway: SharedGateway, after: EventId = None,
                       last_event_id: Annotated[str | None, Header(pattern=schemas.EVENT_ID_PATTERN, description=(

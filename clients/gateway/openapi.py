@@ -35,7 +35,8 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
     if "anyOf" not in schema or len(options) != 1:
         return schema
-    rest = {key: value for key, value in schema.items() if key != "anyOf" and not (key == "default" and value is None)}
+    rest = {key: value for key, value in schema.items()
+            if key != "anyOf" and not (key == "default" and value is None)}
     return {**options[0], **rest}
 
 

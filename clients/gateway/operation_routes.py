@@ -16,7 +16,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 def metrics(gateway: SharedGateway) -> Any:
-    return PlainTextResponse(prometheus_metrics(gateway.redis), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return PlainTextResponse(prometheus_metrics(gateway.redis),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/healthz", operation_id="health", summary="Redis reachable", responses=errors(503))

@@ -21,7 +21,8 @@ WebhookEvent = Literal[(*EVENT_NAMES, ALL_EVENTS)]  # type: ignore[valid-type]
 
 def _whole_number(value: Any) -> Any:
     """A JSON integer as JSON Schema counts them (41, or 41.0), never `true` or `"41"`."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or (isinstance(value, float) and not value.is_integer()):
+    fractional = isinstance(value, float) and not value.is_integer()
+    if isinstance(value, bool) or not isinstance(value, int | float) or fractional:
         raise ValueError("should be an integer")
     return int(value)
 
@@ -161,8 +162,10 @@ JOB_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["id", "event", "data"], "properties": {
         "id": {"type": "string", "pattern": EVENT_ID_PATTERN,
                "description": "Send it back as Last-Event-ID (or ?after=) to resume after this event."},
-        "event": {"type": "string", "pattern": r"^(job|step|item)\.(queued|running|progress|succeeded|failed|cancelled)$",
-                  "description": "job.<status>, step.<status>, step.progress or item.<status>, as webhooks name them."},
+        "event": {"type": "string",
+                  "pattern": r"^(job|step|item)\.(queued|running|progress|succeeded|failed|cancelled)$",
+                  "description": "job.<status>, step.<status>, step.progress or item.<status>, as webhooks "
+                                 "name them."},
         "data": {"type": "string", "contentMediaType": "application/json",
                  "description": "The event as JSON: type (job or step), status; step, progress, item, error "
                                 "when they apply."},
