@@ -164,10 +164,12 @@ def test_refusals_are_typed_and_name_the_field(gateway, key, pipeline, inputs, s
     assert error["message"]
 
 
-def test_malformed_requests_are_422_naming_the_field(gateway, key):
-    broken = httpx.post(f"{gateway.url}/v1/jobs", content=b"{not json", headers={
-        **auth(key), "Content-Type": "application/json"})
-    assert error_of(broken, 422)["code"] == "invalid_request"
+def test_a_body_that_is_not_json_is_400_and_a_malformed_request_422_naming_the_field(gateway, key):
+    for body in (b"{not json", b'{"pipeline": "caption\xff"}'):  # not JSON; not UTF-8
+        broken = httpx.post(f"{gateway.url}/v1/jobs", content=body, headers={
+            **auth(key), "Content-Type": "application/json"})
+        error = error_of(broken, 400)
+        assert error["code"] == "invalid_request" and error["message"].startswith("the request body is not JSON")
     extra = error_of(httpx.post(f"{gateway.url}/v1/jobs", json={"pipeline": "caption", "input": {}},
                                 headers=auth(key)), 422)
     assert extra["code"] == "invalid_request" and extra["field"] == "input"

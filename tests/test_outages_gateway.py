@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from mmq.clients import Client
 from mmq.clients.direct import DirectTransport
-from mmq.clients.gateway.app import create_app
+from mmq.clients.gateway.app import api_routes, create_app
 from mmq.clients.keys import KeyStore
 from mmq.clients.remote import GatewayTransport, _PresignedSource
 from mmq.clients.servers import free_port, start_redis, stop
@@ -117,7 +117,7 @@ def s3_down(s3_server, model_cache, tmp_path_factory):
 
 def test_every_route_is_classified(redis_down):
     http, _, _ = redis_down
-    routes = {(method, route.path) for route in http.app.routes for method in getattr(route, "methods", ())
+    routes = {(method, route.path) for route in api_routes(http.app) for method in route.methods
               if method != "HEAD"}
     assert routes == set(ROUTES)
 

@@ -2,23 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from mmq.tasks.webhooks import ALL_EVENTS, EVENT_NAMES
+
+# What `mmq.tasks.webhooks.WebhookSpec.parse` accepts, said so that the schema can check it: http or
+# https, then a host of URL characters (ASCII, no brackets: what `urlsplit` splits without complaint),
+# then an optional path, query or fragment of printable ASCII.
+WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+([/?#][!-~]*)?$"
+# A job list's `next_cursor`: the score (a creation time) of the last job shown, as `repr` writes a float.
+CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?$"
+# A Redis stream entry id (`ms-seq`, or `ms`), each part small enough for Redis's 64-bit integers.
+EVENT_ID_PATTERN = r"^[0-9]{1,19}(-[0-9]{1,19})?$"
+WebhookEvent = Literal[(*EVENT_NAMES, ALL_EVENTS)]  # type: ignore[valid-type]
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON integer as JSON Schema counts them (41, or 41.0), never `true` or `"41"`."""
+    fractional = isinstance(value, float) and not value.is_integer()
+    if isinstance(value, bool) or not isinstance(value, int | float) or fractional:
+        raise ValueError("should be an integer")
+    return int(value)
+
+
+Size = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown field, and no value of another JSON type taken for the declared one
+    (`"size": false` or `"size": "5"` is refused, as the schema refuses it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class WebhookBody(_Strict):
-    url: str = Field(description="An http(s) URL that receives each wanted event as a signed JSON POST.")
-    events: list[str] | None = Field(None, description="Event names (job.succeeded, step.progress, ...) "
-                                     "or '*'; default: job.succeeded, job.failed, job.cancelled.")
+    url: str = Field(pattern=WEBHOOK_URL_PATTERN, description=(
+        "An http(s) URL that receives each wanted event as a signed JSON POST."))
+    events: list[WebhookEvent] | None = Field(None, min_length=1, description=(
+        "Event names, or '*' for all; default: job.succeeded, job.failed, job.cancelled."))
 
 
 class JobRequest(_Strict):
-    pipeline: str | dict[str, Any] = Field(description="A task or pipeline name, or an ad-hoc pipeline spec.")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"pipeline": "text2image", "inputs": {"prompt": "a lighthouse at dusk", "steps": 1, "width": 64,
+                                              "height": 64, "seed": 7}}]})
+    pipeline: str | dict[str, Any] = Field(description=(
+        "A task or pipeline name (GET /v1/pipelines lists them), or an ad-hoc pipeline spec. Whether the "
+        "pipeline exists, and whether the inputs fit its schema, is checked on submission (404, 422)."))
     inputs: dict[str, Any] = Field(default_factory=dict, description=(
         "Named inputs. A file input is {\"upload\": ID} (from POST /v1/uploads), {\"url\": URL} "
         "(fetched by the gateway) or an artifact reference from one of your earlier jobs."))
@@ -26,11 +58,17 @@ class JobRequest(_Strict):
 
 
 class UploadRequest(_Strict):
+    # A declared checksum is checked by S3 together with the size and the type: with a sha256, both
+    # others are required (null, like absent, means not declared).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "if": {"required": ["sha256"], "properties": {"sha256": {"type": "string"}}},
+        "then": {"required": ["size", "media_type"],
+                 "properties": {"size": {"type": "integer"}, "media_type": {"type": "string"}}}})
     media_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$",
                                    description="What the file is, e.g. image/png. With sha256, jobs see this type "
                                                "(a worker refuses content it cannot decode as one); without, it "
                                                "is sniffed from the content.")
-    size: int | None = Field(None, ge=0, description="Its size in bytes: an oversized file is refused now.")
+    size: Size | None = Field(None, description="Its size in bytes: an oversized file is refused now.")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
         "The file's SHA-256 in hex. With it (and size and media_type), S3 checks the upload against all "
         "three, and a job uses the file without the gateway reading it. Without it (deprecated), the gateway "
@@ -51,10 +89,11 @@ class Upload(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable: unauthorized, invalid_input, invalid_request, invalid_pipeline, "
+    code: str = Field(description="Stable: unauthorized, invalid_input, invalid_request (400: the body is "
+                                  "not JSON; 422: a request of the wrong shape), invalid_pipeline, "
                                   "unknown_pipeline, job_not_found, artifact_not_found, payload_too_large, "
                                   "idempotency_conflict, unavailable, storage_error, broker_error, not_found, "
-                                  "internal.")
+                                  "method_not_allowed, internal.")
     message: str
     field: str | None = Field(None, description="The input or request field at fault, when one is.")
     service: str | None = Field(None, description="With `unavailable` (503): the service that cannot be "
@@ -116,6 +155,21 @@ class Cancellation(BaseModel):
     id: str
     cancelled: bool = Field(description="False when the job had already ended.")
     status: str
+
+
+# One server-sent event of GET /v1/jobs/{job_id}/events, as a client's parser hands it over.
+JOB_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["id", "event", "data"], "properties": {
+        "id": {"type": "string", "pattern": EVENT_ID_PATTERN,
+               "description": "Send it back as Last-Event-ID (or ?after=) to resume after this event."},
+        "event": {"type": "string",
+                  "pattern": r"^(job|step|item)\.(queued|running|progress|succeeded|failed|cancelled)$",
+                  "description": "job.<status>, step.<status>, step.progress or item.<status>, as webhooks "
+                                 "name them."},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "The event as JSON: type (job or step), status; step, progress, item, error "
+                                "when they apply."},
+    }}
 
 
 class Catalogue(BaseModel):
