@@ -135,7 +135,8 @@ def test_an_upload_becomes_a_job_input_without_the_gateway_reading_it(workers, s
 
 def test_an_unused_upload_is_deleted_after_its_expiry(stack, sample_image):
     data = sample_image.read_bytes()
-    with gateway_in_process(stack, MMQ_UPLOAD_EXPIRY_S="2") as gateway:
+    # 8 s: the upload URL lives half of it, time enough for the PUT on a loaded machine
+    with gateway_in_process(stack, MMQ_UPLOAD_EXPIRY_S="8") as gateway:
         # given an upload that no job uses
         sdk = gateway.sdk("uploads-expiry")
         named = sdk.upload(data)
