@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from mmq.tasks.artifact_walk import map_named
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import InvalidInput
 from mmq.tasks.settings import Settings
@@ -34,8 +35,9 @@ class InputResolver:
         return {name: self._value(name, value, tenant) for name, value in inputs.items()}
 
     def _value(self, name: str, value: Any, tenant: str) -> Any:
-        if isinstance(value, list):
-            return [self._value(f"{name}[{i}]", item, tenant) for i, item in enumerate(value)]
+        return map_named(name, value, lambda label, item: self._item(label, item, tenant))
+
+    def _item(self, name: str, value: Any, tenant: str) -> Any:
         if not isinstance(value, Mapping):
             return value
         if set(value) == {"upload"}:

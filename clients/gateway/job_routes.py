@@ -6,16 +6,16 @@ job id, so that a generated client, or a stateful fuzzer, can go from one to the
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from mmq.tasks.artifacts import ArtifactRef
-from mmq.tasks.errors import ArtifactNotFound, JobNotFound
+from mmq.tasks.errors import ArtifactNotFound
 from mmq.tasks.webhooks import WebhookSpec
 
+from ..transport import job_list
 from . import schemas
 from .dependencies import OwnedRecord, ReadableRecord, SharedGateway, Tenant
 from .error_responses import errors
@@ -57,13 +57,7 @@ def list_jobs(gateway: SharedGateway, owner: Tenant, limit: Annotated[int, Query
               cursor: Annotated[str | None, Query(pattern=schemas.CURSOR_PATTERN, description=(
                   "The `next_cursor` of the page before."))] = None) -> Any:
     page = gateway.transport.list_jobs(limit=limit, cursor=cursor, owner=owner)
-    jobs = []
-    for job_id in page.ids:
-        with contextlib.suppress(JobNotFound):  # expired between the listing and the read
-            record = gateway.transport.record(job_id)
-            jobs.append({"id": record.id, "name": record.name, "status": record.status.value,
-                         "created_at": record.created_at, "finished_at": record.finished_at})
-    return {"jobs": jobs, "next_cursor": page.next_cursor}
+    return job_list(page, gateway.transport.record)
 
 
 @router.get("/{job_id}", response_model=schemas.JobView, responses=READ_ERRORS, operation_id="get_job",

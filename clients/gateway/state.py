@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi.security import HTTPAuthorizationCredentials
 
+from mmq.tasks.artifact_walk import map_artifacts
 from mmq.tasks.artifacts import ArtifactRef
 from mmq.tasks.errors import AuthenticationFailed, JobNotFound
 from mmq.tasks.records import AsyncJobStore, JobRecord
@@ -77,10 +78,6 @@ class Gateway:
 
 
 def _with_urls(value: Any, store: Any) -> Any:
-    if isinstance(value, list):
-        return [_with_urls(item, store) for item in value]
-    if isinstance(value, dict):
-        if ArtifactRef.is_ref(value):
-            return {**value, "url": store.presigned_url(ArtifactRef.from_dict(value))}
-        return {k: _with_urls(v, store) for k, v in value.items()}
-    return value
+    """A job view with a presigned `url` beside every artifact reference in it."""
+    return map_artifacts(value, lambda ref: {**ref, "url": store.presigned_url(ArtifactRef.from_dict(ref))},
+                         through_mappings=True)
