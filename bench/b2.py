@@ -15,7 +15,7 @@ from pathlib import Path
 from mmq.tasks.stats import read_batches
 
 from .dominant_blip import build_dominant_blip
-from .harness import MODEL_CACHE, ROOT, BenchStack, caption_model, real_models
+from .harness import MODEL_CACHE, ROOT, BenchStack, real_models
 from .peers import MAX_NEW_TOKENS, MAX_WAIT_S
 from .photos import photos
 from .rows import Row, check_output
@@ -114,10 +114,9 @@ def _mmq_runs(stack: BenchStack, runs: list[list[Path]]) -> Side:
 
 def _peer_runs(stack: BenchStack, side: str, runs: list[list[Path]]) -> Side:
     args = [str(path) for paths in runs for path in [*paths, "--"]][:-1]
-    env = {**stack.env, "PYTHONPATH": str(ROOT), "MMQ_CAPTION_MODEL": stack.env.get("MMQ_CAPTION_MODEL",
-                                                                                   caption_model())}
+    env = {**stack.env, "PYTHONPATH": str(ROOT)}  # the worker's: its model, threads, data folder
     result = subprocess.run([sys.executable, "-m", "bench.peers", side, str(BATCH), *args], env=env, cwd=ROOT,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"B2 {side} side failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])

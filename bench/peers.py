@@ -89,11 +89,12 @@ def ray_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    gpus = 1 if os.environ.get("MMQ_DEVICE") == "cuda" else 0  # bench/gpu.sh: the replica gets the GPU
+    ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("MMQ_", "HF_"))}})
     serve.start(proxy_location="Disabled")
     deployment = serve.deployment(RayCaptioner, max_ongoing_requests=4 * batch,
-                                  ray_actor_options={"num_cpus": 1})
+                                  ray_actor_options={"num_cpus": 1, "num_gpus": gpus})
     handle = serve.run(deployment.bind(batch), name="bench-caption", route_prefix=None)
     _through(handle, runs[0][:batch])  # warm-up
     handle.take_sizes.remote().result()

@@ -154,8 +154,9 @@ def b4b_finished_memory(jobs: int = 300, warmup: int = 32) -> Row:
                 check_output("caption", record, client)
             time.sleep(1)  # the last events and acknowledgements land
             per_job = (redis.info("memory")["used_memory"] - before) / jobs
-            grown = {pattern: size - sizes_before.get(pattern, 0) for pattern, size in _memory_by_pattern(redis).items()}
-    notes = [f"B4b growth of MEMORY USAGE by key pattern, per finished job: " + ", ".join(
+            grown = {pattern: size - sizes_before.get(pattern, 0)
+                     for pattern, size in _memory_by_pattern(redis).items()}
+    notes = ["B4b growth of MEMORY USAGE by key pattern, per finished job: " + ", ".join(
         f"{pattern} {size / jobs:,.0f} B" for pattern, size in sorted(grown.items(), key=lambda kv: -kv[1]) if size)]
     return Row("B4b finished memory", f"Redis memory kept per finished caption job, {jobs} finished",
                f"{per_job:,.0f} B", "3,072 B (target)", per_job / 3072, "≤ 3 KB", per_job <= 3072, notes)
