@@ -31,6 +31,7 @@ class Side:
     name: str
     rates: list[float]
     batches: dict[int, int]
+    threads: int | None = None  # torch's intra-op threads where the model ran (the worker's: MMQ_TORCH_THREADS)
 
     @property
     def median(self) -> float:
@@ -41,7 +42,9 @@ class Side:
         return f"{self.median:.1f} img/s (runs {runs}; mean batch {mean_batch(self.batches):.1f})"
 
     def note(self) -> str:
-        return f"{self.name}: runs {', '.join(f'{r:.1f}' for r in self.rates)} img/s; batches {histogram(self.batches)}"
+        threads = "" if self.threads is None else f"; {self.threads} torch thread(s)"
+        return (f"{self.name}: runs {', '.join(f'{r:.1f}' for r in self.rates)} img/s; "
+                f"batches {histogram(self.batches)}{threads}")
 
 
 def mean_batch(batches: dict[int, int]) -> float:
@@ -121,4 +124,4 @@ def _peer_runs(stack: BenchStack, side: str, runs: list[list[Path]]) -> Side:
         raise RuntimeError(f"B2 {side} side failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
     return Side({"ray": "Ray Serve", "direct": "direct loop"}[side], out["rates"],
-                {int(k): v for k, v in out["batches"].items()})
+                {int(k): v for k, v in out["batches"].items()}, out["threads"])

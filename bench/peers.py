@@ -39,6 +39,12 @@ def load_captioner() -> Any:
     return captioner
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def caption_batch(captioner: Any, images: list[bytes]) -> list[str]:
     from mmq.workers.specialisation_base import ArtifactInput
 
@@ -59,7 +65,7 @@ def direct_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
             sizes[len(images[i:i + batch])] += 1
             caption_batch(captioner, images[i:i + batch])
         rates.append(len(images) / (time.perf_counter() - started))
-    return {"rates": rates, "batches": dict(sizes)}
+    return {"rates": rates, "batches": dict(sizes), "threads": torch_threads()}
 
 
 class RayCaptioner:
@@ -78,6 +84,9 @@ class RayCaptioner:
 
     async def __call__(self, image: bytes) -> str:
         return await self.caption(image)
+
+    def threads(self) -> int:
+        return torch_threads()
 
     def take_sizes(self) -> dict[int, int]:
         sizes, self.sizes = dict(self.sizes), Counter()
@@ -104,9 +113,10 @@ def ray_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
         _through(handle, images)
         rates.append(len(images) / (time.perf_counter() - started))
         sizes.update(handle.take_sizes.remote().result())
+    threads = handle.threads.remote().result()
     serve.shutdown()
     ray.shutdown()
-    return {"rates": rates, "batches": {int(k): v for k, v in sizes.items()}}
+    return {"rates": rates, "batches": {int(k): v for k, v in sizes.items()}, "threads": threads}
 
 
 def _through(handle: Any, images: list[bytes]) -> list[str]:
