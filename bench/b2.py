@@ -31,7 +31,7 @@ class Side:
     name: str
     rates: list[float]
     batches: dict[int, int]
-    threads: int | None = None  # torch's intra-op threads where the model ran (the worker's: MMQ_TORCH_THREADS)
+    threads: int | None = None  # torch's intra-op threads where the model ran (MMQ_TORCH_THREADS)
 
     @property
     def median(self) -> float:
@@ -71,7 +71,8 @@ def b2_batching(jobs: int = 96) -> list[Row]:
 def _compare(label: str, build, jobs: int, *, first_seed: int) -> list[Row]:
     runs = [photos(jobs if i else BATCH, MODEL_CACHE / "photos", first_seed=first_seed + i * jobs)
             for i in range(REPEATS + 1)]  # a warm-up run, then REPEATS runs of new photos each
-    with BenchStack(MMQ_CAPTION_MAX_BATCH=str(BATCH), MMQ_CAPTION_MAX_WAIT_MS=str(int(MAX_WAIT_S * 1000))) as stack:
+    serving = {"MMQ_CAPTION_MAX_BATCH": str(BATCH), "MMQ_CAPTION_MAX_WAIT_MS": str(int(MAX_WAIT_S * 1000))}
+    with BenchStack(**serving) as stack:
         if build is not None:
             stack.env["MMQ_CAPTION_MODEL"] = str(build(Path(stack.logs) / "blip-dominant"))
         stack.start_worker("caption")

@@ -124,7 +124,8 @@ def _through(handle: Any, images: list[bytes]) -> list[str]:
     return [response.result() for response in responses]
 
 
-SIDES: dict[str, Callable[[int, list[list[bytes]]], dict[str, Any]]] = {"direct": direct_runs, "ray": ray_runs}
+Runs = Callable[[int, list[list[bytes]]], dict[str, Any]]
+SIDES: dict[str, Runs] = {"direct": direct_runs, "ray": ray_runs}
 
 
 def main(argv: list[str]) -> int:

@@ -94,7 +94,7 @@ def b3_hop(size_mb: float = 4.0, repeats: int = 3) -> Row:
             # Every hop measured must have stored a new image: one found already stored (content
             # addressing) skips the upload and would make a hop look cheaper than it is.
             if len(set(stored)) != len(stored):
-                raise NotReal(f"B3: some steps' outputs were stored before ({len(set(stored))} of {len(stored)} new)")
+                raise NotReal(f"B3: only {len(set(stored))} of {len(stored)} step outputs were new images")
             store = client.transport.store
             out_size = record.outputs["image"]["size"]
             round_trips = []
@@ -157,7 +157,8 @@ def b4b_finished_memory(jobs: int = 300, warmup: int = 32) -> Row:
             grown = {pattern: size - sizes_before.get(pattern, 0)
                      for pattern, size in _memory_by_pattern(redis).items()}
     notes = ["B4b growth of MEMORY USAGE by key pattern, per finished job: " + ", ".join(
-        f"{pattern} {size / jobs:,.0f} B" for pattern, size in sorted(grown.items(), key=lambda kv: -kv[1]) if size)]
+        f"{pattern} {size / jobs:,.0f} B" for pattern, size in sorted(grown.items(), key=lambda kv: -kv[1])
+        if size)]
     return Row("B4b finished memory", f"Redis memory kept per finished caption job, {jobs} finished",
                f"{per_job:,.0f} B", "3,072 B (target)", per_job / 3072, "≤ 3 KB", per_job <= 3072, notes)
 
@@ -171,7 +172,7 @@ def _memory_by_pattern(redis: Any) -> dict[str, int]:
     return totals
 
 
-ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-zA-Z_-]{16,}")
+ID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-zA-Z_-]{16,}")
 
 
 COLD_START_BUDGET_S = 240  # bench/gpu.sh must fit the few minutes a borrowed GPU is held
