@@ -32,6 +32,7 @@ class Side:
     rates: list[float]
     batches: dict[int, int]
     threads: int | None = None  # torch's intra-op threads where the model ran (MMQ_TORCH_THREADS)
+    cores: float | None = None  # CPU seconds per second of the model's process over the timed runs
 
     @property
     def median(self) -> float:
@@ -43,6 +44,7 @@ class Side:
 
     def note(self) -> str:
         threads = "" if self.threads is None else f"; {self.threads} torch thread(s)"
+        threads += "" if self.cores is None else f"; model process busy {self.cores:.2f} cores"
         return (f"{self.name}: runs {', '.join(f'{r:.1f}' for r in self.rates)} img/s; "
                 f"batches {histogram(self.batches)}{threads}")
 
@@ -98,12 +100,12 @@ def _mmq_runs(stack: BenchStack, runs: list[list[Path]]) -> Side:
     import time
 
     redis = stack.redis_client()
-    rates, batches = [], Counter()
+    rates, batches, busy_s, timed_s = [], Counter(), 0.0, 0.0
     with stack.client() as client:
         for index, paths in enumerate(runs):
             images = [path.read_bytes() for path in paths]
             before = Counter(read_batches(redis).get("caption", {}).get("sizes", {}))
-            started = time.perf_counter()
+            cpu, started = _cpu_s(stack.workers[0].pid), time.perf_counter()
             jobs = client.submit_many("caption", [{"image": data, "max_new_tokens": MAX_NEW_TOKENS}
                                                   for data in images])
             records = [job.wait(timeout_s=600) for job in jobs]
@@ -111,9 +113,18 @@ def _mmq_runs(stack: BenchStack, runs: list[list[Path]]) -> Side:
             for record in records:
                 check_output("caption", record, client)
             if index:  # run 0 is the warm-up
+                busy_s, timed_s = busy_s + _cpu_s(stack.workers[0].pid) - cpu, timed_s + elapsed
                 rates.append(len(images) / elapsed)
                 batches.update(Counter(read_batches(redis).get("caption", {}).get("sizes", {})) - before)
-    return Side("mmq", rates, dict(batches))
+    return Side("mmq", rates, dict(batches), cores=busy_s / timed_s)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of the worker process and its pool children (where the model runs)."""
+    import psutil
+
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 
 def _peer_runs(stack: BenchStack, side: str, runs: list[list[Path]]) -> Side:
@@ -125,4 +136,4 @@ def _peer_runs(stack: BenchStack, side: str, runs: list[list[Path]]) -> Side:
         raise RuntimeError(f"B2 {side} side failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
     return Side({"ray": "Ray Serve", "direct": "direct loop"}[side], out["rates"],
-                {int(k): v for k, v in out["batches"].items()}, out["threads"])
+                {int(k): v for k, v in out["batches"].items()}, out["threads"], out["cores"])

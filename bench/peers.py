@@ -59,13 +59,15 @@ def direct_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
     captioner = load_captioner()
     caption_batch(captioner, runs[0][:batch])  # warm-up
     rates, sizes = [], Counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for images in runs[1:]:
         started = time.perf_counter()
         for i in range(0, len(images), batch):
             sizes[len(images[i:i + batch])] += 1
             caption_batch(captioner, images[i:i + batch])
         rates.append(len(images) / (time.perf_counter() - started))
-    return {"rates": rates, "batches": dict(sizes), "threads": torch_threads()}
+    cores = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    return {"rates": rates, "batches": dict(sizes), "threads": torch_threads(), "cores": cores}
 
 
 class RayCaptioner:
@@ -88,6 +90,9 @@ class RayCaptioner:
     def threads(self) -> int:
         return torch_threads()
 
+    def cpu_s(self) -> float:
+        return time.process_time()  # CPU seconds of the replica's process, all its threads
+
     def take_sizes(self) -> dict[int, int]:
         sizes, self.sizes = dict(self.sizes), Counter()
         return sizes
@@ -108,15 +113,18 @@ def ray_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
     _through(handle, runs[0][:batch])  # warm-up
     handle.take_sizes.remote().result()
     rates, sizes = [], Counter()
+    wall, cpu = time.perf_counter(), handle.cpu_s.remote().result()
     for images in runs[1:]:
         started = time.perf_counter()
         _through(handle, images)
         rates.append(len(images) / (time.perf_counter() - started))
         sizes.update(handle.take_sizes.remote().result())
+    cores = (handle.cpu_s.remote().result() - cpu) / (time.perf_counter() - wall)
     threads = handle.threads.remote().result()
     serve.shutdown()
     ray.shutdown()
-    return {"rates": rates, "batches": {int(k): v for k, v in sizes.items()}, "threads": threads}
+    return {"rates": rates, "batches": {int(k): v for k, v in sizes.items()}, "threads": threads,
+            "cores": cores}
 
 
 def _through(handle: Any, images: list[bytes]) -> list[str]:
