@@ -41,6 +41,7 @@ test: install system-deps
 # The benchmarks (not part of the tests): B1-B5 side by side on this machine, as a markdown table,
 # also written into docs/benchmarks.md. bench/gpu.sh runs B2 and B5 with real models on a GPU.
 bench: install
+	$(BIN)/pip install --quiet -e '.[workers,stack,gateway,dev,bench]'
 	$(BIN)/python -m bench
 
 # The reliability suite alone (it also runs in `make test`), its figures written to docs/reliability.md.

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import runs
+from . import b2, runs
 from .harness import model_settings, real_models
 
-BENCHES = {"B1": runs.b1_overhead, "B2": runs.b2_batching, "B3": runs.b3_hop, "B4": runs.b4_submission,
+BENCHES = {"B1": runs.b1_overhead, "B2": b2.b2_batching, "B3": runs.b3_hop, "B4": runs.b4_submission,
+           "B4B": runs.b4b_finished_memory,
            "B5": lambda: runs.b5_cold_start(tuple(os.environ.get("MMQ_BENCH_B5", "caption").split(",")))}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 MARK = "<!-- bench table: written by `make bench` -->"
@@ -40,6 +41,9 @@ def main(names: list[str]) -> int:
         print(f"{name} done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     table = "\n".join(["| bench | what | mmq | baseline | ratio | target |", "|---|---|---|---|---|---|",
                        *(row.markdown() for row in rows)])
+    notes = [note for row in rows for note in row.notes]
+    if notes:  # each run's figure and the batch sizes behind a median
+        table += "\n\n" + "\n".join(f"- {note}" for note in dict.fromkeys(notes))
     gpu_run = real_models()
     command = "bench/gpu.sh" if gpu_run else "make bench" if not names else f"python -m bench {' '.join(names)}"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

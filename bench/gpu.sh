@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 : "${MMQ_DIFFUSION_MODEL:?set MMQ_DIFFUSION_MODEL to a Stable Diffusion checkpoint (hub id or local folder)}"
 PY="${PYTHON:-.venv/bin/python}"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no GPU visible to torch')"
+"$PY" -c "import ray.serve" 2>/dev/null || { echo "B2's peer is missing: pip install -e '.[bench]' (ray[serve])" >&2; exit 1; }
 export MMQ_BENCH_MODELS=env MMQ_DEVICE=cuda MMQ_BENCH_B5=caption,diffusion
 export MMQ_CAPTION_MODEL MMQ_DIFFUSION_MODEL
 exec timeout --signal=INT 570 "$PY" -m bench B2 B5
