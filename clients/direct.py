@@ -17,7 +17,8 @@ from mmq.tasks.errors import BrokerUnavailable, ConfigurationError, InvalidInput
 from mmq.tasks.fields import Field
 from mmq.tasks.media_types import sniff_media_type
 from mmq.tasks.pipelines import Pipeline
-from mmq.tasks.records import JobPage, JobRecord, JobStatus, JobStore, describe_target, new_record
+from mmq.tasks.records import (JobPage, JobRecord, JobStatus, JobStore, describe_target, new_record,
+                                new_records)
 from mmq.tasks.settings import Settings
 from mmq.tasks.specfiles import load_pipeline_folder, pipeline_from_dict
 from mmq.tasks.tenants import artifact_prefix
@@ -92,7 +93,7 @@ class DirectTransport:
         where = describe_target(pipeline)
         pending = [self._read_files(pipeline, job_inputs, where=f"{where} (job {index})")
                    for index, job_inputs in enumerate(inputs)]
-        records = [new_record(pipeline, self._upload_files(files, owner), owner=owner) for files in pending]
+        records = new_records(pipeline, [self._upload_files(files, owner) for files in pending], owner=owner)
         since = self.jobs.primary()
         self.jobs.create_many(records)
         try:
