@@ -33,20 +33,20 @@ def test_a_finished_job_keeps_its_record_alone_for_the_finished_retention(make_s
     assert redis.memory_usage(record_key(job.id)) <= FINISHED_JOB_MAX_BYTES
 
 
-def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(stack, monkeypatch):
+def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(make_stack, monkeypatch):
     """Some messages of the chunk reach Redis before the broker refuses the rest: their jobs fail
     too, since no one knows which did (a worker that receives one finds its job ended)."""
     monkeypatch.setattr(direct, "_BATCH_MAX", 10)  # a pipeline sent every 10 messages, as in big chunks
+    stack = make_stack()  # a Redis of its own, with no worker to take the messages
     redis = stack.redis_client()
-    redis.delete("caption")
-    before = {member.decode() for member in redis.zrange("mmq:jobs:all", 0, -1)}
-    published = []
+    before: set[str] = set()
+    published, delivered_first = [], []
 
     def queue_breaks_at_the_15th(**_):
         """A real Redis error for the second pipeline: the queue's key is no longer a list."""
         published.append(1)
         if len(published) == 15:
-            assert redis.llen("caption") == 10  # the first pipeline went out
+            delivered_first.append(redis.llen("caption"))
             redis.delete("caption")
             redis.set("caption", "not a queue")
 
@@ -60,6 +60,7 @@ def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(stack, monke
         before_task_publish.disconnect(queue_breaks_at_the_15th)
         transport.close()
         redis.delete("caption")
+    assert delivered_first == [10]  # the first pipeline went out before the failure
     records = [transport.jobs.get(member.decode()) for member in redis.zrange("mmq:jobs:all", 0, -1)
                if member.decode() not in before]
     assert len(records) == 40 and all(r.status is JobStatus.FAILED for r in records)
