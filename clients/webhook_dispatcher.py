@@ -55,7 +55,7 @@ class Dispatcher:
         # One asyncio client for the records (their webhooks, their deliveries), the outbox, the
         # tenants' secrets and the retries, which are this dispatcher's own.
         self.redis = settings.redis.async_client()
-        self.jobs = AsyncJobStore(self.redis, ttl_s=settings.record_ttl_s)
+        self.jobs = AsyncJobStore(self.redis, ttl_s=settings.finished_ttl_s)
         self.outbox = WebhookOutbox(self.redis, group=GROUP)
         self.http = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         self.consumer = consumer or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"

@@ -3,8 +3,9 @@
 Steps of one level run in parallel (a `group`); levels run in order (a `chain`, so a group
 followed by a step is a `chord`). The chain carries the job's context from each step to the next:
 media travel in it only as artifact references. A fan-out step replaces itself, at run time, with
-a group of one signature per item. Each signature names its job, its step and its wiring, so a
-step message is self-describing; `final` marks the signature that ends the job.
+a group of one signature per item. A signature names its job and its step, no more: the worker
+reads the job record for every step anyway, and takes the step's wiring from it, and, for a first
+step (a message with no context), the job's inputs; `final` marks the signature that ends the job.
 """
 
 from __future__ import annotations
@@ -27,12 +28,10 @@ def build_canvas(app: Celery, record: JobRecord) -> Signature:
                                                     key=lambda s: s.level)]
     last = levels[-1]
     ends_in_one_plain_step = len(last) == 1 and not last[0].each
-    first_context = {"input": record.inputs}
     stages: list[Signature] = []
     for number, steps in enumerate(levels):
         final = ends_in_one_plain_step and number == len(levels) - 1
-        context = first_context if number == 0 else None  # later levels get it from the chain
-        signatures = [step_signature(app, record.id, step, final=final, context=context) for step in steps]
+        signatures = [step_signature(app, record.id, step, final=final) for step in steps]
         stages.append(signatures[0] if len(signatures) == 1 else group(signatures))
     if not ends_in_one_plain_step:
         stages.append(collect_signature(app, record.id, queue=last[0].queue))
@@ -41,18 +40,18 @@ def build_canvas(app: Celery, record: JobRecord) -> Signature:
 
 def step_signature(app: Celery, job_id: str, step: StepSpec, *, final: bool, item: int | None = None,
                    count: int | None = None, context: Any = None) -> Signature:
-    kwargs: dict[str, Any] = {"job_id": job_id, "step": step.name, "bind": step.bind, "each": step.each,
-                              "final": final}
+    kwargs: dict[str, Any] = {"job_id": job_id, "step": step.name, "final": final}
     task_id = step.celery_id
     if item is not None:
         kwargs.update(item=item, count=count)
         task_id = f"{step.celery_id}-{item}"
+    # A first step has no context: the worker starts it from the job's inputs, in the record.
     args: Sequence[Any] = () if context is None else (context,)
-    # Short reprs: Celery copies these into every message's headers, its logs and Flower; the
-    # context and the wiring are in the body already (and in the job record).
-    where = f"job={job_id} step={step.name}" + (f" item={item}" if item is not None else "")
+    # Short reprs, for logs and Flower (the task id names the job): set here, Celery need not work
+    # them out per message, and they are copied into each message twice.
+    where = f"step={step.name}" + (f" item={item}" if item is not None else "")
     return app.signature(TASKS[step.task].celery_name, args=args, kwargs=kwargs).set(
-        queue=step.queue, task_id=task_id, argsrepr="(context)", kwargsrepr=where)
+        queue=step.queue, task_id=task_id, argsrepr="(context)" if args else "()", kwargsrepr=where)
 
 
 def collect_signature(app: Celery, job_id: str, *, queue: str, final: bool = True,

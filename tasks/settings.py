@@ -58,6 +58,8 @@ class Settings:
     time_limits: Mapping[str, TimeLimits] = field(default_factory=dict)
     serving: Mapping[str, Serving] = field(default_factory=dict)
     record_ttl_s: int = WEEK_S
+    # How long a finished job's record (status, outputs, error, end event) stays readable.
+    finished_ttl_s: int = WEEK_S
     presign_expiry_s: int = 3600
     max_deliveries: int = 3
     max_image_pixels: int = 64_000_000
@@ -127,6 +129,7 @@ class Settings:
             time_limits={n: _time_limits(env, n) for n in SPECIALISATIONS},
             serving={n: _serving(env, n) for n in SPECIALISATIONS},
             record_ttl_s=_positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S),
+            finished_ttl_s=_positive_int(env, "MMQ_FINISHED_TTL_S", _positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S)),
             presign_expiry_s=_positive_int(env, "MMQ_PRESIGN_EXPIRY_S", cls.presign_expiry_s),
             max_deliveries=_positive_int(env, "MMQ_MAX_DELIVERIES", cls.max_deliveries),
             max_image_pixels=_positive_int(env, "MMQ_MAX_IMAGE_PIXELS", cls.max_image_pixels),

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from mmq.tasks import JobNotFound, JobRecord, JobStatus, JobStore, StepSpec, StepState
+from mmq.tasks.records.layout import events_key, record_key
 
 
 def new_record(job_id: str) -> JobRecord:
@@ -54,11 +55,27 @@ def test_a_follower_reads_from_the_queued_event_to_the_end(jobs):
     jobs.create(new_record("j3"))
     jobs.mark_running("j3", time.time())
     jobs.save_step("j3", "caption", StepState(status=JobStatus.RUNNING, progress=(0, 1)))
-    jobs.finish("j3", JobStatus.FAILED, error={"step": "caption", "type": "X", "message": "no"})
-    events = [event for _, event in jobs.follow("j3")]
+    events = []
+    for _, event in jobs.follow("j3"):
+        events.append(event)
+        if len(events) == 3:  # caught up with the running job: now it ends
+            jobs.finish("j3", JobStatus.FAILED, error={"step": "caption", "type": "X", "message": "no"})
     assert [(e["type"], e["status"]) for e in events] == [
         ("job", "queued"), ("job", "running"), ("step", "running"), ("job", "failed")]
     assert events[-1]["error"]["message"] == "no"
+
+
+def test_a_reader_who_comes_after_the_end_gets_the_end_event(jobs, stack):
+    jobs.create(new_record("j6"))
+    jobs.mark_running("j6", time.time())
+    [(_, _queued), (running_id, _running)] = list(jobs.follow("j6", deadline=time.monotonic() + 0.3))
+    jobs.save_step("j6", "caption", StepState(status=JobStatus.RUNNING, progress=(0, 1)))
+    jobs.finish("j6", JobStatus.SUCCEEDED, outputs={"caption": "a house"})
+    # The stream is gone (a finished job keeps its end event in its record, not 4 KB of stream) ...
+    assert not stack.redis_client().exists(events_key("j6"))
+    # ... and a reader resuming from where it was, or from the start, still learns how the job ended.
+    assert [event for _, event in jobs.follow("j6", after=running_id)] == [{"type": "job", "status": "succeeded"}]
+    assert [event["status"] for _, event in jobs.follow("j6")] == ["queued", "succeeded"]
 
 
 def test_a_follower_stops_at_its_deadline_while_the_job_goes_on(jobs):
@@ -69,9 +86,8 @@ def test_a_follower_stops_at_its_deadline_while_the_job_goes_on(jobs):
 
 
 def test_a_follower_of_an_ended_job_whose_stream_is_gone_ends(jobs, stack):
-    from mmq.tasks.records.layout import events_key
-
     jobs.create(new_record("j5"))
     jobs.finish("j5", JobStatus.CANCELLED)
-    stack.redis_client().delete(events_key("j5"))  # trimmed or expired: the end event is not there
+    # As a job that ended before records kept their end event: the end event is nowhere.
+    stack.redis_client().hdel(record_key("j5"), "end_event")
     assert [event for _, event in jobs.follow("j5")] == [{"type": "job", "status": "queued"}]

@@ -72,18 +72,22 @@ def test_the_async_store_follows_a_job_to_its_end(jobs, stack):
     jobs.create(record)
     jobs.mark_running(record.id, time.time())
     jobs.save_step(record.id, "text2image", StepState(status=JobStatus.RUNNING, progress=(1, 2)))
-    jobs.finish(record.id, JobStatus.SUCCEEDED, outputs={})
 
     async def use(store):
-        return await store.status(record.id), [item async for item in store.follow(record.id, idle_ms=50)]
+        followed = []
+        async for item in store.follow(record.id, idle_ms=50):
+            followed.append(item)
+            if len(followed) == 3:  # caught up with the running job: now it ends
+                jobs.finish(record.id, JobStatus.SUCCEEDED, outputs={})
+        return await store.status(record.id), followed
 
     status, followed = run_async(stack, use)
     assert status is JobStatus.SUCCEEDED
     assert [(e["type"], e["status"]) for _, e in followed] == [
         ("job", "queued"), ("job", "running"), ("step", "running"), ("job", "succeeded")]
-    # Resuming after an event gives what came after it, as the sync store does.
+    # Resuming after the job ended: its stream is gone, its end event is still served, by both stores.
     resumed = run_async(stack, lambda store: _collect(store.follow(record.id, after=followed[1][0])))
-    assert resumed == followed[2:] == list(jobs.follow(record.id, after=followed[1][0]))
+    assert resumed == followed[3:] == list(jobs.follow(record.id, after=followed[1][0]))
 
 
 def test_a_quiet_job_is_followed_with_idle_marks(jobs, stack):

@@ -147,7 +147,8 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
                                      batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}")
     else:
         executor = Executor(models)
-    runner = StepRunner(executor, jobs=JobStore(redis, ttl_s=settings.record_ttl_s), stats=redis,
+    jobs = JobStore(redis, ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)
+    runner = StepRunner(executor, jobs=jobs, stats=redis,
                         store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
     heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),
                              "loading_model": models.loading},
@@ -190,11 +191,12 @@ def _register(app: Celery, task: TaskSpec, state: _ProcessState) -> None:
     # logged in one line without a traceback.
     @app.task(name=task.celery_name, bind=True, acks_late=True, reject_on_worker_lost=True,
               throws=(InvalidInput, OutOfMemory, ContentFiltered))
-    def run_step(self: Task, context: Any, *, job_id: str, step: str, bind: dict[str, Any],
+    def run_step(self: Task, context: Any = None, *, job_id: str, step: str, bind: dict[str, Any] | None = None,
                  each: dict[str, str] | None = None, final: bool = False, item: int | None = None,
                  count: int | None = None) -> dict[str, Any] | None:
+        # (`bind` and `each` come only in messages queued before they were left to the record.)
         runner = _runner(state)
-        message = StepMessage(job_id=job_id, step=step, bind=bind, each=each or {}, context=context,
+        message = StepMessage(job_id=job_id, step=step, bind=bind, each=each, context=context,
                               retries=self.request.retries, final=final, item=item, count=count)
         with _failures_recorded(self, runner, message, task):
             result = runner.run(task, message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -47,13 +47,21 @@ class StepMessage:
 
     job_id: str
     step: str
-    bind: Mapping[str, Any]
-    each: Mapping[str, str]
-    context: Any  # a context, or the list of contexts a chord delivers
+    bind: Mapping[str, Any] | None  # None: the record's (see `wired`)
+    each: Mapping[str, str] | None
+    context: Any  # a context, or the list of contexts a chord delivers; None for a first step
     retries: int  # Celery retries of this message so far (not crashes)
     final: bool = False  # this step ends the job
     item: int | None = None  # which item of a fan-out step this message runs
     count: int | None = None
+
+    def wired(self, record: JobRecord) -> StepMessage:
+        """The message completed from the record, as slim messages leave it to: the step's wiring
+        and, for a first step (no context), the job's inputs as its context."""
+        spec = record.step(self.step)
+        return replace(self, bind=spec.bind if self.bind is None else self.bind,
+                       each=spec.each if self.each is None else self.each,
+                       context={"input": record.inputs} if self.context is None else self.context)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class StepRunner:
         if record.status.terminal:
             log.info("job %s is %s: step %s not started", record.id, record.status.value, message.step)
             return None
+        message = message.wired(record)
         context = merge(message.context)
         self._close_fan_outs(record, context)
         if message.each and message.item is None:

@@ -10,10 +10,10 @@ from .aio import AsyncJobStore
 from .model import Event, JobPage, JobRecord, JobStatus, StepSpec, StepState, WebhookTarget, ends_job
 from .outbox import OutboxEntry, WebhookOutbox
 from .store import JobStore
-from .submission import describe_target, new_record, request_fingerprint
+from .submission import describe_target, new_record, new_records, request_fingerprint
 
 __all__ = [
     "AsyncJobStore", "Event", "JobPage", "JobRecord", "JobStatus", "JobStore", "OutboxEntry", "StepSpec",
-    "StepState", "WebhookOutbox", "WebhookTarget", "describe_target", "ends_job", "new_record",
+    "StepState", "WebhookOutbox", "WebhookTarget", "describe_target", "ends_job", "new_record", "new_records",
     "request_fingerprint",
 ]

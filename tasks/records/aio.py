@@ -29,7 +29,7 @@ class AsyncJobStore:
     @classmethod
     def from_settings(cls, settings: Any) -> AsyncJobStore:
         """A store on a client of its own, closed by `aclose`."""
-        return cls(settings.redis.async_client(), ttl_s=settings.record_ttl_s)
+        return cls(settings.redis.async_client(), ttl_s=settings.finished_ttl_s)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -47,9 +47,16 @@ class AsyncJobStore:
         if after == "0":
             return [layout.QUEUED_EVENT]
         with redis_errors(self._redis):
-            reply = await self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
-                                            count=layout.EVENTS_PER_READ)
-        return layout.decode_events(reply)
+            # A finished job's stream is gone: its end event is in the record (checked again after
+            # a read that brought nothing, since the job may have ended meanwhile).
+            ended = await self._redis.hget(layout.record_key(job_id), "end_event")
+            if ended is None:
+                reply = await self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
+                                                count=layout.EVENTS_PER_READ)
+                if reply:
+                    return layout.decode_events(reply)
+                ended = await self._redis.hget(layout.record_key(job_id), "end_event")
+        return layout.end_event_after(ended, after)
 
     async def follow(self, job_id: str, *, after: str = "0", idle_ms: int = 5000) -> AsyncIterator[Event | None]:
         """The job's events after `after` as they come, until it ends; None after each `idle_ms`

@@ -1,9 +1,10 @@
 """Following a job's events until it ends: the decisions, shared by the sync and asyncio readers.
 
 A reader starts with the queued event (not kept in the stream), reads the stream in blocking
-reads, and stops at the job's end event; a read that brings nothing makes it ask the job's status,
-since a job that ended with its end event no longer readable (the stream trimmed, or expired) would
-otherwise be followed forever. `JobStore.follow` and `AsyncJobStore.follow` only do the reads.
+reads, and stops at the job's end event, which the reads take from the record once the job has
+ended (its stream is deleted then); a read that brings nothing makes it ask the job's status, since
+a job that ended with its end event nowhere (it ended before records kept it) would otherwise be
+followed forever. `JobStore.follow` and `AsyncJobStore.follow` only do the reads.
 """
 
 from __future__ import annotations

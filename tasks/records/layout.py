@@ -12,8 +12,11 @@ uses this module: every other one goes through `JobStore` or `AsyncJobStore`.
   item:<name>:<i>, attempts:<name>:<i>  the same for item i of a fan-out step
   items_done:<name>  fan-out items finished so far
   webhook_events  the event names the job's webhook wants (matched in Redis as events are written)
+  end_event    "<stream id> <event JSON>": the job's last event, kept once it ended
 
-and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring);
+and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring), deleted
+when the job ends (a stream costs over 4 KB: a finished job keeps only its end event, in the record);
+a finished job's keys expire after the finished TTL instead;
 `mmq:job:<id>:deliveries`, a list of the webhook's delivery attempts; `mmq:jobs:all` and
 `mmq:jobs:owner:<tenant>`, sorted sets of job ids by creation time (the job lists, pruned as
 records expire); `mmq:idempotency:<owner>:<key>`, the job an idempotency key named; and the
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from .model import Event, JobRecord, JobStatus, StepSpec, StepState, WebhookTarget
+from .model import Event, JobRecord, JobStatus, StepState, WebhookTarget, step_from_spec
 
 _RECORD_PREFIX = "mmq:job:"
 _EVENTS_SUFFIX = ":events"
@@ -83,9 +86,10 @@ local function to_outbox(event, name, job_id)
   end
 end
 local function emit(ttl, event, maxlen, name, job_id)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event', event)
   redis.call('EXPIRE', KEYS[2], ttl)
   to_outbox(event, name, job_id)
+  return id
 end
 """ % OUTBOX_MAX
 
@@ -98,6 +102,21 @@ if status == 'succeeded' or status == 'failed' or status == 'cancelled' then ret
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[2] ~= '' then emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
+return 1
+"""
+
+# The job's end: GUARDED_HSET with its (required) end event, which is also kept in the record as
+# `end_event` ("<stream id> <event>"), and the record's expiry set to the finished one (ARGV[1]).
+# The caller deletes the stream after this script, not in it: a reader blocked on the stream is
+# served the end event only if the stream still exists when the script returns.
+FINISH = _EMIT + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local id = emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[1], 'end_event', id .. ' ' .. ARGV[2])
 return 1
 """
 
@@ -148,11 +167,25 @@ def decode_events(reply: Any) -> list[Event]:
     return [(eid.decode(), json.loads(data[b"event"])) for eid, data in entries]
 
 
+def end_event_after(raw: bytes | None, after: str) -> list[Event]:
+    """The end event kept in a finished record (`end_event`), if it comes after the stream id
+    `after`: what a reader is served once the job's stream is gone."""
+    if raw is None:
+        return []
+    event_id, _, event = raw.decode().partition(" ")
+    return [(event_id, json.loads(event))] if _stream_order(event_id) > _stream_order(after) else []
+
+
+def _stream_order(event_id: str) -> tuple[int, int]:
+    millis, _, sequence = event_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
 def record_from_hash(raw: Mapping[bytes, bytes], deliveries: list[bytes]) -> JobRecord:
     """A record from its hash (as HGETALL gives it) and its webhook deliveries (LRANGE)."""
     fields = {k.decode(): v.decode() for k, v in raw.items()}
     spec = json.loads(fields["spec"])
-    steps = [StepSpec(**s) for s in spec["steps"]]
+    steps = [step_from_spec(spec["id"], index, s) for index, s in enumerate(spec["steps"])]
     states = {s.name: StepState.from_json(fields[f"step:{s.name}"]) for s in steps if f"step:{s.name}" in fields}
     for s in steps:
         if f"attempts:{s.name}" in fields:

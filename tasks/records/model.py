@@ -94,12 +94,14 @@ class JobRecord:
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # webhook attempts, oldest first
 
     def spec_json(self) -> str:
-        """What was asked, as the record's `spec` field keeps it."""
-        return json.dumps({
-            "id": self.id, "name": self.name, "inputs": self.inputs,
-            "steps": [asdict(s) for s in self.steps], "output_map": self.output_map,
-            "created_at": self.created_at, "owner": self.owner, "webhook": self.webhook,
-        })
+        """What was asked, as the record's `spec` field keeps it: compact, and without what a
+        reader takes as the default (`step_from_spec`; no owner, no webhook), since Redis holds
+        one per queued and finished job."""
+        steps = [_step_spec(self.id, index, step) for index, step in enumerate(self.steps)]
+        spec = {"id": self.id, "name": self.name, "inputs": self.inputs, "steps": steps,
+                "output_map": self.output_map, "created_at": self.created_at}
+        spec.update({k: v for k, v in (("owner", self.owner), ("webhook", self.webhook)) if v is not None})
+        return json.dumps(spec, separators=(",", ":"))
 
     def step(self, name: str) -> StepSpec:
         return next(s for s in self.steps if s.name == name)
@@ -169,3 +171,25 @@ class WebhookTarget:
     job_name: str
     url: str | None
     owner: str | None  # the tenant whose secret signs it; None: the cluster's MMQ_WEBHOOK_SECRET
+
+
+def _step_spec(job_id: str, index: int, step: StepSpec) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": step.name, "task": step.task}
+    defaults = _step_defaults(job_id, index, step.task)
+    spec.update({k: v for k, v in (("queue", step.queue), ("celery_id", step.celery_id), ("bind", step.bind),
+                                   ("each", step.each), ("level", step.level)) if v != defaults.get(k)})
+    return spec
+
+
+def step_from_spec(job_id: str, index: int, spec: Mapping[str, Any]) -> StepSpec:
+    """Step `index` of a record's `spec`, with the defaults its stored form leaves out."""
+    return StepSpec(**{**_step_defaults(job_id, index, spec["task"]), **spec})
+
+
+def _step_defaults(job_id: str, index: int, task: str) -> dict[str, Any]:
+    from ..catalogue import TASKS  # (the catalogue's pipelines check their tasks: no import cycle at load)
+
+    spec = TASKS.get(task)
+    return {"queue": spec.specialisation if spec else None, "celery_id": f"{job_id}-{index}",
+            # A task submitted alone takes each input from the job's input of that name.
+            "bind": {name: f"input.{name}" for name in spec.inputs} if spec else {}, "each": {}, "level": 0}

@@ -36,16 +36,19 @@ def not_found(job_id: str) -> JobNotFound:
 class JobStore:
     """Reads and writes job records in Redis."""
 
-    def __init__(self, redis: Any, *, ttl_s: int) -> None:
+    def __init__(self, redis: Any, *, ttl_s: int, finished_ttl_s: int | None = None) -> None:
         self._redis = redis
         self.ttl_s = ttl_s
+        # How long a finished job's record stays readable (its end sets it); ttl_s until then.
+        self.finished_ttl_s = ttl_s if finished_ttl_s is None else finished_ttl_s
         self._guarded_hset = redis.register_script(layout.GUARDED_HSET)
+        self._finish = redis.register_script(layout.FINISH)
         self._create = redis.register_script(layout.CREATE)
         self._barrier = ReplicaBarrier(redis)
 
     @classmethod
     def from_settings(cls, settings: Any) -> JobStore:
-        return cls(settings.redis.sync_client(), ttl_s=settings.record_ttl_s)
+        return cls(settings.redis.sync_client(), ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)
 
     def ping(self) -> bool:
         with redis_errors(self._redis):
@@ -151,9 +154,16 @@ class JobStore:
         if after == "0":
             return [layout.QUEUED_EVENT]
         with redis_errors(self._redis):
-            reply = self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
-                                      count=layout.EVENTS_PER_READ)
-        return layout.decode_events(reply)
+            # A finished job's stream is gone: its end event is in the record (checked again after
+            # a read that brought nothing, since the job may have ended meanwhile).
+            ended = self._redis.hget(layout.record_key(job_id), "end_event")
+            if ended is None:
+                reply = self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
+                                          count=layout.EVENTS_PER_READ)
+                if reply:
+                    return layout.decode_events(reply)
+                ended = self._redis.hget(layout.record_key(job_id), "end_event")
+        return layout.end_event_after(ended, after)
 
     def follow(self, job_id: str, *, after: str = "0", deadline: float | None = None) -> Iterator[Event]:
         """The job's events after `after` as they come, until it ends or the monotonic `deadline`
@@ -190,14 +200,35 @@ class JobStore:
 
     def finish(self, job_id: str, status: JobStatus, *, outputs: Mapping[str, Any] | None = None,
                error: Mapping[str, str] | None = None) -> bool:
-        """Move the job to a terminal status, once: the first writer wins."""
+        """Move the job to a terminal status, once: the first writer wins. Its record then expires
+        after `finished_ttl_s`, and its event stream is deleted (the end event stays in the record)."""
         fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
         event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
-        finished = self._set(job_id, layout.encode_fields({k: v for k, v in fields.items() if v is not None}),
-                             event, durable=True)
+        finished = self._end(job_id, layout.encode_fields({k: v for k, v in fields.items() if v is not None}),
+                             event)
         if finished:
             self._count(status.value)
         return finished
+
+    def finish_many(self, job_ids: list[str], status: JobStatus, *, error: Mapping[str, str]) -> None:
+        """End many jobs the same way in one round trip: a bulk submission that could not be queued."""
+        fields = layout.encode_fields({"status": status, "finished_at": time.time(), "error": error})
+        event = {"type": "job", "status": status.value, "error": error}
+        with redis_errors(self._redis):
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                self._finish(keys=layout.event_keys(job_id), args=self._ending_args(job_id, fields, event),
+                             client=pipe)
+                pipe.unlink(layout.events_key(job_id))
+            pipe.execute()
+        with contextlib.suppress(Exception):  # counters are best effort
+            pipe = self._redis.pipeline()
+            pipe.hincrby(JOBS_STATS_KEY, status.value, len(job_ids))
+            pipe.execute()
+
+    def _ending_args(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any]) -> list[Any]:
+        return [self.finished_ttl_s, json.dumps(event), layout.EVENTS_MAX, event_name(event), job_id,
+                *(x for pair in fields.items() for x in pair)]
 
     def _count(self, outcome: str) -> None:
         """Jobs by outcome, for metrics: best effort, after the fact that it counts."""
@@ -234,6 +265,23 @@ class JobStore:
                 written, acknowledged, _info = pipe.execute()
                 if int(acknowledged) < 1 and self._barrier.promotable(fresh=True):  # written all the same
                     log.warning("job %s: no Redis replica confirmed its end; a failover now could lose it", job_id)
+        if written == -1:
+            raise not_found(job_id)
+        return written == 1
+
+    def _end(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any]) -> bool:
+        """The job's end (FINISH), then its stream deleted, in one round trip; waits until a
+        replica has it when a failover could otherwise lose it (see ReplicaBarrier)."""
+        with redis_errors(self._redis):
+            pipe = self._redis.pipeline(transaction=False)
+            self._finish(keys=layout.event_keys(job_id), args=self._ending_args(job_id, fields, event), client=pipe)
+            pipe.unlink(layout.events_key(job_id))  # after the script: blocked readers get the end event first
+            waits = self._barrier.promotable()
+            if waits:
+                self._barrier.add_wait(pipe)
+            written, _unlinked, *acknowledged = pipe.execute()
+            if waits and int(acknowledged[0]) < 1 and self._barrier.promotable(fresh=True):  # written all the same
+                log.warning("job %s: no Redis replica confirmed its end; a failover now could lose it", job_id)
         if written == -1:
             raise not_found(job_id)
         return written == 1

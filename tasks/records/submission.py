@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..artifact_walk import map_artifacts
@@ -28,15 +28,32 @@ def new_record(pipeline: Pipeline, inputs: Mapping[str, Any], *, owner: str | No
                webhook: WebhookSpec | None = None) -> JobRecord:
     """A queued record for `pipeline` with `inputs` (checked here: `InvalidInput` naming the
     first problem; files already uploaded, as artifact references), under a new job id."""
+    return _record(pipeline, _step_plan(pipeline), inputs, owner=owner, webhook=webhook)
+
+
+def new_records(pipeline: Pipeline, inputs: Iterable[Mapping[str, Any]], *,
+                owner: str | None = None) -> list[JobRecord]:
+    """`new_record` for each inputs mapping of a bulk submission, the pipeline's steps laid out once."""
+    plan = _step_plan(pipeline)
+    return [_record(pipeline, plan, job_inputs, owner=owner) for job_inputs in inputs]
+
+
+def _step_plan(pipeline: Pipeline) -> list[tuple[str, str, str, dict[str, Any], dict[str, str], int]]:
+    """Each step's name, task, queue, wiring and level, in order: the same for every job."""
+    levels = pipeline.levels()
+    return [(s.name, s.task, TASKS[s.task].specialisation, s.bind_json(), dict(s.each), levels[s.name])
+            for s in pipeline.ordered()]
+
+
+def _record(pipeline: Pipeline, plan: list[tuple[str, str, str, dict[str, Any], dict[str, str], int]],
+            inputs: Mapping[str, Any], *, owner: str | None, webhook: WebhookSpec | None = None) -> JobRecord:
     checked = pipeline.check_inputs(inputs, where=describe_target(pipeline))
     job_id = uuid.uuid4().hex
-    levels = pipeline.levels()
     return JobRecord(
         id=job_id, name=pipeline.name,
         inputs={k: _jsonable(v) for k, v in checked.items()},
-        steps=[StepSpec(name=s.name, task=s.task, queue=TASKS[s.task].specialisation, celery_id=f"{job_id}-{i}",
-                        bind=s.bind_json(), each=dict(s.each), level=levels[s.name])
-               for i, s in enumerate(pipeline.ordered())],
+        steps=[StepSpec(name=name, task=task, queue=queue, celery_id=f"{job_id}-{i}", bind=bind, each=each, level=level)
+               for i, (name, task, queue, bind, each, level) in enumerate(plan)],
         output_map=dict(pipeline.outputs), created_at=time.time(), owner=owner,
         webhook=webhook.to_dict() if webhook else None,
     )

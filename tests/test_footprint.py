@@ -1,0 +1,67 @@
+"""What Redis keeps of a job: once it has finished, its record alone (its end event in it), for
+MMQ_FINISHED_TTL_S, and nothing of Celery's; and a bulk submission whose publish fails part-way
+leaves no job queued without its message. Real Redis, S3 and caption worker (tiny model)."""
+
+import pytest
+from celery.signals import before_task_publish
+
+from mmq.clients import direct
+from mmq.clients.direct import DirectTransport
+from mmq.tasks import JobStatus
+from mmq.tasks.errors import BrokerUnavailable
+from mmq.tasks.records.layout import events_key, record_key
+
+from .outcomes import succeeded
+
+FINISHED_TTL_S = 300
+FINISHED_JOB_MAX_BYTES = 3 * 1024  # docs/scaling.md, "How big"
+
+
+def test_a_finished_job_keeps_its_record_alone_for_the_finished_retention(make_stack, start_worker, sample_image):
+    stack = make_stack(MMQ_FINISHED_TTL_S=str(FINISHED_TTL_S))
+    start_worker(stack, "caption")
+    redis = stack.redis_client()
+    with stack.client() as client:
+        job = client.submit("caption", image=sample_image, max_new_tokens=3)
+        succeeded(job)
+        # Resuming after the end still tells how the job ended, from the record.
+        assert [event for _, event in client.transport.events(job.id, after="0-2")][-1]["status"] == "succeeded"
+    assert set(redis.scan_iter(match=f"*{job.id}*")) == {record_key(job.id).encode()}
+    assert not redis.exists(events_key(job.id))
+    assert list(redis.scan_iter(match="celery-task-meta-*")) == []  # no result kept: nobody reads one
+    assert 0 < redis.ttl(record_key(job.id)) <= FINISHED_TTL_S
+    assert redis.memory_usage(record_key(job.id)) <= FINISHED_JOB_MAX_BYTES
+
+
+def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(make_stack, monkeypatch):
+    """Some messages of the chunk reach Redis before the broker refuses the rest: their jobs fail
+    too, since no one knows which did (a worker that receives one finds its job ended)."""
+    monkeypatch.setattr(direct, "_BATCH_MAX", 10)  # a pipeline sent every 10 messages, as in big chunks
+    stack = make_stack()  # a Redis of its own, with no worker to take the messages
+    redis = stack.redis_client()
+    before: set[str] = set()
+    published, delivered_first = [], []
+
+    def queue_breaks_at_the_15th(**_):
+        """A real Redis error for the second pipeline: the queue's key is no longer a list."""
+        published.append(1)
+        if len(published) == 15:
+            delivered_first.append(redis.llen("caption"))
+            redis.delete("caption")
+            redis.set("caption", "not a queue")
+
+    before_task_publish.connect(queue_breaks_at_the_15th, weak=False)
+    transport = DirectTransport(stack.settings, pipelines={})
+    image = {"uri": "s3://mmq-test/blobs/x.png", "media_type": "image/png", "sha256": "a" * 64, "size": 1}
+    try:
+        with pytest.raises(BrokerUnavailable, match="could not queue 40 jobs"):
+            transport.submit_many("caption", [{"image": image}] * 40)
+    finally:
+        before_task_publish.disconnect(queue_breaks_at_the_15th)
+        transport.close()
+        redis.delete("caption")
+    assert delivered_first == [10]  # the first pipeline went out before the failure
+    records = [transport.jobs.get(member.decode()) for member in redis.zrange("mmq:jobs:all", 0, -1)
+               if member.decode() not in before]
+    assert len(records) == 40 and all(r.status is JobStatus.FAILED for r in records)
+    assert all(r.error["step"] == "submit" and r.error["type"] == "BatchPublishError" for r in records)
