@@ -76,6 +76,11 @@ def test_a_reader_who_comes_after_the_end_gets_the_end_event(jobs, stack):
     # ... and a reader resuming from where it was, or from the start, still learns how the job ended.
     assert [event for _, event in jobs.follow("j6", after=running_id)] == [{"type": "job", "status": "succeeded"}]
     assert [event["status"] for _, event in jobs.follow("j6")] == ["queued", "succeeded"]
+    # ... even one whose cursor is at or past the end event: a stream that closed with no event would
+    # make a browser's EventSource reconnect forever; the end event tells it the job is over.
+    [(end_id, _end)] = list(jobs.follow("j6", after=running_id))
+    for cursor in (end_id, "99999999999999-0"):
+        assert [event for _, event in jobs.follow("j6", after=cursor)] == [{"type": "job", "status": "succeeded"}]
 
 
 def test_a_follower_stops_at_its_deadline_while_the_job_goes_on(jobs):

@@ -56,7 +56,7 @@ class AsyncJobStore:
                 if reply:
                     return layout.decode_events(reply)
                 ended = await self._redis.hget(layout.record_key(job_id), "end_event")
-        return layout.end_event_after(ended, after)
+        return layout.kept_end_event(ended)
 
     async def follow(self, job_id: str, *, after: str = "0", idle_ms: int = 5000) -> AsyncIterator[Event | None]:
         """The job's events after `after` as they come, until it ends; None after each `idle_ms`

@@ -167,18 +167,15 @@ def decode_events(reply: Any) -> list[Event]:
     return [(eid.decode(), json.loads(data[b"event"])) for eid, data in entries]
 
 
-def end_event_after(raw: bytes | None, after: str) -> list[Event]:
-    """The end event kept in a finished record (`end_event`), if it comes after the stream id
-    `after`: what a reader is served once the job's stream is gone."""
+def kept_end_event(raw: bytes | None) -> list[Event]:
+    """The end event kept in a finished record (`end_event`): what a reader is served once the job's
+    stream is gone, wherever its cursor stands, even at or past that event. A stream that
+    closed with no event would make an EventSource reconnect forever; ending it with the end event
+    tells the reader the job is over."""
     if raw is None:
         return []
     event_id, _, event = raw.decode().partition(" ")
-    return [(event_id, json.loads(event))] if _stream_order(event_id) > _stream_order(after) else []
-
-
-def _stream_order(event_id: str) -> tuple[int, int]:
-    millis, _, sequence = event_id.partition("-")
-    return int(millis), int(sequence or 0)
+    return [(event_id, json.loads(event))]
 
 
 def record_from_hash(raw: Mapping[bytes, bytes], deliveries: list[bytes]) -> JobRecord:

@@ -163,7 +163,7 @@ class JobStore:
                 if reply:
                     return layout.decode_events(reply)
                 ended = self._redis.hget(layout.record_key(job_id), "end_event")
-        return layout.end_event_after(ended, after)
+        return layout.kept_end_event(ended)
 
     def follow(self, job_id: str, *, after: str = "0", deadline: float | None = None) -> Iterator[Event]:
         """The job's events after `after` as they come, until it ends or the monotonic `deadline`
