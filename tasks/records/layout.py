@@ -95,12 +95,15 @@ end
 
 # Set fields only while the job is not in a terminal status, and emit the event (ARGV[2], if any)
 # in the same step; returns 1 when written.
-GUARDED_HSET = _EMIT + """
+# The guard both share: no record (-1) or an ended job (0) returns before anything is written.
+_WRITE_UNLESS_ENDED = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
+GUARDED_HSET = _EMIT + _WRITE_UNLESS_ENDED + """
 if ARGV[2] ~= '' then emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
 return 1
 """
@@ -109,12 +112,7 @@ return 1
 # `end_event` ("<stream id> <event>"), and the record's expiry set to the finished one (ARGV[1]).
 # The caller deletes the stream after this script, not in it: a reader blocked on the stream is
 # served the end event only if the stream still exists when the script returns.
-FINISH = _EMIT + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+FINISH = _EMIT + _WRITE_UNLESS_ENDED + """
 local id = emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[1], 'end_event', id .. ' ' .. ARGV[2])
 return 1
