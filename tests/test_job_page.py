@@ -8,6 +8,7 @@ skips: without Chromium the test fails and says which Debian packages to install
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -33,7 +35,10 @@ def browser() -> Iterator[webdriver.Chrome]:
                     f"(found chromium={chromium}, chromedriver={chromedriver})")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    # WebGL (the 3D viewer) with no GPU: Chromium's software renderer, SwiftShader through ANGLE, which
+    # newer Chromium no longer falls back to on its own.
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
     try:
@@ -106,7 +111,7 @@ def test_job_page_follows_a_remix_to_its_image(gateway: Any, sample_image: Path,
 
 
 # One job whose outputs are a 3D mesh with its preview image, speech and a video: the page must show
-# the preview, play the sound and the video from S3, and offer the mesh for download.
+# the preview, play the sound and the video from S3, and draw the mesh in its 3D viewer.
 MEDIA_SPEC = {
     "name": "media-page",
     "inputs": {"prompt": {"kind": "text"}, "steps": {"kind": "integer", "default": 2},
@@ -130,7 +135,7 @@ def media_ready(driver: webdriver.Chrome, selector: str, script: str) -> Any:
     return found and driver.execute_script(script, found[0])
 
 
-def test_job_page_shows_a_preview_plays_sound_and_video_and_links_the_mesh(gateway: Any, serve: Any,
+def test_job_page_shows_a_preview_plays_sound_and_video_and_turns_the_mesh(gateway: Any, serve: Any,
                                                                             browser: webdriver.Chrome) -> None:
     for name in ("text2mesh", "speak", "media"):
         serve(name)
@@ -163,10 +168,37 @@ def test_job_page_shows_a_preview_plays_sound_and_video_and_links_the_mesh(gatew
         message="the video player never read the MP4 (H.264)")
     assert video_width == 32
     link = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="mesh"] a.download')
-    assert "model/ply" in link.text and link.get_attribute("href").startswith(
-        gateway.stack.env["MMQ_S3_ENDPOINT_URL"] + "/")
-    screenshot = artifacts_dir() / "job-page-media.png"
-    assert browser.save_screenshot(str(screenshot))
+    s3 = gateway.stack.env["MMQ_S3_ENDPOINT_URL"]
+    assert "model/ply" in link.find_element(By.XPATH, "..").text and link.get_attribute("href").startswith(s3 + "/")
+
+    # and the mesh is drawn in the 3D viewer: its canvas differs from the clear colour over a real area
+    viewer = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="mesh"] .mesh-viewer')
+    state = WebDriverWait(browser, 60).until(lambda d: viewer.get_attribute("data-viewer") in ("rendered", "failed")
+                                             and viewer.get_attribute("data-viewer"),
+                                             message="the 3D viewer never reported a frame")
+    assert state == "rendered", viewer.text
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)  # a screenshot shows the viewport only
+    shot = Image.open(io.BytesIO(viewer.find_element(By.TAG_NAME, "canvas").screenshot_as_png)).convert("RGB")
+    (artifacts_dir() / "job-page-mesh.png").write_bytes(viewer.screenshot_as_png)
+    assert browser.save_screenshot(str(artifacts_dir() / "job-page-media.png"))
+    drawn = mesh_pixels(shot)
+    assert drawn["share"] > 0.05 and drawn["colours"] > 16, drawn
+
+    # and everything the page fetched came from the gateway (three.js included) or from S3
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert f"{gateway.url}/static/three/three.module.js" in fetched, fetched
+    assert [url for url in fetched if not url.startswith((gateway.url + "/", s3 + "/"))] == []
+
+
+VIEWER_BACKGROUND = (0xF3, 0xF4, 0xF6)  # BACKGROUND in clients/gateway/static/mesh-viewer.js
+
+
+def mesh_pixels(shot: Image.Image) -> dict[str, float]:
+    """How much of a viewer screenshot is not the clear colour, and in how many distinct colours (a lit,
+    shaded mesh has many; a flat fill or an error box has few)."""
+    pixels = list(shot.get_flattened_data())
+    drawn = [p for p in pixels if max(abs(a - b) for a, b in zip(p, VIEWER_BACKGROUND)) > 24]
+    return {"share": len(drawn) / len(pixels), "colours": len(set(drawn))}
 
 
 def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path) -> None:
