@@ -9,8 +9,10 @@ skips: without Chromium the test fails and says which Debian packages to install
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,3 +229,77 @@ def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path)
         from mmq.clients.servers import stop
 
         stop(gateway.process.pid, timeout_s=20)
+
+
+def tiny_glb() -> bytes:
+    """A glTF binary of an octahedron, a colour per vertex: three's GLTFLoader, not PLYLoader, draws it."""
+    corners = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    colours = [(0.9, 0.1, 0.1), (0.1, 0.7, 0.2), (0.1, 0.2, 0.9), (0.9, 0.8, 0.1), (0.8, 0.2, 0.8), (0.1, 0.8, 0.8)]
+    faces = [(0, 2, 4), (2, 1, 4), (1, 3, 4), (3, 0, 4), (2, 0, 5), (1, 2, 5), (3, 1, 5), (0, 3, 5)]
+    positions = b"".join(struct.pack("<3f", *p) for p in corners)
+    rgb = b"".join(struct.pack("<3f", *c) for c in colours)
+    indices = b"".join(struct.pack("<3H", *f) for f in faces)
+    binary = positions + rgb + indices + b"\0" * (-len(indices) % 4)
+    views = [(0, len(positions)), (len(positions), len(rgb)), (len(positions) + len(rgb), len(indices))]
+    document = {
+        "asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "indices": 2}]}],
+        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": offset, "byteLength": length} for offset, length in views],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 6, "type": "VEC3", "min": [-1, -1, -1], "max": [1, 1, 1]},
+            {"bufferView": 1, "componentType": 5126, "count": 6, "type": "VEC3"},
+            {"bufferView": 2, "componentType": 5123, "count": 24, "type": "SCALAR"},
+        ],
+    }
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<I4s", len(text), b"JSON") + text + struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
+
+
+# A binary PLY cut short: its header promises 1000 vertices, its body holds a few bytes.
+BROKEN_PLY = (b"ply\nformat binary_little_endian 1.0\nelement vertex 1000\nproperty float x\nproperty float y\n"
+              b"property float z\nelement face 1000\nproperty list uchar int vertex_index\nend_header\n\0\0\x80?")
+
+
+def test_job_page_draws_a_gltf_mesh_and_says_why_a_broken_mesh_cannot_be_shown(make_stack, browser, tmp_path) -> None:
+    from mmq.clients.direct import DirectTransport
+    from mmq.clients.servers import stop
+    from mmq.tasks.records import JobStatus
+    from tests.conftest import launch_gateway
+
+    # given a finished job (on a stack of its own, with no worker) whose outputs are a glTF binary
+    # mesh and a broken PLY, made deterministic by writing them as its outputs
+    stack = make_stack()
+    direct = DirectTransport(stack.settings)
+    gateway = launch_gateway(stack, tmp_path)
+    try:
+        key = gateway.new_key("mesh-tenant")
+        job_id = direct.submit("caption", {"image": (ROOT / "samples" / "house.png").read_bytes()}, owner="mesh-tenant")
+        outputs = {"solid": direct.store.put_bytes(tiny_glb(), "model/gltf-binary").to_dict(),
+                   "broken": direct.store.put_bytes(BROKEN_PLY, "model/ply").to_dict()}
+        assert direct.jobs.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs)
+        page = httpx.get(f"{gateway.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+
+        # when its page is opened
+        browser.get(gateway.url + page["links"]["page"])
+        viewers = {name: browser.find_element(By.CSS_SELECTOR, f'#outputs [data-output="{name}"] .mesh-viewer')
+                   for name in outputs}
+        states = WebDriverWait(browser, 30).until(
+            lambda d: all(v.get_attribute("data-viewer") in ("rendered", "failed") for v in viewers.values())
+            and {name: v.get_attribute("data-viewer") for name, v in viewers.items()},
+            message="the 3D viewers never finished")
+    finally:
+        direct.close()
+        stop(gateway.process.pid, timeout_s=20)
+
+    # then the glTF mesh is drawn in its colours, and the broken one says why it is not, in words
+    assert states == {"solid": "rendered", "broken": "failed"}, states
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewers["solid"])
+    shot = Image.open(io.BytesIO(viewers["solid"].find_element(By.TAG_NAME, "canvas").screenshot_as_png))
+    drawn = mesh_pixels(shot.convert("RGB"))
+    assert drawn["share"] > 0.05 and drawn["colours"] > 16, drawn
+    message = viewers["broken"].text
+    assert message.startswith("Cannot show the 3D mesh here (") and "download link below still works" in message, message
+    assert browser.save_screenshot(str(artifacts_dir() / "job-page-meshes.png"))

@@ -28,7 +28,7 @@ export async function showMesh(box, url, mediaType) {
     if (view) view.dispose();
     box.dataset.viewer = "failed";
     say(box, "Cannot show the 3D mesh here (" + (error && error.message || error) +
-        "); the preview image and the download link still work.");
+        "). The download link below still works.");
   }
 }
 
@@ -83,7 +83,7 @@ function createView(box) {
 
 /* The camera at a distance that fits the object's bounding sphere in view, looking at its centre. */
 function frame(view, object) {
-  const sphere = new THREE.Box3().setFromObject(object).getBoundingSphere(new THREE.Sphere());
+  const sphere = bounds(object);
   if (!isFinite(sphere.radius) || sphere.radius <= 0) throw new Error("the mesh has no extent");
   const { camera, controls } = view;
   const fov = THREE.MathUtils.degToRad(camera.fov) / 2;
@@ -96,6 +96,20 @@ function frame(view, object) {
   controls.minDistance = sphere.radius * 0.2;
   controls.maxDistance = distance * 10;
   controls.update();
+}
+
+/* The union of the meshes' own bounding spheres, in world space: tighter than the sphere round the
+   bounding box (a sphere in a box fills about half the view that the box's sphere would give it). */
+function bounds(object) {
+  object.updateMatrixWorld(true);
+  const all = new THREE.Sphere();
+  all.makeEmpty();
+  object.traverse(node => {
+    if (!node.isMesh) return;
+    if (!node.geometry.boundingSphere) node.geometry.computeBoundingSphere();
+    all.union(node.geometry.boundingSphere.clone().applyMatrix4(node.matrixWorld));
+  });
+  return all;
 }
 
 function say(box, message) {
