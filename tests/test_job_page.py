@@ -231,6 +231,13 @@ def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path)
         stop(gateway.process.pid, timeout_s=20)
 
 
+def viewer_states(driver: webdriver.Chrome, names: Any) -> dict[str, str] | None:
+    """Each named output's viewer state, once every one has finished (drawn or failed)."""
+    states = {name: media_ready(driver, f'#outputs [data-output="{name}"] .mesh-viewer',
+                                "return arguments[0].dataset.viewer") for name in names}
+    return states if all(state in ("rendered", "failed") for state in states.values()) else None
+
+
 def tiny_glb() -> bytes:
     """A glTF binary of an octahedron, a colour per vertex: three's GLTFLoader, not PLYLoader, draws it."""
     corners = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
@@ -280,16 +287,15 @@ def test_job_page_draws_a_gltf_mesh_and_says_why_a_broken_mesh_cannot_be_shown(m
         outputs = {"solid": direct.store.put_bytes(tiny_glb(), "model/gltf-binary").to_dict(),
                    "broken": direct.store.put_bytes(BROKEN_PLY, "model/ply").to_dict()}
         assert direct.jobs.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs)
-        page = httpx.get(f"{gateway.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+        page = httpx.get(f"{gateway.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"},
+                         timeout=30).json()
 
-        # when its page is opened
+        # when its page is opened (it fetches the job, then draws the outputs)
         browser.get(gateway.url + page["links"]["page"])
+        states = WebDriverWait(browser, 60).until(lambda d: viewer_states(d, outputs),
+                                                  message="the 3D viewers never finished")
         viewers = {name: browser.find_element(By.CSS_SELECTOR, f'#outputs [data-output="{name}"] .mesh-viewer')
                    for name in outputs}
-        states = WebDriverWait(browser, 30).until(
-            lambda d: all(v.get_attribute("data-viewer") in ("rendered", "failed") for v in viewers.values())
-            and {name: v.get_attribute("data-viewer") for name, v in viewers.items()},
-            message="the 3D viewers never finished")
     finally:
         direct.close()
         stop(gateway.process.pid, timeout_s=20)
