@@ -21,6 +21,8 @@ import httpx
 import pytest
 from PIL import Image
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -231,6 +233,10 @@ def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path)
         stop(gateway.process.pid, timeout_s=20)
 
 
+def canvas_shot(canvas: Any) -> Image.Image:
+    return Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
+
+
 def viewer_states(driver: webdriver.Chrome, names: Any) -> dict[str, str] | None:
     """Each named output's viewer state, once every one has finished (drawn or failed)."""
     states = {name: media_ready(driver, f'#outputs [data-output="{name}"] .mesh-viewer',
@@ -302,10 +308,20 @@ def test_job_page_draws_a_gltf_mesh_and_says_why_a_broken_mesh_cannot_be_shown(m
 
     # then the glTF mesh is drawn in its colours, and the broken one says why it is not, in words
     assert states == {"solid": "rendered", "broken": "failed"}, states
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewers["solid"])
-    shot = Image.open(io.BytesIO(viewers["solid"].find_element(By.TAG_NAME, "canvas").screenshot_as_png))
-    drawn = mesh_pixels(shot.convert("RGB"))
-    assert drawn["share"] > 0.05 and drawn["colours"] > 16, drawn
     message = viewers["broken"].text
     assert message.startswith("Cannot show the 3D mesh here (") and "download link below still works" in message, message
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewers["solid"])
+    canvas = viewers["solid"].find_element(By.TAG_NAME, "canvas")
+    first = canvas_shot(canvas)
+    drawn = mesh_pixels(first)
+    assert drawn["share"] > 0.05 and drawn["colours"] > 16, drawn
+
+    # and a drag turns it, a scroll brings it closer
+    ActionChains(browser).click_and_hold(canvas).move_by_offset(120, 30).release().perform()
+    turned = canvas_shot(canvas)
+    assert sum(1 for a, b in zip(first.get_flattened_data(), turned.get_flattened_data()) if a != b) > 1000
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -600).perform()
+    closer = WebDriverWait(browser, 10).until(lambda d: (share := mesh_pixels(canvas_shot(canvas))["share"]) >
+                                              drawn["share"] * 1.3 and share, message="scrolling did not zoom in")
+    assert closer > drawn["share"]
     assert browser.save_screenshot(str(artifacts_dir() / "job-page-meshes.png"))
