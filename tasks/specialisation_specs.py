@@ -156,6 +156,9 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
 # faster-whisper reads CTranslate2 conversions, not transformers checkpoints: its own default.
 FASTER_WHISPER_DEFAULT_MODEL = "Systran/faster-whisper-small"
 SPEECH_BACKENDS = ("transformers", "faster-whisper")
+# The clip worker's second model: CLAP, for sounds beside texts (MMQ_CLIP_SOUND_MODEL; "none" for no sounds).
+CLAP_DEFAULT_MODEL = "laion/clap-htsat-unfused"
+NO_MODEL = "none"
 
 def worker_name(specialisation: str, gpu: str | None, pid: int, host: str) -> str:
     """The Celery node name of a worker: what Flower shows and what its heartbeat key ends with."""
