@@ -10,6 +10,7 @@ from dataclasses import replace
 from .builtin_tasks import LONG_TEXT, TEXT2IMAGE_OPTIONS
 from .fields import Field, Kind
 from .pipelines import Format, Pipeline, Step
+from .spaces import CLAP
 
 _DIGEST = Format("What is seen, scene by scene:\n{captions.text}\n\nWhat is said:\n{transcript.text}")
 
@@ -79,11 +80,33 @@ BUILTIN_PIPELINES: tuple[Pipeline, ...] = (
             Step("embed_images", "embed", each={"images": "input.images"}),
             Step("embed_query", "embed", {"texts": "input.query"}),
             Step("rank", "rank_embeddings", {"query": "embed_query.text_embeddings",
-                                             "candidates": "embed_images.image_embeddings"}),
+                                             "candidates": "embed_images.image_embeddings",
+                                             "query_space": "embed_query.space",
+                                             "candidate_spaces": "embed_images.space"}),
         ),
         outputs={"ranking": "rank.ranking"},
         description="Embed every image in parallel (CLIP), embed the query, rank the images: "
                     "[{index, score}], best first.",
+    ),
+    Pipeline(
+        name="sound-search",
+        inputs={
+            "query": Field(Kind.TEXT, "What to listen for.", max_length=1000),
+            "sounds": Field(Kind.AUDIO, "The sounds to search (over 10 s: their first 10 s are heard).",
+                            many=True, max_items=4096),
+        },
+        steps=(
+            Step("embed_sounds", "embed", each={"sounds": "input.sounds"}),
+            # The query in CLAP's space, by CLAP's text tower: CLIP's would not be comparable.
+            Step("embed_query", "embed", {"texts": "input.query", "space": Format(CLAP)}),
+            Step("rank", "rank_embeddings", {"query": "embed_query.text_embeddings",
+                                             "candidates": "embed_sounds.sound_embeddings",
+                                             "query_space": "embed_query.space",
+                                             "candidate_spaces": "embed_sounds.space"}),
+        ),
+        outputs={"ranking": "rank.ranking"},
+        description="Embed every sound in parallel (CLAP), embed the query with CLAP's text tower, rank "
+                    "the sounds: [{index, score}], best first.",
     ),
     Pipeline(
         name="describe-and-speak",

@@ -74,7 +74,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             default_model="openai/clip-vit-base-patch32",
             soft_time_limit_s=120,
             time_limit_s=180,
-            description="CLIP image and text embeddings, and ranking by similarity.",
+            description="CLIP image and text embeddings, CLAP sound and text embeddings (two spaces), and ranking.",
         ),
         SpecialisationSpec(
             name="media",
