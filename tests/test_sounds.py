@@ -144,3 +144,20 @@ def test_a_file_that_is_not_audio_given_as_a_sound_is_refused_naming_it_then_a_g
     assert record.error["message"].startswith("sounds[1]: not decodable audio"), record.error
     again = succeeded(clip.submit("embed", sounds=[sounds[1]]))
     assert len(again.outputs["sound_embeddings"]) == 1
+
+
+def test_a_clip_worker_without_clap_serves_images_and_texts_and_refuses_sounds_saying_why(model_cache, sounds):
+    from mmq.tasks import Settings
+    from mmq.workers.clip import ClipSpecialisation
+    from mmq.workers.specialisation_base import ArtifactInput, ModelContext
+
+    settings = Settings.from_env({"MMQ_CLIP_MODEL": "tiny", "MMQ_CLIP_SOUND_MODEL": "none"})
+    clip_alone = ClipSpecialisation(ModelContext(model="tiny", device="cpu", cache_dir=model_cache, settings=settings))
+    clip_alone.setup()
+    sound = ArtifactInput(media_type="audio/wav", sha256="", size=0, fetch=sounds[0].read_bytes)
+    inputs = {"images": [], "texts": ["a dog"], "sounds": [sound], "space": ""}
+
+    with pytest.raises(InvalidInput, match=r"sounds: this clip worker serves no sounds \(MMQ_CLIP_SOUND_MODEL=none\)"):
+        clip_alone.run("embed", [inputs], lambda done, total: None)
+    [texts] = clip_alone.run("embed", [{**inputs, "sounds": []}], lambda done, total: None)
+    assert texts["space"] == CLIP_SPACE and clip_alone.clap is None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,8 +27,10 @@ from mmq.workers.models import load_pretrained, model_source
 from mmq.workers.pixels import pixel_values
 from mmq.workers.specialisation_base import Progress, Specialisation
 
-from .sounds import ClapTowers
 from .tiny import build_tiny_clip
+
+if TYPE_CHECKING:
+    from .sounds import ClapTowers
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class _Job:
 
 
 class ClipSpecialisation(Specialisation):
-    """Embeds images and texts with `CLIPModel` and ranks candidates by cosine similarity."""
+    """Embeds images and texts with `CLIPModel`, sounds and texts with `ClapModel` (each in its own
+    space), and ranks candidates by cosine similarity."""
 
     max_batch: ClassVar[int] = 32  # images, or texts, per forward pass
 
@@ -59,6 +62,8 @@ class ClipSpecialisation(Specialisation):
         self.processor = CLIPProcessor.from_pretrained(source)
         self.model = load_pretrained(CLIPModel, source, self.context.device)
         if self._clap_source != NO_MODEL:
+            from .sounds import ClapTowers  # CLAP's modules only where it is loaded: ~2 s of imports
+
             self.clap = ClapTowers(self._clap_source, device=self.context.device, cache_dir=self.context.cache_dir)
 
     @property
