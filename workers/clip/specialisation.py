@@ -51,7 +51,7 @@ class ClipSpecialisation(Specialisation):
     """Embeds images and texts with `CLIPModel`, sounds and texts with `ClapModel` (each in its own
     space), and ranks candidates by cosine similarity."""
 
-    max_batch: ClassVar[int] = 32  # images, or texts, per forward pass
+    max_batch: ClassVar[int] = 32  # images, sounds or texts per forward pass
 
     processor: CLIPProcessor
     model: CLIPModel
@@ -72,7 +72,8 @@ class ClipSpecialisation(Specialisation):
 
     def prepare(self, task: str, inputs: Mapping[str, Any]) -> _Job | Mapping[str, Any]:
         """1. check inputs: the job's space (CLIP or CLAP), its images or sounds decoded, its texts
-        listed (for `rank`, the query first); `InvalidInput` naming the first bad value. `rank_embeddings` needs no model: as it is."""
+        listed (for `rank`, the query first); `InvalidInput` naming the first bad value.
+        `rank_embeddings` needs no model: as it is."""
         if task == "rank_embeddings":
             return inputs
         if task == "rank" and not any(inputs.get(n) for n in ("images", "texts", "sounds")):
@@ -81,8 +82,8 @@ class ClipSpecialisation(Specialisation):
         space = space_of(inputs)  # checked at submission too; a message built by hand must not mix
         texts = [inputs["query"], *inputs["texts"]] if task == "rank" else list(inputs["texts"])
         if space == CLAP:
-            return _Job(space=space, images=None, sounds=self._clap_for(inputs).decode(inputs["sounds"], field="sounds"),
-                        texts=texts)
+            sounds = self._clap_for(inputs).decode(inputs["sounds"], field="sounds")
+            return _Job(space=space, images=None, sounds=sounds, texts=texts)
         images = pixel_values(inputs["images"], self.processor.image_processor, field="images",
                               max_pixels=self.context.max_image_pixels)
         return _Job(space=space, images=images, sounds=[], texts=texts)
