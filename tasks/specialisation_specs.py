@@ -149,6 +149,14 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             description="Text to 3D mesh with Shap-E (diffusers), with a rendered preview.",
             weights="diffusers",
         ),
+        SpecialisationSpec(
+            name="omni",
+            default_model="Qwen/Qwen2.5-Omni-3B",
+            soft_time_limit_s=600,
+            time_limit_s=720,
+            description="Questions about videos with their sound, sounds and images, answered by one omni-modal "
+                        "model (Qwen2.5-Omni's thinker; text out).",
+        ),
     )
 }
 
