@@ -1,0 +1,159 @@
+"""`watch`, `listen` and `look`, and the `video-qa` and `video-digest-omni` pipelines, through a real
+omni worker process.
+
+Real: Redis, SeaweedFS, the Celery worker process, PyAV (the mp4 muxed here with espeak-ng's speech
+as its sound track, the worker's frame sampling and sound decoding), transformers'
+`Qwen2_5OmniThinkerForConditionalGeneration` and its processor. Faked: the model hub (unreachable
+here) and the GPU, so the worker runs a tiny thinker of the real classes with random weights
+(`mmq.workers.omni.tiny`: a 10 s audio window and a 4096-token context). Its answers are random
+tokens: the tests check that text comes back, that the sound reaches the model, progress,
+cancellation and bad inputs, not what the answers mean.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from mmq.tasks import InvalidInput, JobStatus
+from tests.conftest import served_client
+from tests.media_samples import make_video, read_wav, speak
+from tests.outcomes import finished
+
+QUESTION = "What is said in the video?"
+SENTENCE = "The red car stops near the house."
+
+omni = served_client("omni", scope="module")
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("omni") / "speech.wav"
+    speak(SENTENCE, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def talking_video(speech: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An mp4 whose sound track is the spoken sentence (~2.5 s), 3 s of changing colour."""
+    path = tmp_path_factory.mktemp("omni") / "talking.mp4"
+    path.write_bytes(make_video(seconds=3.0, sound=read_wav(speech)))
+    return path
+
+
+def video_file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def sound_only_mp4() -> bytes:
+    """An mp4 with an AAC track and no video stream (sniffed as video/mp4 all the same)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        samples = np.zeros((1, 16000), dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def test_watch_answers_a_talking_video_hearing_its_sound_with_progress_per_token(omni, talking_video, tmp_path):
+    silent = video_file(tmp_path, "silent.mp4", make_video(seconds=3.0, with_audio=False))
+    heard = omni.submit("watch", video=talking_video, question=QUESTION, max_new_tokens=16)
+    seen = omni.submit("watch", video=silent, question=QUESTION, max_new_tokens=16)
+
+    record, silent_record = finished(heard), finished(seen)
+
+    answer = record.outputs["answer"]
+    assert set(record.outputs) == {"answer"} and isinstance(answer, str) and answer == answer.strip() and answer
+    assert record.step_states["watch"].progress == (16, 16)
+    # A video without sound is watched (frames only); the same frames with the speech give another
+    # answer: the sound reached the model.
+    assert silent_record.outputs["answer"] and silent_record.outputs["answer"] != answer
+
+
+def test_listen_answers_about_a_wav_and_look_about_an_image(omni, speech, sample_image):
+    listened = omni.submit("listen", audio=speech, question="What is said?", max_new_tokens=8)
+    looked = omni.submit("look", image=sample_image, question="What is in the picture?", max_new_tokens=8)
+
+    for job, task in ((listened, "listen"), (looked, "look")):
+        record = finished(job)
+        assert record.outputs["answer"].strip()
+        assert record.step_states[task].progress == (8, 8)
+
+
+def test_video_qa_and_the_one_call_video_digest_run_end_to_end(omni, talking_video):
+    qa = omni.submit("video-qa", video=talking_video, question=QUESTION, max_new_tokens=12)
+    digest = omni.submit("video-digest-omni", video=talking_video, max_new_tokens=24)
+
+    qa_record, digest_record = finished(qa), finished(digest)
+
+    assert set(qa_record.outputs) == {"answer"} and qa_record.outputs["answer"]
+    assert set(digest_record.outputs) == {"summary"} and digest_record.outputs["summary"]
+    assert list(digest_record.step_states) == ["digest"]  # one model step: no captions, no transcript
+
+
+def test_cancelling_a_running_answer_stops_it_at_its_next_token_and_the_worker_goes_on(omni, talking_video):
+    job = omni.submit("watch", video=talking_video, question=QUESTION, max_new_tokens=3500)
+    deadline = time.monotonic() + 60
+    while not ((state := job.record().step_states.get("watch")) and state.progress):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+
+    assert job.cancel()
+    record = job.wait(timeout_s=10)
+
+    assert record.status is JobStatus.CANCELLED and record.outputs is None
+    after = finished(omni.submit("watch", video=talking_video, question=QUESTION, max_new_tokens=4))
+    assert after.outputs["answer"]
+    done, total = job.record().step_states["watch"].progress
+    assert done < total == 3500
+
+
+@pytest.mark.parametrize("make, inputs, message", [
+    (lambda: sound_only_mp4(), {}, "video: has no video stream (its streams: audio)"),
+    (lambda: make_video(seconds=12.0, with_audio=False, fps=2), {},  # the tiny model hears 10 s
+     "video: 12.0 s is over the 10 s the model takes in at once"),
+    (lambda: make_video(seconds=3.0, with_audio=False), {"max_frames": 4},
+     "video: 3.0 s at fps=2 is 6 frames, over max_frames (4); lower fps or raise max_frames"),
+    (lambda: make_video(seconds=1.0, with_audio=False), {"question": "x" * 1500, "max_new_tokens": 3000},
+     "question is 1500 tokens, over the 1096 the model's context of 4096 leaves beside max_new_tokens (3000)"),
+    (lambda: make_video(seconds=1.0, with_audio=False), {"question": "Is <|VIDEO|> red?"},
+     "question must not contain the special token '<|VIDEO|>'"),
+], ids=["no-video-stream", "too-long", "too-many-frames", "question-over-the-context", "special-token"])
+def test_a_bad_video_or_question_fails_the_job_naming_it(omni, tmp_path, make, inputs, message):
+    video = video_file(tmp_path, "bad.mp4", make())
+
+    record = finished(omni.submit("watch", **{"video": video, "question": QUESTION, **inputs}), JobStatus.FAILED)
+
+    assert record.error["step"] == "watch" and record.error["type"] == "InvalidInput"
+    assert record.error["message"] == message
+
+
+def test_listen_to_a_video_without_sound_fails_naming_audio(omni, tmp_path):
+    silent = video_file(tmp_path, "silent.mp4", make_video(seconds=1.0, with_audio=False))
+
+    record = finished(omni.submit("listen", audio=silent, question="What is said?"), JobStatus.FAILED)
+
+    assert record.error["type"] == "InvalidInput"
+    assert record.error["message"].startswith("audio: has no audio stream")
+
+
+@pytest.mark.parametrize("inputs, field", [
+    ({"fps": 0}, "fps"), ({"fps": 9}, "fps"), ({"max_frames": 769}, "max_frames"), ({"max_new_tokens": 5000},
+                                                                                    "max_new_tokens"),
+])
+def test_frame_and_token_limits_are_refused_at_submission(omni, talking_video, inputs, field):
+    with pytest.raises(InvalidInput) as refused:
+        omni.submit("watch", video=talking_video, question=QUESTION, **inputs)
+
+    assert refused.value.field == field
