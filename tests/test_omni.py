@@ -157,3 +157,38 @@ def test_frame_and_token_limits_are_refused_at_submission(omni, talking_video, i
         omni.submit("watch", video=talking_video, question=QUESTION, **inputs)
 
     assert refused.value.field == field
+
+
+def test_video_frames_patch_a_still_video_exactly_as_the_image_processor_patches_the_picture():
+    # Given the torchvision-free video preprocessing, with the image processor's own settings
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+
+    from mmq.workers.omni.processor import VideoFrames
+
+    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 112 * 112})
+    frames = VideoFrames(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2,
+                         merge_size=2, image_mean=image_processor.image_mean, image_std=image_processor.image_std)
+    picture = np.random.default_rng(0).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+
+    # When a two-frame video of one picture is patched (the image processor repeats a picture in time)
+    video = frames([[picture, picture]])
+    still = image_processor(Image.fromarray(picture), return_tensors="pt")
+
+    # Then the patches and grid are the image processor's: the layout the vision encoder reads
+    assert video["video_grid_thw"].tolist() == still["image_grid_thw"].tolist()
+    assert np.allclose(video["pixel_values_videos"].numpy(), still["pixel_values"].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("video_fps, fps, expected", [
+    (10, 8.0, [0, 1, 2, 3, 5]),  # the frame on screen at 0, 1/8, 2/8, 3/8, 4/8 s
+    (2, 8.0, [0, 0, 0, 0, 1]),  # a slower video's frames held
+])
+def test_frames_at_rate_are_the_pictures_on_screen_every_1_over_fps_seconds(video_fps, fps, expected):
+    from mmq.workers.footage import frames_at_rate, open_video, video_duration_s
+
+    with open_video(make_video(seconds=3.0, fps=video_fps, with_audio=False)) as container:
+        frames = frames_at_rate(container, fps, video_duration_s(container), max_frames=64)
+
+    assert len(frames) == 24  # 3 s at 8 a second
+    assert [round(f.getpixel((0, 0))[0] / 8) for f in frames[:5]] == expected  # red = 8 x frame index

@@ -87,3 +87,38 @@ def sound_track(container: Any, duration: float, *, field: str = "video") -> np.
     except av.error.FFmpegError as exc:
         raise InvalidInput(f"{field}: corrupt audio track ({exc})", field=field) from None
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def frames_at_rate(container: Any, fps: float, duration: float, max_frames: int, *,
+                   field: str = "video") -> list[Any]:
+    """The picture on screen at 0, 1/fps, 2/fps, ... s until `duration` (at most `max_frames`), as
+    PIL images: each frame held until the next one starts, so the pictures are evenly spaced in time
+    whatever the video's own frame rate, as a model that reads time from frame order needs."""
+    import av
+
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    marks = min(max_frames, math.ceil(duration * fps - 1e-6))
+    taken: list[Any] = []
+    shown = None  # (frame, its picture once converted)
+    try:
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            while shown is not None and len(taken) < marks and len(taken) / fps < frame.time - 1e-6:
+                taken.append(_picture(shown))
+            if len(taken) >= marks:
+                return taken
+            shown = [frame, None]
+    except av.error.FFmpegError as exc:
+        raise InvalidInput(f"{field}: corrupt video data ({exc})", field=field) from None
+    while shown is not None and len(taken) < max(marks, 1):  # the last frame holds to the end
+        taken.append(_picture(shown))
+    return taken
+
+
+def _picture(shown: list[Any]) -> Any:
+    # Converted once, however many marks the frame is on screen for.
+    if shown[1] is None:
+        shown[1] = shown[0].to_image()
+    return shown[1]

@@ -2,7 +2,7 @@
 
 Qwen2.5-Omni's thinker (`Qwen/Qwen2.5-Omni-3B` by default; -7B loads the same way) reads frames,
 sound and text together and writes text; its talker (speech output) is not loaded. Frames and
-sound come out of the video with PyAV (`mmq.workers.footage`), sampled at `fps` frames a second;
+sound come out of the video with PyAV (`mmq.workers.footage`): the picture on screen every 1/fps s;
 the processor interleaves the video's tokens with its sound's, two seconds at a time, as the model
 was trained (time-aligned M-RoPE). A video without a sound track is watched silently: its frames
 alone, and the answer says nothing about sound it never heard.
@@ -26,7 +26,7 @@ from transformers import (
 
 from mmq.tasks.errors import InvalidInput, MMQError
 from mmq.workers.audio import decode_audio
-from mmq.workers.footage import open_video, sample_frames, sound_track, video_duration_s
+from mmq.workers.footage import frames_at_rate, open_video, sound_track, video_duration_s
 from mmq.workers.generation import TokenProgress
 from mmq.workers.image_codec import decode_image
 from mmq.workers.models import load_pretrained, model_source
@@ -151,7 +151,7 @@ class OmniSpecialisation(Specialisation):
                 raise InvalidInput(f"video: has no video stream (its streams: {kinds})", field="video")
             seconds = video_duration_s(container)
             _check_duration(seconds, fps, max_frames, self.max_seconds)
-            frames = [np.asarray(f.convert("RGB")) for f in sample_frames(container, 1 / fps, max_frames, _quiet)]
+            frames = [np.asarray(f.convert("RGB")) for f in frames_at_rate(container, fps, seconds, max_frames)]
             has_sound = bool(container.streams.audio)
         if not frames:
             raise InvalidInput("video: contains no decodable frames", field="video")
@@ -203,10 +203,6 @@ def _check_duration(seconds: float, fps: float, max_frames: int, max_seconds: fl
     if (needed := math.ceil(seconds * fps)) > max_frames:  # a frame at 0 s, then one every 1/fps s
         raise InvalidInput(f"video: {seconds:.1f} s at fps={fps:g} is {needed} frames, over max_frames "
                            f"({max_frames}); lower fps or raise max_frames", field="video")
-
-
-def _quiet(done: int, total: int) -> None:
-    """Frame sampling reports nothing: a step's progress is its generated tokens."""
 
 
 def _offset(progress: Progress, done: int, total: int) -> Callable[[int], None]:
