@@ -40,10 +40,15 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def talking_video(speech: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An mp4 whose sound track is the spoken sentence (~2.5 s), 3 s of changing colour."""
+    """An mp4 whose sound track is the spoken sentence, its picture changing colour a second past its end."""
     path = tmp_path_factory.mktemp("omni") / "talking.mp4"
-    path.write_bytes(make_video(seconds=3.0, sound=read_wav(speech)))
+    path.write_bytes(make_video(seconds=seconds_of(speech), sound=read_wav(speech)))
     return path
+
+
+def seconds_of(speech: Path) -> float:
+    samples, rate = read_wav(speech)
+    return len(samples) / rate + 1.0  # the picture outlasts the sound: the video's length is its own
 
 
 def video_file(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -66,8 +71,9 @@ def sound_only_mp4() -> bytes:
     return buffer.getvalue()
 
 
-def test_watch_answers_a_talking_video_hearing_its_sound_with_progress_per_token(omni, talking_video, tmp_path):
-    silent = video_file(tmp_path, "silent.mp4", make_video(seconds=3.0, with_audio=False))
+def test_watch_answers_a_talking_video_hearing_its_sound_with_progress_per_token(omni, speech, talking_video,
+                                                                                tmp_path):
+    silent = video_file(tmp_path, "silent.mp4", make_video(seconds=seconds_of(speech), with_audio=False))
     heard = omni.submit("watch", video=talking_video, question=QUESTION, max_new_tokens=16)
     seen = omni.submit("watch", video=silent, question=QUESTION, max_new_tokens=16)
 
@@ -76,8 +82,8 @@ def test_watch_answers_a_talking_video_hearing_its_sound_with_progress_per_token
     answer = record.outputs["answer"]
     assert set(record.outputs) == {"answer"} and isinstance(answer, str) and answer == answer.strip() and answer
     assert record.step_states["watch"].progress == (16, 16)
-    # A video without sound is watched (frames only); the same frames with the speech give another
-    # answer: the sound reached the model.
+    # A video without sound is watched (frames only); the same frames, as long, with the speech give
+    # another answer: the sound reached the model.
     assert silent_record.outputs["answer"] and silent_record.outputs["answer"] != answer
 
 
