@@ -42,16 +42,16 @@ class _Job:
     sounds: list[np.ndarray]  # samples at CLAP's rate, at most its window each (CLAP)
     texts: list[str]  # for `rank`: the query first, then the candidate texts
 
-    def forward_batches(self, size: int) -> int:
-        images = len(self.images) if self.images is not None else 0
-        return sum(count_chunks(n, size) for n in (images, len(self.sounds), len(self.texts)))
-
 
 class ClipSpecialisation(Specialisation):
     """Embeds images and texts with `CLIPModel`, sounds and texts with `ClapModel` (each in its own
     space), and ranks candidates by cosine similarity."""
 
     max_batch: ClassVar[int] = 32  # images, sounds or texts per forward pass
+    # Several jobs of one space share forward passes: their images (or sounds) together, their
+    # texts together. Rows are independent (each text pools at its own end token, or its first
+    # under the attention mask), so a job's vectors are those it gets alone.
+    batchable: ClassVar[frozenset[str]] = frozenset({"embed", "rank"})
 
     processor: CLIPProcessor
     model: CLIPModel
@@ -98,9 +98,17 @@ class ClipSpecialisation(Specialisation):
     def infer(self, task: str, batch: list[Any], progress: Progress) -> list[dict[str, Any]]:
         if task == "rank_embeddings":  # embeddings already computed (by `embed` fan-outs): no model
             return [{"ranking": rank_embeddings(job["query"], job["candidates"])} for job in batch]
-        # 2. encode in forward batches, reporting each one (progress may raise to abort the step).
-        counter = _Counter(progress, total=sum(job.forward_batches(self.max_batch) for job in batch))
-        encoded = [self._encode(job, counter) for job in batch]
+        # 2. encode each space's jobs together, reporting each forward pass (progress may raise to
+        # abort the step).
+        spaces: dict[str, list[int]] = {}
+        for i, job in enumerate(batch):
+            spaces.setdefault(job.space, []).append(i)
+        counter = _Counter(progress, total=sum(_passes([batch[i] for i in indices], self.max_batch)
+                                               for indices in spaces.values()))
+        vectors: dict[int, tuple[str, dict[str, np.ndarray]]] = {}
+        for space, indices in spaces.items():
+            vectors.update(zip(indices, self._encode(space, [batch[i] for i in indices], counter)))
+        encoded = [vectors[i] for i in range(len(batch))]
         # 3. shape the outputs: embeddings inline or as .npy, or a ranking; each names its space.
         if task == "rank":
             return [{"ranking": _rank(vectors), "space": space} for space, vectors in encoded]
@@ -109,19 +117,27 @@ class ClipSpecialisation(Specialisation):
                     for kind, rows in vectors.items()}, "space": space}
                 for space, vectors in encoded]
 
-    def _encode(self, job: _Job, counter: _Counter) -> tuple[str, dict[str, np.ndarray]]:
-        """The job's space, named with its model, and its vectors by kind (none of the other space's)."""
-        if job.space == CLAP:
+    def _encode(self, space: str, jobs: list[_Job], counter: _Counter) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """Each job's space, named with its model, and its vectors by kind (none of the other
+        space's): all the jobs' images (or sounds) in one run of forward passes, all their texts in
+        another, then split back into jobs."""
+        texts = [text for job in jobs for text in job.texts]
+        if space == CLAP:
             clap = self.clap
             assert clap is not None  # prepare() refused the job otherwise
+            sounds = clap.sound_vectors([sound for job in jobs for sound in job.sounds], self.max_batch, counter.step)
             empty = np.zeros((0, clap.model.config.projection_dim), dtype=np.float32)
-            return space_label(CLAP, self._clap_source), {
-                "image": empty, "sound": clap.sound_vectors(job.sounds, self.max_batch, counter.step),
-                "text": clap.text_vectors(job.texts, self.max_batch, counter.step)}
-        assert job.images is not None
-        return space_label(CLIP, self.context.model), {
-            "image": self._image_vectors(job.images, counter), "sound": self._normalised([]),
-            "text": self._text_vectors(job.texts, counter)}
+            by_kind = {"image": [empty] * len(jobs), "sound": _split(sounds, [_media(job) for job in jobs]),
+                       "text": _split(clap.text_vectors(texts, self.max_batch, counter.step), _texts(jobs))}
+            label = space_label(CLAP, self._clap_source)
+        else:
+            images = [job.images for job in jobs if job.images is not None and len(job.images)]
+            image_rows = self._image_vectors(torch.cat(images) if images else torch.empty(0), counter)
+            by_kind = {"image": _split(image_rows, [_media(job) for job in jobs]),
+                       "sound": [self._normalised([])] * len(jobs),
+                       "text": _split(self._text_vectors(texts, counter), _texts(jobs))}
+            label = space_label(CLIP, self.context.model)
+        return [(label, {kind: rows[i] for kind, rows in by_kind.items()}) for i in range(len(jobs))]
 
     @torch.inference_mode()
     def _image_vectors(self, images: torch.Tensor, counter: _Counter) -> np.ndarray:
@@ -160,6 +176,25 @@ class _Counter:
     def step(self) -> None:
         self._done += 1
         self._progress(self._done, self._total)
+
+
+def _media(job: _Job) -> int:
+    """How many images (CLIP) or sounds (CLAP) the job has."""
+    return len(job.images) if job.images is not None else len(job.sounds)
+
+
+def _texts(jobs: list[_Job]) -> list[int]:
+    return [len(job.texts) for job in jobs]
+
+
+def _passes(jobs: list[_Job], size: int) -> int:
+    """Forward passes for jobs of one space encoded together: their images or sounds, their texts."""
+    return count_chunks(sum(map(_media, jobs)), size) + count_chunks(sum(_texts(jobs)), size)
+
+
+def _split(rows: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Rows of jobs encoded together, back into each job's own: `counts[i]` rows for job i."""
+    return np.split(rows, np.cumsum(counts)[:-1])
 
 
 def _rank(vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
