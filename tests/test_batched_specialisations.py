@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from PIL import Image
 
 from mmq.tasks import JobStatus, Settings
 from mmq.tasks.stats import read_batches
+from mmq.workers.batching import Batcher
 from mmq.workers.clip import ClipSpecialisation
 from mmq.workers.depth import DepthSpecialisation
 from mmq.workers.features import FeaturesSpecialisation
+from mmq.workers.multiplex import ModelPool
 from mmq.workers.sentence import SentenceSpecialisation
 from mmq.workers.seq2seq import SummarizeSpecialisation, TranslateSpecialisation
 from mmq.workers.specialisation_base import ArtifactInput, Blob, ModelContext, Specialisation
@@ -203,22 +206,61 @@ def test_translate_jobs_of_one_language_pair_share_generate_calls(loaded):
     assert [len(output["translation"].split("\n")) for output in result[0]][1] == 4
 
 
+THROUGH_THE_BATCHER = [
+    (ClipSpecialisation, "embed", [{"images": images((48, 40), seed=i), "texts": [f"text {i}"]} for i in range(3)]),
+    (ClipSpecialisation, "rank", [{"query": "a house", "images": images((40, 40), seed=i), "texts": ["a"]}
+                                  for i in range(3)]),
+    (SentenceSpecialisation, "embed_text", [{"texts": SENTENCES[i:i + 2]} for i in range(3)]),
+    (SentenceSpecialisation, "rank_text", [{"query": SENTENCES[i], "texts": ["roads", "rain"]} for i in range(3)]),
+    (FeaturesSpecialisation, "features", [{"images": images((48, 40), seed=i)} for i in range(3)]),
+    (DepthSpecialisation, "depth", [{"image": artifact(png((48, 40), i))} for i in range(3)]),
+    (SummarizeSpecialisation, "summarize", [{"text": SENTENCES[i], "max_tokens": 12, "min_tokens": 2}
+                                            for i in range(3)]),
+    (TranslateSpecialisation, "translate", [{"text": f"Number {i} is here.", "source_language": "en",
+                                             "target_language": "fr"} for i in range(3)]),
+]
+
+
+@pytest.mark.parametrize("cls, task, jobs", THROUGH_THE_BATCHER, ids=[case[1] for case in THROUGH_THE_BATCHER])
+def test_steps_waiting_together_get_one_batch_from_the_batcher(loaded, cls, task, jobs):
+    """The worker's own batcher, each step in its own thread as in a worker: the task is batchable,
+    so the three steps are one batch, and each gets what it gets alone."""
+    specialisation = loaded(cls)
+    assert task in specialisation.batchable
+    batcher = Batcher(ModelPool(lambda model: specialisation, default="tiny", device="cpu"),
+                      max_batch=len(jobs), max_wait_ms=60_000, batchable=specialisation.batchable)
+    got: dict[int, Any] = {}
+
+    def step(n: int) -> None:
+        got[n] = batcher.run(task, jobs[n], lambda done, total: None)
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    batcher.close()
+    assert batcher.batch_sizes == {len(jobs): 1}
+    alone = [specialisation.run(task, [job], lambda done, total: None)[0] for job in jobs]
+    assert_same([got[n] for n in range(len(jobs))], alone)
+
+
 def test_jobs_submitted_together_reach_the_workers_in_batches(make_stack, start_worker, tmp_path):
-    batching = {f"MMQ_{name}_{setting}": value for name in ("CLIP", "DEPTH", "TRANSLATE")
-                for setting, value in (("MAX_BATCH", "4"), ("MAX_WAIT_MS", "2000"))}
-    stack = make_stack(**batching)
-    for specialisation in ("clip", "depth", "translate"):
-        start_worker(stack, specialisation)
-    paths = []
-    for i in range(4):
-        paths.append(tmp_path / f"picture-{i}.png")
-        paths[-1].write_bytes(png((48, 40), 20 + i))
+    """Through real workers, batching turned on as a deployment does (MMQ_<NAME>_MAX_BATCH): an
+    image and text model, and a generating one (chunks, token limits, language pairs)."""
+    stack = make_stack(**{f"MMQ_{name}_{setting}": value for name in ("CLIP", "TRANSLATE")
+                          for setting, value in (("MAX_BATCH", "4"), ("MAX_WAIT_MS", "1000"))})
+    workers = [start_worker(stack, name) for name in ("clip", "translate")]
+    pictures = [tmp_path / f"picture-{i}.png" for i in range(4)]
+    for i, path in enumerate(pictures):
+        path.write_bytes(png((48, 40), 20 + i))
     with stack.client() as client:
-        jobs = [client.submit("embed", images=[path], texts=[f"text {i}"]) for i, path in enumerate(paths)]
-        jobs += [client.submit("depth", image=path) for path in paths]
-        jobs += [client.submit("translate", text=sentence) for sentence in SENTENCES[:4]]
+        jobs = [client.submit("embed", images=[path], texts=[f"text {i}"]) for i, path in enumerate(pictures)]
+        jobs += [client.submit("translate", text=f"Number {i} is here.") for i in range(3)]
+        jobs.append(client.submit("translate", text="Hello.", source_language="de", target_language="es"))
         records = [job.wait(timeout_s=180) for job in jobs]
     assert all(r.status is JobStatus.SUCCEEDED for r in records), [r.error for r in records]
     batches = read_batches(stack.redis_client())
-    for task in ("embed", "depth", "translate"):
+    for task in ("embed", "translate"):  # steps really shared forward passes
         assert batches[task]["sum"] == 4 and max(batches[task]["sizes"]) > 1, (task, batches[task])
+    assert not any("one by one" in worker.log() for worker in workers)
