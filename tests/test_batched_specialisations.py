@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+import wave
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,21 @@ def images(*sizes: tuple[int, int], seed: int = 0) -> list[ArtifactInput]:
     return [artifact(png(size, seed + i)) for i, size in enumerate(sizes)]
 
 
+def sounds(*seconds: float, rate: int = 16_000) -> list[ArtifactInput]:
+    """Tones of these lengths, as WAV files: a different pitch each."""
+    made = []
+    for i, length in enumerate(seconds):
+        t = np.arange(int(length * rate)) / rate
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes((0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t) * 32767).astype("<i2").tobytes())
+        made.append(ArtifactInput(media_type="audio/wav", sha256="-", size=0, fetch=buffer.getvalue))
+    return made
+
+
 @pytest.fixture(scope="module")
 def loaded(model_cache: Path) -> Iterator[Any]:
     """`loaded(ClipSpecialisation)`: the specialisation with its tiny model, set up once."""
@@ -64,7 +80,8 @@ def loaded(model_cache: Path) -> Iterator[Any]:
 
     def load(cls: type[Specialisation]) -> Specialisation:
         if cls not in made:
-            made[cls] = cls(ModelContext(model="tiny", device="cpu", cache_dir=model_cache, settings=Settings()))
+            settings = Settings.from_env({"MMQ_CLIP_MODEL": "tiny"})  # and a tiny CLAP beside the tiny CLIP
+            made[cls] = cls(ModelContext(model="tiny", device="cpu", cache_dir=model_cache, settings=settings))
             made[cls].setup()
         return made[cls]
 
@@ -146,9 +163,23 @@ def assert_batching_pays(batched, alone, batch_passes, alone_passes, reports):
 def test_clip_jobs_share_one_image_pass_and_one_text_pass(loaded, task, jobs):
     clip = loaded(ClipSpecialisation)
     model = clip.model
-    result = batched_and_alone(clip, task, jobs, model.vision_model, model.text_model)
+    result = batched_and_alone(clip, task, [{"sounds": [], "space": "", **job} for job in jobs],
+                               model.vision_model, model.text_model)
     assert_batching_pays(*result)
     assert result[2] == 2  # all images in one pass, all texts in another
+
+
+def test_clip_jobs_of_both_spaces_share_the_passes_of_their_own_space(loaded):
+    clip = loaded(ClipSpecialisation)
+    jobs = [{"images": [], "sounds": sounds(1.0, 2.5), "texts": ["a dog barks"], "space": ""},
+            {"images": images((48, 40)), "sounds": [], "texts": ["a house", "a roof"], "space": ""},
+            {"images": [], "sounds": sounds(0.5), "texts": ["rain on a roof at night"], "space": ""},
+            {"images": [], "sounds": [], "texts": ["only text, in CLAP's space"], "space": "clap"}]
+    towers = (clip.model.vision_model, clip.model.text_model, clip.clap.model.audio_model, clip.clap.model.text_model)
+    result = batched_and_alone(clip, "embed", jobs, *towers)
+    assert_batching_pays(*result)
+    assert result[2] == 4  # per space, one pass for the images or sounds, one for the texts
+    assert [output["space"] for output in result[0]] == ["clap:tiny", "clip:tiny", "clap:tiny", "clap:tiny"]
 
 
 @pytest.mark.parametrize("task, jobs", [
@@ -207,9 +238,10 @@ def test_translate_jobs_of_one_language_pair_share_generate_calls(loaded):
 
 
 THROUGH_THE_BATCHER = [
-    (ClipSpecialisation, "embed", [{"images": images((48, 40), seed=i), "texts": [f"text {i}"]} for i in range(3)]),
-    (ClipSpecialisation, "rank", [{"query": "a house", "images": images((40, 40), seed=i), "texts": ["a"]}
-                                  for i in range(3)]),
+    (ClipSpecialisation, "embed", [{"images": images((48, 40), seed=i), "sounds": [], "texts": [f"text {i}"],
+                                    "space": ""} for i in range(3)]),
+    (ClipSpecialisation, "rank", [{"query": "a house", "images": [], "sounds": sounds(0.5 + i), "texts": ["a"],
+                                   "space": ""} for i in range(3)]),
     (SentenceSpecialisation, "embed_text", [{"texts": SENTENCES[i:i + 2]} for i in range(3)]),
     (SentenceSpecialisation, "rank_text", [{"query": SENTENCES[i], "texts": ["roads", "rain"]} for i in range(3)]),
     (FeaturesSpecialisation, "features", [{"images": images((48, 40), seed=i)} for i in range(3)]),
