@@ -108,6 +108,7 @@ class TranslateSpecialisation(Specialisation):
 
 
 def _joined(chunks: list[Chunk], outputs: list[Generated]) -> str:
+    """One job's translation from its chunks' outputs; a chunk cut at its token limit is logged."""
     for number, output in enumerate(outputs, start=1):
         if not output.finished:  # said, not hidden: the translation may lack its end
             logger.warning("translate: chunk %d of %d reached the token limit before its end",
