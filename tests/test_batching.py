@@ -211,7 +211,8 @@ def test_a_batch_whose_jobs_were_all_cancelled_stops_and_runs_no_step_again(make
 
 def test_a_bad_input_in_a_batch_fails_at_once_and_the_others_run_through_the_model_once(
         make_stack, start_worker, tmp_path):
-    stack, worker, probe = probed_batch_of(make_stack, start_worker, tmp_path, 8)
+    # Batches of 7: the bad step is prepared (read, decoded) in its own thread and never joins one.
+    stack, worker, probe = probed_batch_of(make_stack, start_worker, tmp_path, 7)
     images = pictures(tmp_path, 8)
     images[5].write_bytes(images[5].read_bytes()[:60])  # a PNG header, then nothing: not decodable
     with stack.client() as client:
@@ -228,7 +229,6 @@ def test_a_bad_input_in_a_batch_fails_at_once_and_the_others_run_through_the_mod
     assert all(r.outputs["text"] for r in good)
     assert sorted(held) == sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in images[:5] + images[6:])
     assert probe.batches() == [held]  # one forward pass for the seven: none of them ran again
-    assert "1 of a batch of 8 caption steps had bad inputs" in worker.log()
     assert "one by one" not in worker.log()
 
 

@@ -1,7 +1,10 @@
 """Dynamic batching: steps waiting at the same time share one forward pass.
 
-Each step runs in its own thread (Celery's thread pool, concurrency = `max_batch`) and hands its
-inputs to `Batcher.run`, which blocks until its outputs are ready. One dispatcher thread owns the
+Each step runs in its own thread (Celery's thread pool, concurrency = twice `max_batch`: one batch
+on the model, the next one's messages fetched meanwhile) and hands its inputs to `Batcher.run`,
+which blocks until its outputs are ready. Where the specialisation allows it
+(`concurrent_prepare`), the step prepares its inputs in its own thread first (the read from
+storage, the decoding), beside the forward pass of the batch before. One dispatcher thread owns the
 model: it takes the first waiting step, gathers more of the same task and model for at most
 `max_wait_ms` (and at most `max_batch`), and runs them through the specialisation's contract:
 `prepare()` for each step first, so that a step whose inputs are bad ends at once with its own
@@ -52,6 +55,7 @@ class _Waiting:
     inputs: Mapping[str, Any]
     progress: Progress
     prepared: Prepared = None  # what `prepare()` made of `inputs`, once
+    ready: bool = False  # prepared already, in the step's own thread (see `Batcher.run`)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, Any] | None = None
     error: BaseException | None = None
@@ -169,6 +173,7 @@ class Batcher(Executor):
         inputs = dict(inputs)
         model = inputs.pop("model", None) or self.models.default
         waiting = _Waiting(task, model, inputs, progress)
+        self._prepare_here(waiting)
         self._waiting.put(waiting)
         soft_s = self.limits.soft_s if self.limits is not None else None
         if not waiting.done.wait(timeout=soft_s):
@@ -180,6 +185,18 @@ class Batcher(Executor):
 
     def close(self) -> None:
         self._waiting.put(None)
+
+    def _prepare_here(self, waiting: _Waiting) -> None:
+        """Prepare the step in its own thread, while the model's thread runs the batch before: the
+        input's read from storage and its decoding overlap the forward pass instead of preceding
+        it. Only for a loaded model whose `prepare()` may run beside `infer()`; a bad input raises
+        here, and the step fails alone, at once."""
+        if waiting.task not in self.batchable:
+            return
+        specialisation = self.models.peek(waiting.model)
+        if specialisation is not None and specialisation.concurrent_prepare:
+            waiting.prepared = specialisation.prepare(waiting.task, waiting.inputs)
+            waiting.ready = True
 
     def _dispatch(self) -> None:
         while True:
@@ -245,8 +262,10 @@ class Batcher(Executor):
 
     def _prepare(self, specialisation: Specialisation, batch: list[_Waiting]) -> list[_Waiting]:
         """The steps whose inputs `prepare()` accepted; each of the others ends with its own error."""
-        ready = []
+        ready = [waiting for waiting in batch if waiting.ready]
         for waiting in batch:
+            if waiting.ready:
+                continue
             try:
                 waiting.prepared = specialisation.prepare(waiting.task, waiting.inputs)
             except Exception as error:  # noqa: BLE001 - handed to the step's own thread

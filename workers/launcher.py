@@ -31,6 +31,7 @@ from mmq.tasks.settings import Settings
 from mmq.tasks.specialisation_specs import SPECIALISATIONS, worker_name
 
 log = logging.getLogger("mmq.workers.supervisor")
+IN_FLIGHT_BATCHES = 2  # a batching worker's steps in flight, in batches: one running, one getting ready
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,9 +96,11 @@ def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
         app = build_worker_app(settings, specialisation, hostname=hostname)
     except ModelLoadFailed:  # (batching) said in one line already, in the log and the heartbeat
         return EXIT_LOAD_FAILED
-    # Batching: one thread per step that may join a batch (the prefetch is the concurrency);
+    # Batching: one thread per step in flight (the prefetch is the concurrency), twice the batch
+    # size: one batch on the model while the next one's steps are fetched, read and decoded;
     # otherwise one forked pool process, one step at a time.
-    pool = (["--pool", "threads", "--concurrency", str(settings.serving_for(specialisation).max_batch)]
+    threads = IN_FLIGHT_BATCHES * settings.serving_for(specialisation).max_batch
+    pool = (["--pool", "threads", "--concurrency", str(threads)]
             if uses_threads(settings, specialisation) else ["--pool", "prefork", "--concurrency", "1"])
     started: list[Any] = []  # the WorkController, whose exit status `worker_main` does not return
     worker_init.connect(lambda sender=None, **_: started.append(sender), weak=False)

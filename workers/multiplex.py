@@ -53,6 +53,10 @@ class ModelPool:
                 self._loaded_ids = tuple(self._loaded)
             return self._load(model)
 
+    def peek(self, model: str) -> Specialisation | None:
+        """The specialisation of `model` if it is loaded now; never loads, waits or reorders."""
+        return self._loaded.get(model) if model in self._loaded_ids else None
+
     def _load(self, model: str) -> Specialisation:
         started = time.monotonic()
         self.loading = (model, time.time())

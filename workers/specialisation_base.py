@@ -73,6 +73,10 @@ class Specialisation(ABC):
     # the others always get a batch of one. Which tasks a specialisation serves is the catalogue's
     # to say (`TaskSpec.specialisation`), not the class's.
     batchable: ClassVar[frozenset[str]] = frozenset()
+    # Whether `prepare()` may run in a step's own thread while `infer()` runs another batch on the
+    # model's thread (it reads nothing that `infer()` changes): then a batching worker reads and
+    # decodes the next batch's inputs during the forward pass (see `mmq.workers.batching`).
+    concurrent_prepare: ClassVar[bool] = False
 
     def __init__(self, context: ModelContext) -> None:
         self.context = context

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from mmq.tasks.errors import InvalidInput, MMQError
@@ -20,9 +19,11 @@ from .tiny import build_tiny_blip
 
 @dataclass(frozen=True)
 class Captioning:
-    """One job, checked: its image decoded, and the caption's length within the decoder's reach."""
+    """One job, checked and encoded: its image decoded and processed into the model's pixel values
+    (one image's: the processor resizes and normalises each image alone), and the caption's
+    length within the decoder's reach."""
 
-    image: Image.Image
+    pixel_values: torch.Tensor  # (3, H, W), float32, on the CPU
     max_new_tokens: int
 
 
@@ -30,6 +31,8 @@ class CaptionSpecialisation(Specialisation):
     """Captions images with `BlipForConditionalGeneration` (transformers)."""
 
     batchable: ClassVar[frozenset[str]] = frozenset({"caption"})  # one generate per caption length
+    # `prepare` decodes and processes one image with the processor, which `infer` never touches.
+    concurrent_prepare: ClassVar[bool] = True
 
     processor: BlipProcessor
     model: BlipForConditionalGeneration
@@ -54,24 +57,26 @@ class CaptionSpecialisation(Specialisation):
                 field="max_new_tokens",
             )
         image = decode_image(inputs["image"].read(), field="image", max_pixels=self.context.max_image_pixels)
-        return Captioning(image, max_new_tokens)
+        # 2. encode, here rather than in `infer`: in a batching worker this runs beside the
+        # forward pass of the batch before (see `concurrent_prepare`).
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return Captioning(pixels, max_new_tokens)
 
     def infer(self, task: str, batch: list[Captioning], progress: Progress) -> list[dict[str, Any]]:
         groups = _by_max_new_tokens(batch)
         captions: dict[int, str] = {}
         for done, (max_new_tokens, indices) in enumerate(groups.items(), start=1):
-            texts = self._caption([batch[i].image for i in indices], max_new_tokens)
+            texts = self._caption(torch.stack([batch[i].pixel_values for i in indices]), max_new_tokens)
             captions.update(zip(indices, texts))
             progress(done, len(groups))
         return [{"text": captions[i]} for i in range(len(batch))]
 
     @torch.inference_mode()
-    def _caption(self, images: list[Image.Image], max_new_tokens: int) -> list[str]:
-        # 2. encode, 3. generate, 4. decode. Captioning prompts nothing: the decoder starts from
-        # its [DEC] token (the transformers 5 image-to-text pipeline is gone, so no pipeline).
-        inputs = self.processor(images=images, return_tensors="pt")
-        inputs = inputs.to(self.model.device, self.model.dtype)
-        tokens = self.model.generate(**inputs, max_new_tokens=max_new_tokens)
+    def _caption(self, pixel_values: torch.Tensor, max_new_tokens: int) -> list[str]:
+        # 3. generate, 4. decode. Captioning prompts nothing: the decoder starts from its [DEC]
+        # token (the transformers 5 image-to-text pipeline is gone, so no pipeline).
+        pixel_values = pixel_values.to(self.model.device, self.model.dtype)
+        tokens = self.model.generate(pixel_values=pixel_values, max_new_tokens=max_new_tokens)
         texts = [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]
         if not all(texts):
             raise MMQError("caption: the model produced an empty caption")
