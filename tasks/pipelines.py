@@ -49,6 +49,9 @@ class Step:
     task: str
     bind: Mapping[str, Binding] = field(default_factory=dict)
     each: Mapping[str, str] = field(default_factory=dict)
+    # The step's output is a pipeline that runs as the rest of the job (an `ask`'s plan step);
+    # only mmq sets it (`mmq.tasks.asking`), never a pipeline file.
+    expands: bool = False
 
     def refs(self) -> list[str]:
         found = [*self.each.values()]
