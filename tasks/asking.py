@@ -10,6 +10,7 @@ and the job's outputs are the plan's (`plan`, the pipeline as run) and the plann
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -26,6 +27,7 @@ PLAN_TASK = "plan"
 PLAN_STEP = "plan"  # the step of an ask that plans; also the output that shows the plan
 REQUEST_MAX_CHARS = 2000
 _RESERVED = ("request", "files")
+INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def ask_pipeline(kinds: Mapping[str, Kind]) -> Pipeline:
@@ -34,6 +36,7 @@ def ask_pipeline(kinds: Mapping[str, Kind]) -> Pipeline:
         if name in kinds:
             raise InvalidInput(f"an ask's inputs may not be called {name!r}: the name is the ask's own; "
                                "rename the file input", field=name)
+    plan_files(kinds)  # the names checked
     inputs = {
         "request": Field(Kind.TEXT, "What to do, in words.", max_length=REQUEST_MAX_CHARS),
         "files": Field(Kind.JSON, "The inputs the plan may use, by name: their kinds."),
@@ -55,6 +58,12 @@ def plan_inputs(request: str, kinds: Mapping[str, Kind]) -> dict[str, Any]:
 
 
 def plan_files(kinds: Mapping[str, Kind]) -> dict[str, str]:
+    """The `files` input of the plan task: each input's name and kind, the names checked (a plan
+    refers to them as `input.NAME`)."""
+    for name in kinds:
+        if not INPUT_NAME.fullmatch(name):
+            raise InvalidInput(f"an ask's input names are letters, digits and _ (not first a digit), up to 64: "
+                               f"got {name!r}", field=name)
     return {name: kind.value for name, kind in kinds.items()}
 
 

@@ -85,6 +85,8 @@ def test_an_asks_inputs_are_typed_by_what_they_are_and_the_asks_own_names_are_re
         kind_of_value("doc", b"", "application/pdf")
     with pytest.raises(InvalidInput, match="'files'"):
         ask_pipeline({"files": Kind.IMAGE})
+    with pytest.raises(InvalidInput, match="'my.photo'"):
+        ask_pipeline({"my.photo": Kind.IMAGE})
     assert ask_inputs("go", {"audio": Kind.AUDIO}, {"audio": AUDIO})["files"] == {"audio": "audio"}
 
 
