@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The model hub is never needed (tests and the demo use tiny local models): fail fast if touched.
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install system-deps demo test up down clean openapi bench reliability soak
+.PHONY: install system-deps demo test up down clean openapi bench reliability soak three
 
 install: $(VENV)/.installed
 
@@ -60,6 +60,23 @@ soak: install
 # The gateway's OpenAPI document, committed in docs/ (a test checks it is current).
 openapi: install
 	$(BIN)/python -m mmq.clients.gateway.openapi > docs/openapi.json
+
+# three.js for the job page's 3D viewer, vendored so the page works with no internet: the files the
+# viewer imports, from the npm package of the pinned version, with three's MIT licence beside them.
+# `make three THREE_VERSION=x.y.z` refreshes them (also update THREE_VERSION in tests/test_static_routes.py).
+THREE_VERSION ?= 0.187.0
+THREE_DIR := clients/gateway/static/three
+THREE_FILES := build/three.module.js build/three.core.js examples/jsm/controls/OrbitControls.js \
+	examples/jsm/loaders/PLYLoader.js examples/jsm/loaders/GLTFLoader.js \
+	examples/jsm/utils/BufferGeometryUtils.js examples/jsm/utils/SkeletonUtils.js LICENSE
+three:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	(cd "$$tmp" && npm pack --silent three@$(THREE_VERSION) >/dev/null && tar xzf three-$(THREE_VERSION).tgz) && \
+	rm -rf $(THREE_DIR) && mkdir -p $(THREE_DIR) && \
+	for f in $(THREE_FILES); do \
+	  dest=$(THREE_DIR)/$$(echo $$f | sed -e 's|^build/||' -e 's|^examples/jsm/|addons/|'); \
+	  mkdir -p $$(dirname $$dest) && cp "$$tmp/package/$$f" $$dest; \
+	done && echo $(THREE_VERSION) > $(THREE_DIR)/VERSION && echo "three.js $(THREE_VERSION) in $(THREE_DIR)"
 
 up: install
 	$(BIN)/mmq up

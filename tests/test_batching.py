@@ -290,3 +290,97 @@ def test_two_models_alternate_with_one_loaded(make_stack, start_worker):
     while json.loads(redis.get(heartbeat))["models_loaded"] != [MINILM]:
         assert time.monotonic() < deadline, redis.get(heartbeat)
         time.sleep(0.5)
+
+
+class _Hangs(Specialisation):
+    """A stand-in model whose forward pass reports progress every 50 ms and never ends by itself."""
+
+    batchable = frozenset({"caption"})
+
+    def __init__(self, passes: list[int]) -> None:
+        super().__init__(ModelContext(model="stand-in", device="cpu", cache_dir=Path("."), settings=Settings()))
+        self.passes = passes
+
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return inputs
+
+    def infer(self, task: str, batch: list[Mapping[str, Any]], progress) -> list[dict[str, Any]]:
+        self.passes.append(len(batch))
+        done = 0
+        while True:  # stops only when every step has left (the progress hook raises then)
+            time.sleep(0.05)
+            done += 1
+            progress(done, 10**6)
+
+
+def test_a_batching_worker_keeps_soft_and_hard_time_limits():
+    """Celery's thread pool enforces no time limit: the batcher does. Past the soft limit each step
+    leaves its batch with SoftTimeLimitExceeded, and the deserted pass stops; a pass that never
+    returns (here: one that never reports) calls the hard-limit hook, which in a worker ends it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from mmq.tasks.settings import TimeLimits
+
+    passes: list[int] = []
+    hung: list[str] = []
+    batcher = Batcher(ModelPool(lambda model: _Hangs(passes), default="stand-in", device="cpu"),
+                      max_batch=2, max_wait_ms=2000, batchable=_Hangs.batchable,
+                      limits=TimeLimits(soft_s=1, hard_s=3), past_hard_limit=hung.append)
+    got: dict[int, Any] = {}
+
+    def step(n: int) -> None:
+        try:
+            got[n] = batcher.run("caption", {"n": n}, lambda done, total: None)
+        except SoftTimeLimitExceeded as error:
+            got[n] = error
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert passes == [2] and all(isinstance(got[n], SoftTimeLimitExceeded) for n in range(2)), got
+    assert "soft time limit of 1 s" in str(got[0])
+
+    # The pass was deserted and stopped: the dispatcher is free, and the next step is served.
+    stuck = threading.Event()
+
+    class _Silent(_Hangs):
+        def infer(self, task, batch, progress):  # a pass that hangs without a word: no hook to stop it
+            stuck.wait(30)
+            return [{"text": "late"} for _ in batch]
+
+    batcher.close()
+    batcher = Batcher(ModelPool(lambda model: _Silent(passes), default="stand-in", device="cpu"),
+                      max_batch=2, max_wait_ms=10, batchable=_Hangs.batchable,
+                      limits=TimeLimits(soft_s=1, hard_s=2), past_hard_limit=hung.append)
+    with_limit = threading.Thread(target=step, args=(2,))
+    with_limit.start()
+    with_limit.join(timeout=30)
+    deadline = time.monotonic() + 30
+    while not hung and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stuck.set()
+    batcher.close()
+    assert isinstance(got[2], SoftTimeLimitExceeded)
+    assert hung and "past the hard time limit" in hung[0]
+
+
+def test_a_batch_held_past_the_soft_limit_fails_its_jobs_and_the_worker_serves_the_next(
+        make_stack, start_worker, tmp_path):
+    probe = Probe(tmp_path)
+    stack = make_stack(MMQ_CAPTION_MAX_BATCH="2", MMQ_CAPTION_MAX_WAIT_MS="60000",
+                       MMQ_CAPTION_SOFT_TIME_LIMIT_S="5", **probe.env())
+    worker = start_worker(stack, "caption")
+    with stack.client() as client:
+        jobs = [client.submit("caption", image=path) for path in pictures(tmp_path, 2)]
+        assert len(probe.wait_for_a_run()) == 2  # the pass waits at the gate, past the limit
+        records = [job.wait(timeout_s=60) for job in jobs]
+        assert all(r.status is JobStatus.FAILED for r in records), records
+        assert all("exceeded its time limit of 5 s" in r.error["message"] for r in records), records
+        probe.open()
+        # (Two: a batch of two fills at once, where one would wait out MAX_WAIT_MS, within the limit.)
+        after = [job.wait(timeout_s=60) for job in [client.submit("caption", image=path)
+                                                    for path in pictures(tmp_path, 2)]]
+    assert all(r.status is JobStatus.SUCCEEDED for r in after), [r.error for r in after]
+    assert worker.process.poll() is None

@@ -8,15 +8,21 @@ skips: without Chromium the test fails and says which Debian packages to install
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -33,7 +39,10 @@ def browser() -> Iterator[webdriver.Chrome]:
                     f"(found chromium={chromium}, chromedriver={chromedriver})")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    # WebGL (the 3D viewer) with no GPU: Chromium's software renderer, SwiftShader through ANGLE, which
+    # newer Chromium no longer falls back to on its own.
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
     try:
@@ -106,7 +115,7 @@ def test_job_page_follows_a_remix_to_its_image(gateway: Any, sample_image: Path,
 
 
 # One job whose outputs are a 3D mesh with its preview image, speech and a video: the page must show
-# the preview, play the sound and the video from S3, and offer the mesh for download.
+# the preview, play the sound and the video from S3, and draw the mesh in its 3D viewer.
 MEDIA_SPEC = {
     "name": "media-page",
     "inputs": {"prompt": {"kind": "text"}, "steps": {"kind": "integer", "default": 2},
@@ -130,7 +139,7 @@ def media_ready(driver: webdriver.Chrome, selector: str, script: str) -> Any:
     return found and driver.execute_script(script, found[0])
 
 
-def test_job_page_shows_a_preview_plays_sound_and_video_and_links_the_mesh(gateway: Any, serve: Any,
+def test_job_page_shows_a_preview_plays_sound_and_video_and_turns_the_mesh(gateway: Any, serve: Any,
                                                                             browser: webdriver.Chrome) -> None:
     for name in ("text2mesh", "speak", "media"):
         serve(name)
@@ -163,10 +172,37 @@ def test_job_page_shows_a_preview_plays_sound_and_video_and_links_the_mesh(gatew
         message="the video player never read the MP4 (H.264)")
     assert video_width == 32
     link = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="mesh"] a.download')
-    assert "model/ply" in link.text and link.get_attribute("href").startswith(
-        gateway.stack.env["MMQ_S3_ENDPOINT_URL"] + "/")
-    screenshot = artifacts_dir() / "job-page-media.png"
-    assert browser.save_screenshot(str(screenshot))
+    s3 = gateway.stack.env["MMQ_S3_ENDPOINT_URL"]
+    assert "model/ply" in link.find_element(By.XPATH, "..").text and link.get_attribute("href").startswith(s3 + "/")
+
+    # and the mesh is drawn in the 3D viewer: its canvas differs from the clear colour over a real area
+    viewer = browser.find_element(By.CSS_SELECTOR, '#outputs [data-output="mesh"] .mesh-viewer')
+    state = WebDriverWait(browser, 60).until(lambda d: viewer.get_attribute("data-viewer") in ("rendered", "failed")
+                                             and viewer.get_attribute("data-viewer"),
+                                             message="the 3D viewer never reported a frame")
+    assert state == "rendered", viewer.text
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewer)  # a screenshot shows the viewport only
+    shot = Image.open(io.BytesIO(viewer.find_element(By.TAG_NAME, "canvas").screenshot_as_png)).convert("RGB")
+    (artifacts_dir() / "job-page-mesh.png").write_bytes(viewer.screenshot_as_png)
+    assert browser.save_screenshot(str(artifacts_dir() / "job-page-media.png"))
+    drawn = mesh_pixels(shot)
+    assert drawn["share"] > 0.05 and drawn["colours"] > 16, drawn
+
+    # and everything the page fetched came from the gateway (three.js included) or from S3
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert f"{gateway.url}/static/three/three.module.js" in fetched, fetched
+    assert [url for url in fetched if not url.startswith((gateway.url + "/", s3 + "/"))] == []
+
+
+VIEWER_BACKGROUND = (0xF3, 0xF4, 0xF6)  # BACKGROUND in clients/gateway/static/mesh-viewer.js
+
+
+def mesh_pixels(shot: Image.Image) -> dict[str, float]:
+    """How much of a viewer screenshot is not the clear colour, and in how many distinct colours (a lit,
+    shaded mesh has many; a flat fill or an error box has few)."""
+    pixels = list(shot.get_flattened_data())
+    drawn = [p for p in pixels if max(abs(a - b) for a, b in zip(p, VIEWER_BACKGROUND)) > 24]
+    return {"share": len(drawn) / len(pixels), "colours": len(set(drawn))}
 
 
 def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path) -> None:
@@ -195,3 +231,97 @@ def test_the_api_and_the_page_say_why_a_job_waits(make_stack, browser, tmp_path)
         from mmq.clients.servers import stop
 
         stop(gateway.process.pid, timeout_s=20)
+
+
+def canvas_shot(canvas: Any) -> Image.Image:
+    return Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
+
+
+def viewer_states(driver: webdriver.Chrome, names: Any) -> dict[str, str] | None:
+    """Each named output's viewer state, once every one has finished (drawn or failed)."""
+    states = {name: media_ready(driver, f'#outputs [data-output="{name}"] .mesh-viewer',
+                                "return arguments[0].dataset.viewer") for name in names}
+    return states if all(state in ("rendered", "failed") for state in states.values()) else None
+
+
+def tiny_glb() -> bytes:
+    """A glTF binary of an octahedron, a colour per vertex: three's GLTFLoader, not PLYLoader, draws it."""
+    corners = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    colours = [(0.9, 0.1, 0.1), (0.1, 0.7, 0.2), (0.1, 0.2, 0.9), (0.9, 0.8, 0.1), (0.8, 0.2, 0.8), (0.1, 0.8, 0.8)]
+    faces = [(0, 2, 4), (2, 1, 4), (1, 3, 4), (3, 0, 4), (2, 0, 5), (1, 2, 5), (3, 1, 5), (0, 3, 5)]
+    positions = b"".join(struct.pack("<3f", *p) for p in corners)
+    rgb = b"".join(struct.pack("<3f", *c) for c in colours)
+    indices = b"".join(struct.pack("<3H", *f) for f in faces)
+    binary = positions + rgb + indices + b"\0" * (-len(indices) % 4)
+    views = [(0, len(positions)), (len(positions), len(rgb)), (len(positions) + len(rgb), len(indices))]
+    document = {
+        "asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "indices": 2}]}],
+        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": offset, "byteLength": length} for offset, length in views],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 6, "type": "VEC3", "min": [-1, -1, -1], "max": [1, 1, 1]},
+            {"bufferView": 1, "componentType": 5126, "count": 6, "type": "VEC3"},
+            {"bufferView": 2, "componentType": 5123, "count": 24, "type": "SCALAR"},
+        ],
+    }
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<I4s", len(text), b"JSON") + text + struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
+
+
+# A binary PLY cut short: its header promises 1000 vertices, its body holds a few bytes.
+BROKEN_PLY = (b"ply\nformat binary_little_endian 1.0\nelement vertex 1000\nproperty float x\nproperty float y\n"
+              b"property float z\nelement face 1000\nproperty list uchar int vertex_index\nend_header\n\0\0\x80?")
+
+
+def test_job_page_draws_a_gltf_mesh_and_says_why_a_broken_mesh_cannot_be_shown(make_stack, browser, tmp_path) -> None:
+    from mmq.clients.direct import DirectTransport
+    from mmq.clients.servers import stop
+    from mmq.tasks.records import JobStatus
+    from tests.conftest import launch_gateway
+
+    # given a finished job (on a stack of its own, with no worker) whose outputs are a glTF binary
+    # mesh and a broken PLY, made deterministic by writing them as its outputs
+    stack = make_stack()
+    direct = DirectTransport(stack.settings)
+    gateway = launch_gateway(stack, tmp_path)
+    try:
+        key = gateway.new_key("mesh-tenant")
+        job_id = direct.submit("caption", {"image": (ROOT / "samples" / "house.png").read_bytes()}, owner="mesh-tenant")
+        outputs = {"solid": direct.store.put_bytes(tiny_glb(), "model/gltf-binary").to_dict(),
+                   "broken": direct.store.put_bytes(BROKEN_PLY, "model/ply").to_dict()}
+        assert direct.jobs.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs)
+        page = httpx.get(f"{gateway.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"},
+                         timeout=30).json()
+
+        # when its page is opened (it fetches the job, then draws the outputs)
+        browser.get(gateway.url + page["links"]["page"])
+        states = WebDriverWait(browser, 60).until(lambda d: viewer_states(d, outputs),
+                                                  message="the 3D viewers never finished")
+        viewers = {name: browser.find_element(By.CSS_SELECTOR, f'#outputs [data-output="{name}"] .mesh-viewer')
+                   for name in outputs}
+    finally:
+        direct.close()
+        stop(gateway.process.pid, timeout_s=20)
+
+    # then the glTF mesh is drawn in its colours, and the broken one says why it is not, in words
+    assert states == {"solid": "rendered", "broken": "failed"}, states
+    message = viewers["broken"].text
+    assert message.startswith("Cannot show the 3D mesh here (") and "download link below still works" in message, message
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", viewers["solid"])
+    canvas = viewers["solid"].find_element(By.TAG_NAME, "canvas")
+    first = canvas_shot(canvas)
+    drawn = mesh_pixels(first)
+    assert drawn["share"] > 0.05 and drawn["colours"] > 16, drawn
+
+    # and a drag turns it, a scroll brings it closer
+    ActionChains(browser).click_and_hold(canvas).move_by_offset(120, 30).release().perform()
+    turned = canvas_shot(canvas)
+    assert sum(1 for a, b in zip(first.get_flattened_data(), turned.get_flattened_data()) if a != b) > 1000
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -600).perform()
+    closer = WebDriverWait(browser, 10).until(lambda d: (share := mesh_pixels(canvas_shot(canvas))["share"]) >
+                                              drawn["share"] * 1.3 and share, message="scrolling did not zoom in")
+    assert closer > drawn["share"]
+    assert browser.save_screenshot(str(artifacts_dir() / "job-page-meshes.png"))

@@ -52,6 +52,7 @@ ROUTES: dict[tuple[str, str], tuple[set[str], str, dict]] = {
     ("GET", "/metrics"): ({"redis"}, "/metrics", {}),
     ("GET", "/healthz"): ({"redis"}, "/healthz", {}),
     ("GET", "/jobs/{job_id}"): ({"redis"}, f"/jobs/{JOB}", {"params": {"token": "1.x"}}),
+    ("GET", "/static/{path:path}"): (set(), "/static/mesh-viewer.js", {}),
     ("GET", "/openapi.json"): (set(), "/openapi.json", {}),
     ("GET", "/docs"): (set(), "/docs", {}),
     ("GET", "/docs/oauth2-redirect"): (set(), "/docs/oauth2-redirect", {}),

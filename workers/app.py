@@ -104,7 +104,7 @@ def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) 
 
 def uses_threads(settings: Settings, specialisation: str) -> bool:
     """Batching runs each step in a thread of one process; Celery's thread pool enforces no
-    time limits, so batching workers trade them for throughput."""
+    time limits, so the batcher enforces them itself (`Batcher`'s soft and hard limits)."""
     return settings.serving_for(specialisation).max_batch > 1
 
 
@@ -144,7 +144,8 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
         executor: Executor = Batcher(models, max_batch=serving.max_batch, max_wait_ms=serving.max_wait_ms,
                                      batchable=specialisation_class(name).batchable,
                                      on_batch=lambda task, size: record_batch(redis, task, size),
-                                     batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}")
+                                     batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}",
+                                     limits=settings.limits_for(name))
     else:
         executor = Executor(models)
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)

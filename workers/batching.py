@@ -18,6 +18,7 @@ returns.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,14 +27,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from mmq.tasks.catalogue import TASKS
 from mmq.tasks.errors import MMQError
+from mmq.tasks.settings import TimeLimits
 
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
 from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
+EXIT_HUNG = 70  # a batch ran past the hard time limit (EX_SOFTWARE): the supervisor starts a new worker
 
 
 class _Deserted(MMQError):
@@ -107,6 +112,13 @@ def _twice_in_memory(specialisation: Specialisation, task: str, batch: list[Mapp
     raise out_of_memory(task, device, batch, TASKS[task].memory_inputs, cause or "")
 
 
+def _exit_worker(reason: str) -> None:
+    """What a hung batch gets: the process ends at once, as Celery's prefork pool ends a child."""
+    log.critical("%s", reason)
+    logging.shutdown()
+    os._exit(EXIT_HUNG)
+
+
 class Executor:
     """Runs one step's inputs on the right model: alone (no batching)."""
 
@@ -129,8 +141,16 @@ class Batcher(Executor):
 
     def __init__(self, models: ModelPool, *, max_batch: int, max_wait_ms: int, batchable: frozenset[str],
                  on_batch: Callable[[str, int], None] = lambda task, size: None,
-                 batch_setting: str | None = None) -> None:
+                 batch_setting: str | None = None, limits: TimeLimits | None = None,
+                 past_hard_limit: Callable[[str], None] = _exit_worker) -> None:
         super().__init__(models)
+        # Celery's thread pool enforces no time limit: the batcher does. Past the soft limit a step
+        # leaves its batch with SoftTimeLimitExceeded (the pass stops when no step is left in it);
+        # a pass still running past the hard limit has hung, and only ending the process frees
+        # its device (`past_hard_limit`).
+        self.limits = limits
+        self._past_hard_limit = past_hard_limit
+        self._running_since: float | None = None  # when the batch now on the model started
         self.on_batch = on_batch  # (task, size) of each batch run: for metrics
         self.batch_setting = batch_setting  # named when a batch runs out of memory, e.g. MMQ_X_MAX_BATCH=8
         self.max_batch = max_batch
@@ -142,13 +162,17 @@ class Batcher(Executor):
         self.batch_sizes: Counter[int] = Counter()
         self._thread = threading.Thread(target=self._dispatch, name="mmq-batcher", daemon=True)
         self._thread.start()
+        if limits is not None:
+            threading.Thread(target=self._watch, args=(limits,), name="mmq-batch-watchdog", daemon=True).start()
 
     def run(self, task: str, inputs: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         inputs = dict(inputs)
         model = inputs.pop("model", None) or self.models.default
         waiting = _Waiting(task, model, inputs, progress)
         self._waiting.put(waiting)
-        waiting.done.wait()
+        soft_s = self.limits.soft_s if self.limits is not None else None
+        if not waiting.done.wait(timeout=soft_s):
+            waiting.end(error=SoftTimeLimitExceeded(f"{task}: no outputs within the soft time limit of {soft_s} s"))
         if waiting.error is not None:
             raise waiting.error
         assert waiting.outputs is not None
@@ -168,12 +192,26 @@ class Batcher(Executor):
                 self.on_batch(first.task, len(batch))
             except Exception:  # metrics are best effort
                 log.warning("could not record a batch of %d", len(batch), exc_info=True)
+            self._running_since = time.monotonic()
             try:
                 self._run(batch)
             except BaseException as error:  # noqa: BLE001 - the dispatcher must outlive any batch
                 log.exception("the batcher failed on a batch of %d", len(batch))
                 for waiting in batch:
                     waiting.end(error=error)
+            finally:
+                self._running_since = None
+
+    def _watch(self, limits: TimeLimits) -> None:
+        """Ends the worker when one batch has run past the hard limit (a hung forward pass)."""
+        while True:
+            time.sleep(min(1.0, limits.hard_s / 10))
+            since = self._running_since
+            if since is not None and time.monotonic() - since > limits.hard_s:
+                self._past_hard_limit(
+                    f"a batch has run for over {limits.hard_s} s, past the hard time limit: the worker exits "
+                    "so that its device is freed; its unacknowledged steps go back to the queue")
+                return
 
     def _gather(self, first: _Waiting) -> list[_Waiting]:
         batch = [first]

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from mmq.tasks.settings import Settings
 
-from . import catalogue_routes, job_routes, operation_routes, page_routes, upload_routes
+from . import catalogue_routes, job_routes, operation_routes, page_routes, static_routes, upload_routes
 from .error_responses import add_error_handlers
 from .middleware import AccessLog, BodyLimit
 from .openapi import api_document
@@ -28,8 +28,8 @@ from .state import Gateway
 
 DESCRIPTION = ("Submit jobs (one model task or a pipeline of them), follow them, fetch their artifacts. "
                "Errors are `{\"error\": {\"code\", \"message\", \"field\"}}` with a stable code.")
-ROUTERS = (job_routes.router, job_routes.plans, upload_routes.router, catalogue_routes.router, operation_routes.router,
-           page_routes.router)
+ROUTERS = (job_routes.router, job_routes.plans, upload_routes.router, catalogue_routes.router,
+           operation_routes.router, page_routes.router, static_routes.router)
 
 
 def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> FastAPI:
