@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .builtin_tasks import LONG_TEXT, TEXT2IMAGE_OPTIONS
+from .builtin_tasks import LONG_TEXT, TEXT2IMAGE_OPTIONS, WATCH_OPTIONS
 from .fields import Field, Kind
 from .pipelines import Format, Pipeline, Step
+from .spaces import CLAP
 
+_WATCH = {"video": "input.video", "question": "input.question", "max_new_tokens": "input.max_new_tokens",
+          **{n: f"input.{n}" for n in WATCH_OPTIONS}}
+_DIGEST_QUESTION = ("Summarize this video: what is seen, scene by scene, and what is said or heard. Answer in a "
+                    "few sentences.")
 _DIGEST = Format("What is seen, scene by scene:\n{captions.text}\n\nWhat is said:\n{transcript.text}")
 
 BUILTIN_PIPELINES: tuple[Pipeline, ...] = (
@@ -79,11 +84,33 @@ BUILTIN_PIPELINES: tuple[Pipeline, ...] = (
             Step("embed_images", "embed", each={"images": "input.images"}),
             Step("embed_query", "embed", {"texts": "input.query"}),
             Step("rank", "rank_embeddings", {"query": "embed_query.text_embeddings",
-                                             "candidates": "embed_images.image_embeddings"}),
+                                             "candidates": "embed_images.image_embeddings",
+                                             "query_space": "embed_query.space",
+                                             "candidate_spaces": "embed_images.space"}),
         ),
         outputs={"ranking": "rank.ranking"},
         description="Embed every image in parallel (CLIP), embed the query, rank the images: "
                     "[{index, score}], best first.",
+    ),
+    Pipeline(
+        name="sound-search",
+        inputs={
+            "query": Field(Kind.TEXT, "What to listen for.", max_length=1000),
+            "sounds": Field(Kind.AUDIO, "The sounds to search (over 10 s: their first 10 s are heard).",
+                            many=True, max_items=4096),
+        },
+        steps=(
+            Step("embed_sounds", "embed", each={"sounds": "input.sounds"}),
+            # The query in CLAP's space, by CLAP's text tower: CLIP's would not be comparable.
+            Step("embed_query", "embed", {"texts": "input.query", "space": Format(CLAP)}),
+            Step("rank", "rank_embeddings", {"query": "embed_query.text_embeddings",
+                                             "candidates": "embed_sounds.sound_embeddings",
+                                             "query_space": "embed_query.space",
+                                             "candidate_spaces": "embed_sounds.space"}),
+        ),
+        outputs={"ranking": "rank.ranking"},
+        description="Embed every sound in parallel (CLAP), embed the query with CLAP's text tower, rank "
+                    "the sounds: [{index, score}], best first.",
     ),
     Pipeline(
         name="describe-and-speak",
@@ -143,5 +170,34 @@ BUILTIN_PIPELINES: tuple[Pipeline, ...] = (
         outputs={"summary": "summarize.summary", "pictures": "pictures.image", "video": "video.video"},
         description="A story summarized, one picture drawn per sentence of the summary (in parallel), "
                     "the pictures made into a short video.",
+    ),
+    Pipeline(
+        name="video-qa",
+        inputs={
+            "video": Field(Kind.VIDEO, "A video, with or without sound."),
+            "question": Field(Kind.TEXT, "The question about what is seen or heard.", max_length=2000),
+            "max_new_tokens": Field(Kind.INTEGER, "Longest answer, in tokens.", default=128, minimum=1,
+                                    maximum=4096),
+            **WATCH_OPTIONS,
+        },
+        steps=(Step("watch", "watch", _WATCH),),
+        outputs={"answer": "watch.answer"},
+        description="A question about a video answered by one omni model that sees its frames and hears its "
+                    "sound together (Qwen2.5-Omni).",
+    ),
+    Pipeline(
+        name="video-digest-omni",
+        inputs={
+            "video": Field(Kind.VIDEO, "A video with (or without) sound."),
+            "question": Field(Kind.TEXT, "What to ask of the whole video.", default=_DIGEST_QUESTION,
+                              max_length=2000),
+            "max_new_tokens": Field(Kind.INTEGER, "Longest summary, in tokens.", default=256, minimum=1,
+                                    maximum=4096),
+            **WATCH_OPTIONS,
+        },
+        steps=(Step("digest", "watch", _WATCH),),
+        outputs={"summary": "digest.answer"},
+        description="video-digest in one step: the omni model watches and hears the whole video once and "
+                    "writes the summary, instead of captioning every frame, transcribing and summarizing.",
     ),
 )

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from .fields import Field, Kind
+from .spaces import same_space, space_of
 from .taskspec import Output, TaskSpec, outputs
 
 TEXT2IMAGE_OPTIONS: dict[str, Field] = {
@@ -23,6 +24,23 @@ TEXT2IMAGE_OPTIONS: dict[str, Field] = {
 LONG_TEXT = 100_000  # characters; longer text is refused at submission
 _MANY = 256  # items in one list input
 _RANKING = "[{kind: image|text, index, score}], best first"
+# CLAP's window: the default checkpoint (htsat-unfused) reads 10 s of a sound, no more.
+_SOUNDS = ("Sounds (wav, flac, mp3, ogg, m4a; any rate and channels); a sound over 10 s is embedded by "
+           "its first 10 s, CLAP's window")
+_SPACE = Field(Kind.TEXT, "The space to embed texts in when no image or sound says: 'clip' (beside images) "
+               "or 'clap' (beside sounds).", default="", max_length=8)
+# What every omni task asks with (Qwen2.5-Omni's context is 32,768 tokens, media included).
+_OMNI = {
+    "question": Field(Kind.TEXT, "The question, in plain words.", max_length=2000),
+    "max_new_tokens": Field(Kind.INTEGER, "Longest answer, in tokens.", default=128, minimum=1, maximum=4096),
+}
+# How a video is watched: Qwen2.5-Omni was trained on 2 frames a second; its video processor takes
+# at most 768 frames.
+WATCH_OPTIONS: dict[str, Field] = {
+    "fps": Field(Kind.NUMBER, "Frames sampled per second of video.", default=2.0, minimum=0.1, maximum=8),
+    "max_frames": Field(Kind.INTEGER, "Most frames to sample: a video longer than max_frames / fps seconds is "
+                        "refused.", default=64, minimum=1, maximum=768),
+}
 
 BUILTIN_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
@@ -109,26 +127,40 @@ BUILTIN_TASKS: tuple[TaskSpec, ...] = (
         name="embed",
         specialisation="clip",
         inputs={
-            "images": Field(Kind.IMAGE, "Images to embed.", default=(), many=True, max_items=_MANY),
-            "texts": Field(Kind.TEXT, "Texts to embed.", default=(), many=True, max_items=_MANY),
+            "images": Field(Kind.IMAGE, "Images to embed (CLIP).", default=(), many=True, max_items=_MANY),
+            "texts": Field(Kind.TEXT, "Texts to embed, in the space of the images or sounds.", default=(),
+                           many=True, max_items=_MANY),
+            "sounds": Field(Kind.AUDIO, f"{_SOUNDS} (CLAP); never with images.", default=(), many=True,
+                            max_items=_MANY),
+            "space": _SPACE,
         },
-        outputs=outputs(image_embeddings=Kind.EMBEDDING, text_embeddings=Kind.EMBEDDING),
-        memory_inputs=("images", "texts"),
-        description="CLIP embeddings (L2-normalised) of images and texts, in one space.",
-        one_of=("images", "texts"),
+        outputs=outputs(image_embeddings=Kind.EMBEDDING, text_embeddings=Kind.EMBEDDING,
+                        sound_embeddings=Kind.EMBEDDING, space=Kind.TEXT),
+        memory_inputs=("images", "texts", "sounds"),
+        description="Embeddings (L2-normalised) in one space: images and texts with CLIP, or sounds and "
+                    "texts with CLAP; `space` names it (e.g. clap:laion/clap-htsat-unfused). Images and "
+                    "sounds share no space and are refused together.",
+        one_of=("images", "texts", "sounds"),
+        check=space_of,
     ),
     TaskSpec(
         name="rank",
         specialisation="clip",
         inputs={
             "query": Field(Kind.TEXT, "What to look for.", max_length=1000),
-            "images": Field(Kind.IMAGE, "Candidate images.", default=(), many=True, max_items=_MANY),
+            "images": Field(Kind.IMAGE, "Candidate images (CLIP).", default=(), many=True, max_items=_MANY),
             "texts": Field(Kind.TEXT, "Candidate texts.", default=(), many=True, max_items=_MANY),
+            "sounds": Field(Kind.AUDIO, f"Candidate sounds: {_SOUNDS} (CLAP); never with images.", default=(),
+                            many=True, max_items=_MANY),
+            "space": _SPACE,
         },
-        outputs=outputs(ranking=Kind.JSON),
-        memory_inputs=("images", "texts"),
-        description=f"Order images and texts by CLIP similarity to a text query: {_RANKING}.",
-        one_of=("images", "texts"),
+        outputs=outputs(ranking=Kind.JSON, space=Kind.TEXT),
+        memory_inputs=("images", "texts", "sounds"),
+        description="Order candidates by similarity to a text query, in one space: images and texts with "
+                    "CLIP, or sounds and texts with CLAP (the query read by CLAP's text tower): "
+                    "[{kind: image|text|sound, index, score}], best first.",
+        one_of=("images", "texts", "sounds"),
+        check=space_of,
     ),
     TaskSpec(
         name="embed_text",
@@ -156,11 +188,17 @@ BUILTIN_TASKS: tuple[TaskSpec, ...] = (
             "query": Field(Kind.EMBEDDING, "The query's embedding (its first row is used)."),
             "candidates": Field(Kind.EMBEDDING, "Candidate embeddings; every row is one candidate.",
                                 many=True, max_items=4096),
+            "query_space": Field(Kind.TEXT, "The query's space (embed's `space` output); with "
+                                 "candidate_spaces, a candidate of another space is refused.", default="",
+                                 max_length=1000),
+            "candidate_spaces": Field(Kind.TEXT, "The candidates' spaces (embed's `space` outputs).",
+                                      default=(), many=True, max_items=4096),
         },
         outputs=outputs(ranking=Kind.JSON),
         memory_inputs=("candidates",),
         description="Order precomputed embeddings by cosine similarity to a query embedding: "
-                    "[{index, score}], best first.",
+                    "[{index, score}], best first. Given the spaces, one of another space is refused.",
+        check=same_space,
     ),
     TaskSpec(
         name="extract",
@@ -321,5 +359,33 @@ BUILTIN_TASKS: tuple[TaskSpec, ...] = (
         outputs=outputs(mesh=Kind.MESH, preview=Kind.IMAGE),
         memory_inputs=("grid_size", "preview_size"),
         description="A 3D object from a prompt (Shap-E): a coloured mesh (PLY) and a rendered preview image.",
+    ),
+    TaskSpec(
+        name="watch",
+        specialisation="omni",
+        inputs={"video": Field(Kind.VIDEO, "A video, with or without sound: mp4, webm, mkv, avi or mov."),
+                **_OMNI, **WATCH_OPTIONS},
+        outputs=outputs(answer=Kind.TEXT),
+        memory_inputs=("max_frames", "fps", "max_new_tokens"),
+        description="Answer a question about a video, seen and heard together (Qwen2.5-Omni); a video without "
+                    "sound is watched silently. At most the model's audio window long (300 s).",
+    ),
+    TaskSpec(
+        name="listen",
+        specialisation="omni",
+        inputs={"audio": Field(Kind.AUDIO, "Speech, music or any sound: wav, flac, mp3, ogg or m4a, or a "
+                               "video's sound track."), **_OMNI},
+        outputs=outputs(answer=Kind.TEXT),
+        memory_inputs=("audio", "max_new_tokens"),
+        description="Answer a question about a sound (Qwen2.5-Omni): what is said, by whom, what is heard. "
+                    "At most the model's audio window long (300 s).",
+    ),
+    TaskSpec(
+        name="look",
+        specialisation="omni",
+        inputs={"image": Field(Kind.IMAGE, "The image the question is about."), **_OMNI},
+        outputs=outputs(answer=Kind.TEXT),
+        memory_inputs=("image", "max_new_tokens"),
+        description="Answer a question about an image with the omni model (Qwen2.5-Omni).",
     ),
 )

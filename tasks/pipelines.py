@@ -14,7 +14,7 @@ naming the step.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,9 +77,13 @@ class Pipeline:
     outputs: Mapping[str, str]
     description: str = ""
     one_of: tuple[str, ...] = ()
+    check: Callable[[Mapping[str, Any]], object] | None = None  # a one-task pipeline's: `TaskSpec.check`
 
     def check_inputs(self, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-        return check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
+        checked = check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
+        if self.check is not None:
+            self.check(checked)
+        return checked
 
     def validate(self, tasks: Mapping[str, TaskSpec]) -> Pipeline:
         """Raise `InvalidPipeline` naming the first inconsistency; return self when sound."""
@@ -167,7 +171,7 @@ class Pipeline:
             name=task.name, inputs=task.inputs,
             steps=(Step(name=task.name, task=task.name, bind={n: f"input.{n}" for n in task.inputs}),),
             outputs={o: f"{task.name}.{o}" for o in task.outputs},
-            description=task.description, one_of=task.one_of,
+            description=task.description, one_of=task.one_of, check=task.check,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -15,7 +15,12 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .redis_connection import RedisConnection, TLSFiles, check_master_name, check_tls_files
-from .specialisation_specs import FASTER_WHISPER_DEFAULT_MODEL, SPECIALISATIONS, SPEECH_BACKENDS
+from .specialisation_specs import (
+    CLAP_DEFAULT_MODEL,
+    FASTER_WHISPER_DEFAULT_MODEL,
+    SPECIALISATIONS,
+    SPEECH_BACKENDS,
+)
 
 STACK_FILE = "stack.json"
 TINY = "tiny"
@@ -67,6 +72,8 @@ class Settings:
     # Embeddings with more numbers than this are stored as an .npy artifact instead of inline.
     inline_embedding_max: int = 8192
     speech_backend: str = "transformers"
+    # The clip worker's CLAP (sounds and texts): a hub id, a folder, "tiny", or "none" (no sounds served).
+    clip_sound_model: str = CLAP_DEFAULT_MODEL
     # Stable Diffusion: run the checkpoint's safety checker when it ships one (a flagged image is
     # withheld: the step fails with ContentFiltered); and the longest side image2image works at
     # (None: the checkpoint's own resolution, 512 for v1-5).
@@ -126,6 +133,9 @@ class Settings:
             data_dir=data_dir,
             pipelines_dir=Path(env.get("MMQ_PIPELINES_DIR", "pipelines")).expanduser(),
             models=models,
+            # A tiny CLIP gets a tiny CLAP beside it unless one is named: `--models tiny` stays tiny.
+            clip_sound_model=env.get("MMQ_CLIP_SOUND_MODEL")
+            or (TINY if models["clip"] == TINY else CLAP_DEFAULT_MODEL),
             time_limits={n: _time_limits(env, n) for n in SPECIALISATIONS},
             serving={n: _serving(env, n) for n in SPECIALISATIONS},
             record_ttl_s=_positive_int(env, "MMQ_RECORD_TTL_S", WEEK_S),

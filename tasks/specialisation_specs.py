@@ -74,7 +74,7 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             default_model="openai/clip-vit-base-patch32",
             soft_time_limit_s=120,
             time_limit_s=180,
-            description="CLIP image and text embeddings, and ranking by similarity.",
+            description="CLIP image and text embeddings, CLAP sound and text embeddings (two spaces), and ranking.",
         ),
         SpecialisationSpec(
             name="media",
@@ -149,6 +149,14 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             description="Text to 3D mesh with Shap-E (diffusers), with a rendered preview.",
             weights="diffusers",
         ),
+        SpecialisationSpec(
+            name="omni",
+            default_model="Qwen/Qwen2.5-Omni-3B",
+            soft_time_limit_s=600,
+            time_limit_s=720,
+            description="Questions about videos with their sound, sounds and images, answered by one omni-modal "
+                        "model (Qwen2.5-Omni's thinker; text out).",
+        ),
     )
 }
 
@@ -156,6 +164,9 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
 # faster-whisper reads CTranslate2 conversions, not transformers checkpoints: its own default.
 FASTER_WHISPER_DEFAULT_MODEL = "Systran/faster-whisper-small"
 SPEECH_BACKENDS = ("transformers", "faster-whisper")
+# The clip worker's second model: CLAP, for sounds beside texts (MMQ_CLIP_SOUND_MODEL; "none" for no sounds).
+CLAP_DEFAULT_MODEL = "laion/clap-htsat-unfused"
+NO_MODEL = "none"
 
 def worker_name(specialisation: str, gpu: str | None, pid: int, host: str) -> str:
     """The Celery node name of a worker: what Flower shows and what its heartbeat key ends with."""

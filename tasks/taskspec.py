@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,15 @@ class TaskSpec:
     one_of: tuple[str, ...] = ()
     # Inputs that set how much memory a step needs: what a step that runs out of memory names.
     memory_inputs: tuple[str, ...] = ()
+    # A check across inputs that no one field can make (images and sounds are in no common space),
+    # run on the checked inputs at submission and again by the worker; raises `InvalidInput`.
+    check: Callable[[Mapping[str, Any]], object] | None = None
 
     def check_inputs(self, inputs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
-        return check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
+        checked = check_inputs(self.inputs, inputs, where=where, one_of=self.one_of)
+        if self.check is not None:
+            self.check(checked)
+        return checked
 
     @property
     def celery_name(self) -> str:

@@ -139,7 +139,9 @@ def test_the_models_service_pulls_exactly_what_the_workers_load(backend):
     services = rendered("gpu", MMQ_SPEECH_BACKEND=backend, MMQ_VQA_MODEL="llava-hf/llava-1.5-13b-hf")["services"]
     pulled = Settings.from_env(container_env(services["models"]))
     for name in GPU_WORKERS:
-        assert Settings.from_env(container_env(services[name])).models == pulled.models, name
+        worker = Settings.from_env(container_env(services[name]))
+        assert (worker.models, worker.clip_sound_model) == (pulled.models, pulled.clip_sound_model), name
+    assert pulled.clip_sound_model == "laion/clap-htsat-unfused"  # the clip worker's CLAP is pulled too
     assert pulled.models["vqa"] == "llava-hf/llava-1.5-13b-hf"
     expected_speech = FASTER_WHISPER_DEFAULT_MODEL if backend == "faster-whisper" else "openai/whisper-small"
     assert pulled.models["speech"] == expected_speech
@@ -157,6 +159,7 @@ def test_the_cpu_profile_runs_tiny_models_on_the_cpu_without_a_gpu_or_a_pull():
         assert "deploy" not in service and "models" not in service.get("depends_on", {}), service_name
         env = container_env(service)
         assert env["MMQ_DEVICE"] == "cpu" and Settings.from_env(env).models[name] == "tiny", service_name
+        assert Settings.from_env(env).clip_sound_model == "tiny", service_name
 
 
 # Every worker

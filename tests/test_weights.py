@@ -7,6 +7,7 @@ float32 and as the float16 variant, and a single-file checkpoint at the root tha
 ours reads. The pulling, the cache and the worker's offline load are the real ones.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from diffusers import StableDiffusionPipeline
 
 from mmq.clients.stack import StackState
 from mmq.workers.diffusion.tiny import build_tiny_stable_diffusion
-from mmq.workers.weights import select_files
+from mmq.workers.weights import select_files, weight_bytes
 from tests.hub import HubStandIn
 
 REPO = "test/sd-like-v1-5"
@@ -109,3 +110,33 @@ def test_a_local_folder_needs_no_pull(env, tmp_path):
     assert "on disk" in listed.stdout and "(local folder)" in listed.stdout
     pulled = mmq("models", "pull", "diffusion", env={**env, "MMQ_DIFFUSION_MODEL": str(folder)})
     assert pulled.returncode == 0 and "a local folder" in pulled.stdout
+
+
+def test_the_clip_worker_needs_its_clip_and_its_clap_and_both_are_listed(tmp_path):
+    from mmq.workers.clip.tiny import build_tiny_clip
+    from mmq.workers.clip.tiny_clap import build_tiny_clap
+
+    build_tiny_clip(tmp_path / "clip")
+    build_tiny_clap(tmp_path / "clap")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MMQ_", "HF_"))}
+    env = {**base, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+    def needs(**models):
+        done = subprocess.run([sys.executable, "-m", "mmq.workers.weights_cli", "needs", "--on-gpu", "clip"],
+                              check=False, env={**env, **models}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        [entry] = json.loads(done.stdout)  # one worker, one entry
+        return entry
+
+    both = needs(MMQ_CLIP_MODEL=str(tmp_path / "clip"), MMQ_CLIP_SOUND_MODEL=str(tmp_path / "clap"))
+    clip_alone = needs(MMQ_CLIP_MODEL=str(tmp_path / "clip"), MMQ_CLIP_SOUND_MODEL="none")
+    clap_bytes = weight_bytes(tmp_path / "clap", ["model.safetensors"], half=True)
+    assert clap_bytes > 0 and both["weights_bytes"] == clip_alone["weights_bytes"] + clap_bytes
+    assert both["model"] == f"{tmp_path / 'clip'} + {tmp_path / 'clap'}" and clip_alone["model"] == str(tmp_path / "clip")
+    hub_ids = needs()  # the defaults, never pulled here: both named as missing
+    assert hub_ids["on_disk"] is False and hub_ids["model"] == "openai/clip-vit-base-patch32 + laion/clap-htsat-unfused"
+
+    listed = mmq("models", "list", "clip", env=env)
+    rows = [line.split() for line in listed.stdout.splitlines() if line.startswith("clip")]
+    assert [(row[1], row[3]) for row in rows] == [("missing", "openai/clip-vit-base-patch32"),
+                                                  ("missing", "laion/clap-htsat-unfused")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tokenizers import Regex, normalizers, pre_tokenizers
-from transformers import CLIPTokenizer
+from transformers import CLIPTokenizer, RobertaTokenizer
 
 # The tiny CLIP tokenizer: shared by the tiny Stable Diffusion text encoder and the tiny CLIP.
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -89,3 +89,15 @@ def _corpus_words() -> Counter[tuple[str, ...]]:
         for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
             words[(*word[:-1], word[-1] + "</w>")] += 1
     return words
+
+
+def tiny_roberta_tokenizer(*, max_tokens: int) -> RobertaTokenizer:
+    """A byte-level BPE in RoBERTa's layout (CLAP's text tower reads RoBERTa tokens): the four
+    fairseq specials, every byte (so no text is unknown), one token per merge, <mask> last."""
+    split = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's: words keep their leading "Ġ"
+    words = Counter(tuple(word) for text in CORPUS for word, _ in split.pre_tokenize_str(text))
+    merges = learn_merges(words, EXTRA_BPE_TOKENS)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = ["<s>", "<pad>", "</s>", "<unk>", *alphabet, *(a + b for a, b in merges), "<mask>"]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    return RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=max_tokens)

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from mmq.tasks.errors import ConfigurationError, MMQError
 from mmq.tasks.settings import TINY, Settings
-from mmq.tasks.specialisation_specs import SPECIALISATIONS
+from mmq.tasks.specialisation_specs import NO_MODEL, SPECIALISATIONS
 
 TRANSFORMERS, DIFFUSERS, CTRANSLATE2, NONE = "transformers", "diffusers", "ctranslate2", "none"
 # Files a transformers or diffusers component folder needs beside its weights.
@@ -54,12 +54,21 @@ class Checkpoint:
 
 
 def checkpoints(settings: Settings, names: Iterable[str] | None = None) -> list[Checkpoint]:
-    """The configured checkpoint of each named specialisation (all of them by default)."""
+    """The configured checkpoints of each named specialisation (all of them by default), in order:
+    clip has two (CLIP, then CLAP for sounds, unless MMQ_CLIP_SOUND_MODEL=none)."""
     chosen = list(names) if names else list(SPECIALISATIONS)
     unknown = [n for n in chosen if n not in SPECIALISATIONS]
     if unknown:
         raise ConfigurationError(f"unknown specialisation {unknown[0]!r}; known: {', '.join(SPECIALISATIONS)}")
-    return [_checkpoint(settings, name) for name in chosen]
+    return [checkpoint for name in chosen for checkpoint in _checkpoints(settings, name)]
+
+
+def _checkpoints(settings: Settings, name: str) -> list[Checkpoint]:
+    """A specialisation's checkpoints: one, or two for clip, which keeps CLAP (sounds) beside CLIP."""
+    found = [_checkpoint(settings, name)]
+    if name == "clip" and settings.clip_sound_model != NO_MODEL:
+        found.append(Checkpoint(name, settings.clip_sound_model, TRANSFORMERS))
+    return found
 
 
 def _checkpoint(settings: Settings, name: str) -> Checkpoint:

@@ -97,8 +97,21 @@ def _state(checkpoint: Checkpoint) -> tuple[str, str, str]:
 
 
 def _needs(chosen: list[Checkpoint], args: argparse.Namespace) -> int:
-    print(json.dumps([_need(c, half=args.on_gpu) for c in chosen]))
+    # One entry per worker: a worker that loads two checkpoints (clip: CLIP and CLAP) needs both.
+    entries: dict[str, dict[str, Any]] = {}
+    for checkpoint in chosen:
+        entry = _need(checkpoint, half=args.on_gpu)
+        earlier = entries.get(checkpoint.specialisation)
+        entries[checkpoint.specialisation] = _together(earlier, entry) if earlier else entry
+    print(json.dumps(list(entries.values())))
     return 0
+
+
+def _together(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    sizes = (first["weights_bytes"], second["weights_bytes"])
+    return {**first, "model": f"{first['model']} + {second['model']}",
+            "weights_bytes": None if None in sizes else sum(sizes),
+            "on_disk": first["on_disk"] and second["on_disk"], "missing": first["missing"] + second["missing"]}
 
 
 def _need(checkpoint: Checkpoint, *, half: bool) -> dict[str, Any]:

@@ -28,6 +28,8 @@ class FeaturesSpecialisation(Specialisation):
     """Embeds images with a DINOv2 `AutoModel`: the class token of each, normalised."""
 
     max_batch: ClassVar[int] = 16  # images per forward pass
+    # Several jobs' images share forward passes: the processor gives every image the same size.
+    batchable: ClassVar[frozenset[str]] = frozenset({"features"})
 
     processor: BaseImageProcessor
     model: PreTrainedModel

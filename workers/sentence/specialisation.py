@@ -53,6 +53,9 @@ class SentenceSpecialisation(Specialisation):
     """Embeds texts with a sentence-transformers checkpoint and ranks texts by cosine similarity."""
 
     max_batch: ClassVar[int] = 64  # texts per forward pass
+    # Several jobs' texts share forward passes: the attention mask keeps padding out of every
+    # token's attention and out of the mean, so a job's vectors are those it gets alone.
+    batchable: ClassVar[frozenset[str]] = frozenset({"embed_text", "rank_text"})
 
     tokenizer: PreTrainedTokenizerBase
     model: PreTrainedModel

@@ -8,7 +8,7 @@ is called on the tokenizer's output, chunks in batches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,20 +90,43 @@ class Seq2Seq:
     @torch.inference_mode()
     def generate(self, texts: Sequence[str], on_batch: Callable[[int], None], *,
                  max_new_tokens: int | Callable[[int], int], **options: Any) -> list[Generated]:
-        """Outputs for `texts` in order, `CHUNKS_PER_BATCH` per `generate()` call.
+        """Outputs for `texts` in order, at most `CHUNKS_PER_BATCH` per `generate()` call.
 
-        `max_new_tokens` is a number, or a function of the longest input in the batch (in tokens);
-        `options` go to `generate()` as they are.
+        `max_new_tokens` is a number, or a function of each text's own length in tokens; `options`
+        go to `generate()` as they are. A text's output depends on neither the texts generated
+        beside it nor their limits: rows are padded on the right, under the attention mask, and
+        each row is cut at its own limit (`_calls`), so that the jobs of a batch get what they get
+        alone.
         """
-        outputs: list[Generated] = []
-        for batch in chunks(texts, CHUNKS_PER_BATCH):
-            inputs = self._encode(batch)
-            longest = inputs["input_ids"].shape[1]
-            limit = max_new_tokens(longest) if callable(max_new_tokens) else max_new_tokens
-            tokens = self.model.generate(**inputs, max_new_tokens=limit, **options)
-            outputs.extend(self._decode(tokens))
-            on_batch(len(batch))  # may raise (the job was cancelled): nothing more is generated
-        return outputs
+        limits = self._limits(texts, max_new_tokens)
+        outputs: dict[int, Generated] = {}
+        for indices in self._calls(limits, options):
+            inputs = self._encode([texts[i] for i in indices])
+            own = [limits[i] for i in indices]
+            tokens = self.model.generate(**inputs, max_new_tokens=max(own), **options)
+            outputs.update(zip(indices, self._decode(tokens, own)))
+            on_batch(len(indices))  # may raise (the job was cancelled): nothing more is generated
+        return [outputs[i] for i in range(len(texts))]
+
+    def _limits(self, texts: Sequence[str], max_new_tokens: int | Callable[[int], int]) -> list[int]:
+        if not callable(max_new_tokens):
+            return [max_new_tokens] * len(texts)
+        lengths = [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+        return [max_new_tokens(length) for length in lengths]
+
+    def _calls(self, limits: list[int], options: Mapping[str, Any]) -> list[list[int]]:
+        """The texts (by index) of each `generate()` call. Greedy decoding picks each row's next
+        token from that row alone: rows of any limits share a call, generated to the longest limit
+        and cut at their own. Beam search ends a row's beams by the limit, and a forced end token
+        falls at the limit: then one limit per call."""
+        config = self.model.generation_config  # transformers 5 leaves unset values None: defaults
+        cut_later = ((options.get("num_beams", config.num_beams) or 1) == 1
+                     and not options.get("do_sample", config.do_sample)
+                     and options.get("forced_eos_token_id", config.forced_eos_token_id) is None)
+        groups: dict[int, list[int]] = {}
+        for i, limit in enumerate(limits):
+            groups.setdefault(0 if cut_later else limit, []).append(i)
+        return [list(call) for group in groups.values() for call in chunks(group, CHUNKS_PER_BATCH)]
 
     def _encode(self, texts: Sequence[str]) -> BatchEncoding:
         inputs = self.tokenizer(list(texts), padding=True, return_tensors="pt")
@@ -115,13 +138,15 @@ class Seq2Seq:
             )
         return inputs.to(self.model.device)
 
-    def _decode(self, tokens: torch.Tensor) -> list[Generated]:
-        texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    def _decode(self, tokens: torch.Tensor, limits: Sequence[int]) -> list[Generated]:
+        # Each row cut after its decoder start token and at most its own limit of new tokens.
+        rows = [row[:1 + limit] for row, limit in zip(tokens, limits, strict=True)]
+        texts = self.tokenizer.batch_decode([row.tolist() for row in rows], skip_special_tokens=True)
         eos = self.model.generation_config.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], device=tokens.device)
         # A sequence that never produced </s> (after the start token, which is </s> too) was cut
-        # at max_new_tokens.
-        finished = torch.isin(tokens[:, 1:], eos_ids).any(dim=1).tolist()
+        # at its limit.
+        finished = [bool(torch.isin(row[1:], eos_ids).any()) for row in rows]
         return [Generated(text.strip(), done) for text, done in zip(texts, finished, strict=True)]
 
 

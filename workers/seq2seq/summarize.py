@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from mmq.tasks.errors import InvalidInput, MMQError
 from mmq.workers.models import model_source
@@ -29,8 +30,30 @@ SHRINK = 4
 MAX_ROUNDS = 8
 
 
+@dataclass
+class _Summary:
+    """One job on its way: its text's current chunks, the rounds of combining so far, its summary."""
+
+    job: Mapping[str, Any]
+    chunks: list[Chunk]
+    rounds: int = 0
+    summary: str | None = None  # set by the final pass, on the one chunk left
+
+    def options(self, budget: int) -> tuple[int, int]:
+        """(max_new_tokens, min_new_tokens) of this job's next pass."""
+        if len(self.chunks) == 1:  # the final summary, as long as the job asked
+            return self.job["max_tokens"], self.job["min_tokens"]
+        # one short summary per chunk, a quarter chunk at most
+        max_new_tokens = min(self.job["max_tokens"], budget // SHRINK)
+        return max_new_tokens, min(self.job["min_tokens"], max_new_tokens)
+
+
 class SummarizeSpecialisation(Specialisation):
     """Summarizes text with `AutoModelForSeq2SeqLM.generate()`, chunk by chunk when it is long."""
+
+    # Several jobs' passes share `generate()` calls, round by round, those with equal token limits
+    # together (beam search ends beams by the limit, so a call has one).
+    batchable: ClassVar[frozenset[str]] = frozenset({"summarize"})
 
     seq2seq: Seq2Seq
     budget: int  # text tokens per chunk
@@ -59,48 +82,44 @@ class SummarizeSpecialisation(Specialisation):
 
     def infer(self, task: str, batch: list[Mapping[str, Any]], progress: Progress) -> list[dict[str, Any]]:
         # 2. chunk: every job now, so that progress knows the first round's total
-        chunked = [self.seq2seq.chunk(job["text"], self.budget) for job in batch]
+        jobs = [_Summary(job, self.seq2seq.chunk(job["text"], self.budget)) for job in batch]
         tally = Tally(progress)
-        for chunks in chunked:
-            tally.expect(_passes(len(chunks)))
-        summaries = [self._summarize(chunks, job, tally) for chunks, job in zip(chunked, batch)]
+        for job in jobs:
+            tally.expect(_passes(len(job.chunks)))
+        while pending := [job for job in jobs if job.summary is None]:
+            self._round(pending, tally)
         # The sentences too: a pipeline fans out over them (storyboard: one picture each).
-        return [{"summary": summary, "sentences": sentences(summary)} for summary in summaries]
+        return [{"summary": job.summary, "sentences": sentences(job.summary)} for job in jobs]
 
-    def _summarize(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> str:
-        rounds = 0
-        while len(chunks) > 1:
-            if rounds == MAX_ROUNDS:
-                raise MMQError(f"summarize: the summaries were still {len(chunks)} chunks after {rounds} "
-                               "rounds; nothing was truncated")
-            chunks = self._combine(chunks, job, tally)
-            tally.expect(_passes(len(chunks)) - 1)  # the combining pass expected before is among these
-            rounds += 1
-        return self._final(chunks[0], job, tally)
+    def _round(self, pending: list[_Summary], tally: Tally) -> None:
+        """Each pending job's next pass: its chunks summarized (3. encode, 4. generate, 5. decode),
+        the jobs with equal token limits in the same `generate()` calls."""
+        groups: dict[tuple[int, int], list[_Summary]] = {}
+        for job in pending:
+            groups.setdefault(job.options(self.budget), []).append(job)
+        for (max_new_tokens, min_new_tokens), jobs in groups.items():
+            summaries = self.seq2seq.generate([chunk.text for job in jobs for chunk in job.chunks], tally.advance,
+                                              max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+            for job in jobs:
+                own, summaries = summaries[:len(job.chunks)], summaries[len(job.chunks):]
+                self._advance(job, [summary.text for summary in own], tally)
 
-    def _combine(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> list[Chunk]:
-        # 3. encode, 4. generate, 5. decode: one short summary per chunk, a quarter chunk at most.
-        max_new_tokens = min(job["max_tokens"], self.budget // SHRINK)
-        summaries = self.seq2seq.generate(
-            [chunk.text for chunk in chunks],
-            tally.advance,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min(job["min_tokens"], max_new_tokens),
-        )
+    def _advance(self, job: _Summary, summaries: list[str], tally: Tally) -> None:
+        if len(job.chunks) == 1:
+            if not summaries[0]:
+                raise MMQError("summarize: the model produced an empty summary")
+            job.summary = summaries[0]
+            return
         # 6. combine: the chunk summaries, one per line, are the next round's text.
-        combined = "\n".join(summary.text for summary in summaries if summary.text)
+        combined = "\n".join(summary for summary in summaries if summary)
         if not combined:
-            raise MMQError(f"summarize: the model produced an empty summary for each of {len(chunks)} chunks")
-        logger.info("summarize: %d chunks summarized in %d characters", len(chunks), len(combined))
-        return self.seq2seq.chunk(combined, self.budget)
-
-    def _final(self, chunk: Chunk, job: Mapping[str, Any], tally: Tally) -> str:
-        [summary] = self.seq2seq.generate(
-            [chunk.text], tally.advance, max_new_tokens=job["max_tokens"], min_new_tokens=job["min_tokens"]
-        )
-        if not summary.text:
-            raise MMQError("summarize: the model produced an empty summary")
-        return summary.text
+            raise MMQError(f"summarize: the model produced an empty summary for each of {len(job.chunks)} chunks")
+        logger.info("summarize: %d chunks summarized in %d characters", len(job.chunks), len(combined))
+        job.chunks, job.rounds = self.seq2seq.chunk(combined, self.budget), job.rounds + 1
+        tally.expect(_passes(len(job.chunks)) - 1)  # the combining pass expected before is among these
+        if len(job.chunks) > 1 and job.rounds == MAX_ROUNDS:
+            raise MMQError(f"summarize: the summaries were still {len(job.chunks)} chunks after {job.rounds} "
+                           "rounds; nothing was truncated")
 
 
 def _passes(chunks: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
@@ -20,7 +20,7 @@ from mmq.workers.models import model_source
 from mmq.workers.specialisation_base import Progress, Specialisation
 
 from .chunking import Chunk, join
-from .model import Seq2Seq, Tally
+from .model import Generated, Seq2Seq, Tally
 from .tiny import build_tiny_nllb
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ OUTPUT_SLACK = 16
 
 class TranslateSpecialisation(Specialisation):
     """Translates text with `AutoModelForSeq2SeqLM.generate()`, its chunks in batches."""
+
+    # Several jobs' chunks share `generate()` calls, those of one language pair together.
+    batchable: ClassVar[frozenset[str]] = frozenset({"translate"})
 
     seq2seq: Seq2Seq
     languages: frozenset[str]  # the language codes the tokenizer knows
@@ -70,35 +73,51 @@ class TranslateSpecialisation(Specialisation):
         chunked = [self.seq2seq.chunk(job["text"], self.budget, break_lines=True) for job in batch]
         tally = Tally(progress)
         tally.expect(sum(len(chunks) for chunks in chunked))
-        return [{"translation": self._translate(chunks, job, tally)} for chunks, job in zip(chunked, batch)]
+        translations: dict[int, str] = {}
+        # The jobs of one language pair share `generate()` calls: the source code is the
+        # tokenizer's, the target code the call's.
+        for (source, target), indices in self._by_languages(batch).items():
+            outputs = self._generate([chunk.text for i in indices for chunk in chunked[i]], source, target, tally)
+            for i in indices:
+                translations[i] = _joined(chunked[i], outputs[:len(chunked[i])])
+                outputs = outputs[len(chunked[i]):]
+        return [{"translation": translations[i]} for i in range(len(batch))]
 
     def _model_code(self, job: Mapping[str, Any], field: str) -> str:
         """The model's own code (fra_Latn) for the language as the user named it (fr, fr-FR, fra…)."""
         return languages.for_nllb(job[field], self.languages, field=field)
 
-    def _translate(self, chunks: list[Chunk], job: Mapping[str, Any], tally: Tally) -> str:
+    def _by_languages(self, batch: list[Mapping[str, Any]]) -> dict[tuple[str, str], list[int]]:
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, job in enumerate(batch):
+            pair = self._model_code(job, "source_language"), self._model_code(job, "target_language")
+            groups.setdefault(pair, []).append(i)
+        return groups
+
+    def _generate(self, texts: list[str], source: str, target: str, tally: Tally) -> list[Generated]:
         tokenizer = self.seq2seq.tokenizer
         # 3. encode: the tokenizer puts the source code before each chunk.
-        tokenizer.src_lang = self._model_code(job, "source_language")
+        tokenizer.src_lang = source
         # 4. generate, 5. decode: the target code is the decoder's first token.
-        outputs = self.seq2seq.generate(
-            [chunk.text for chunk in chunks],
-            tally.advance,
-            max_new_tokens=self._max_new_tokens,
-            forced_bos_token_id=tokenizer.convert_tokens_to_ids(self._model_code(job, "target_language")),
-        )
-        for number, output in enumerate(outputs, start=1):
-            if not output.finished:  # said, not hidden: the translation may lack its end
-                logger.warning("translate: chunk %d of %d reached the token limit before its end",
-                               number, len(chunks))
-        # 6. combine: in order, separated as the chunks were in the text.
-        translation = join(chunks, [output.text for output in outputs])
-        if not translation:
-            raise MMQError("translate: the model produced an empty translation")
-        return translation
+        return self.seq2seq.generate(texts, tally.advance, max_new_tokens=self._max_new_tokens,
+                                     forced_bos_token_id=tokenizer.convert_tokens_to_ids(target))
 
-    def _max_new_tokens(self, longest_input: int) -> int:
-        return min(self.seq2seq.max_new_tokens, OUTPUT_RATIO * longest_input + OUTPUT_SLACK)
+    def _max_new_tokens(self, input_tokens: int) -> int:
+        # Of the chunk's own length: a chunk gets the same limit whatever is generated beside it.
+        return min(self.seq2seq.max_new_tokens, OUTPUT_RATIO * input_tokens + OUTPUT_SLACK)
+
+
+def _joined(chunks: list[Chunk], outputs: list[Generated]) -> str:
+    """One job's translation from its chunks' outputs; a chunk cut at its token limit is logged."""
+    for number, output in enumerate(outputs, start=1):
+        if not output.finished:  # said, not hidden: the translation may lack its end
+            logger.warning("translate: chunk %d of %d reached the token limit before its end",
+                           number, len(chunks))
+    # 6. combine: in order, separated as the chunks were in the text.
+    translation = join(chunks, [output.text for output in outputs])
+    if not translation:
+        raise MMQError("translate: the model produced an empty translation")
+    return translation
 
 
 def language_codes(tokenizer: PreTrainedTokenizerBase) -> frozenset[str]:

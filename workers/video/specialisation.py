@@ -7,9 +7,7 @@ a video out of pictures.
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from mmq.tasks.errors import InvalidInput
+from mmq.workers.footage import AUDIO_RATE, open_video, sample_frames, sound_track, video_duration_s
 from mmq.workers.image_codec import decode_image, encode_png
 from mmq.workers.mp4 import encode_mp4
 from mmq.workers.specialisation_base import Blob, Progress, Specialisation
 from mmq.workers.wav import encode_wav
 
 log = logging.getLogger(__name__)
-AUDIO_RATE = 16_000  # what speech recognition wants
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,10 @@ class MediaSpecialisation(Specialisation):
     def _footage(self, inputs: Mapping[str, Any]) -> Footage:
         data = inputs["video"].read()
         limit_s = self.context.settings.max_audio_s
-        with _open(data) as container:
+        with open_video(data) as container:
             if not container.streams.video:
                 raise InvalidInput("video: has no video stream", field="video")
-            duration_s = _duration(container)
+            duration_s = video_duration_s(container)
         if duration_s > limit_s:
             raise InvalidInput(f"video: {duration_s:.1f} s is over the limit of {limit_s} s", field="video")
         return Footage(data, duration_s, inputs["interval_s"], inputs["max_frames"])
@@ -84,84 +82,16 @@ class MediaSpecialisation(Specialisation):
 
     def _extract(self, job: Footage, progress: Progress) -> dict[str, Any]:
         # 2. sample frames, 3. decode the sound, 4. encode the outputs.
-        import av
-
-        with _open(job.data) as container:
-            frames = list(_sample(container, job.interval_s, job.max_frames, progress))
+        with open_video(job.data) as container:
+            frames = list(sample_frames(container, job.interval_s, job.max_frames, progress))
         if not frames:
             raise InvalidInput("video: contains no decodable frames", field="video")
         progress(len(frames), len(frames))  # fewer than max_frames when the video ends first
-        with _open(job.data) as container:
-            audio = _audio(container, job.duration_s, av)
+        with open_video(job.data) as container:
+            audio = sound_track(container, job.duration_s)
         return {"frames": [Blob(encode_png(f), "image/png") for f in frames],
                 "audio": Blob(encode_wav(audio, AUDIO_RATE), "audio/wav"),
                 "duration_s": round(job.duration_s, 3)}
-
-
-class _open:
-    """A PyAV container over bytes whose errors become `InvalidInput`."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __enter__(self) -> Any:
-        import av
-
-        try:
-            self.container = av.open(io.BytesIO(self.data), mode="r")
-        except (av.error.FFmpegError, ValueError, IndexError) as exc:
-            raise InvalidInput(f"video: not a decodable video ({exc})", field="video") from None
-        return self.container
-
-    def __exit__(self, *exc: object) -> None:
-        self.container.close()
-
-
-def _duration(container: Any) -> float:
-    if container.duration:
-        seconds = container.duration / 1_000_000  # microseconds (av.time_base)
-    else:
-        stream = container.streams.video[0]
-        seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
-    if not math.isfinite(seconds) or seconds < 0:  # a corrupt index
-        raise InvalidInput(f"video: the file claims a duration of {seconds} s; it is corrupt", field="video")
-    return seconds
-
-
-def _sample(container: Any, interval_s: float, max_frames: int, progress: Progress) -> Iterator[Any]:
-    """A frame at 0 s, interval_s, 2 x interval_s, ... (the first frame at or after each mark)."""
-    import av
-
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    next_mark, taken = 0.0, 0
-    try:
-        for frame in container.decode(stream):
-            if frame.time is None or frame.time + 1e-6 < next_mark:
-                continue
-            yield frame.to_image()
-            taken += 1
-            progress(taken, max_frames)
-            if taken >= max_frames:
-                return
-            next_mark = frame.time + interval_s
-    except av.error.FFmpegError as exc:
-        raise InvalidInput(f"video: corrupt video data ({exc})", field="video") from None
-
-
-def _audio(container: Any, duration_s: float, av: Any) -> np.ndarray:
-    """The sound as 16 kHz mono float32; silence as long as the video when it has no sound."""
-    if not container.streams.audio:
-        return np.zeros(int(duration_s * AUDIO_RATE), dtype=np.float32)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-    chunks = []
-    try:
-        for frame in container.decode(container.streams.audio[0]):
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except av.error.FFmpegError as exc:
-        raise InvalidInput(f"video: corrupt audio track ({exc})", field="video") from None
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
 def _even(size: tuple[int, int]) -> tuple[int, int]:
