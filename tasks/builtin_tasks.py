@@ -322,4 +322,17 @@ BUILTIN_TASKS: tuple[TaskSpec, ...] = (
         memory_inputs=("grid_size", "preview_size"),
         description="A 3D object from a prompt (Shap-E): a coloured mesh (PLY) and a rendered preview image.",
     ),
+    TaskSpec(
+        name="plan",
+        specialisation="plan",
+        inputs={
+            "request": Field(Kind.TEXT, "What to do, in words.", max_length=2000),
+            "files": Field(Kind.JSON, "The files the plan may use: {input name: kind}, e.g. {\"audio\": \"audio\"}",
+                           default={}),
+        },
+        outputs=outputs(pipeline=Kind.JSON),
+        description="Plan a pipeline for a request in words and the files it names: a pipeline spec (the JSON "
+                    "that `mmq run ./plan.json` takes) whose inputs are the files it uses. Fails with "
+                    "NoPipelineFits when nothing in the catalogue fits.",
+    ),
 )

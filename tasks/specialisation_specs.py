@@ -149,6 +149,14 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             description="Text to 3D mesh with Shap-E (diffusers), with a rendered preview.",
             weights="diffusers",
         ),
+        SpecialisationSpec(
+            name="plan",
+            default_model="HuggingFaceTB/SmolLM2-360M-Instruct",
+            soft_time_limit_s=300,
+            time_limit_s=360,
+            description="Plans a pipeline from a request in words: an instruction-tuned language model "
+                        "decoding under a grammar whose every sentence is a valid pipeline (llguidance).",
+        ),
     )
 }
 

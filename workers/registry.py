@@ -26,6 +26,7 @@ _CLASSES = {
     "compose": "mmq.workers.compose:ComposeSpecialisation",
     "text2video": "mmq.workers.text2video:Text2VideoSpecialisation",
     "text2mesh": "mmq.workers.text2mesh:Text2MeshSpecialisation",
+    "plan": "mmq.workers.plan:PlanSpecialisation",
 }
 
 

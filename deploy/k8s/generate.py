@@ -78,6 +78,8 @@ SIZING: dict[str, Sizing] = {
                          max_replicas=4, list_length=1),
     "text2mesh": Sizing(gpu=True, cpu="4", memory="8Gi", model_cache="10Gi", min_replicas=0, why_min=_IDLE,
                         max_replicas=4, list_length=2),
+    "plan": Sizing(gpu=True, cpu="2", memory="4Gi", model_cache="3Gi", min_replicas=0, why_min=_IDLE,
+                   max_replicas=4, list_length=10),
 }
 
 

@@ -13,7 +13,7 @@ the language is finite and `max_chars` says how long its longest sentence is: a 
 that many tokens cannot be cut off before it ends.
 
 The grammar is written in GBNF (`::=`, quoted strings, character classes with `{m,n}`), which
-xgrammar reads as it is.
+llguidance (the plan worker's constrained decoder) and xgrammar both read as it is.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def max_chars(rules: Rules) -> int:
     return longest("root")
 
 
-def _longest_symbol(symbol: Symbol, longest) -> int:  # noqa: ANN001 - the memoised function above
+def _longest_symbol(symbol: Symbol, longest) -> int:
     if isinstance(symbol, Ref):
         return longest(symbol.name)
     if isinstance(symbol, Chars):
