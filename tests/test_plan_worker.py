@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from mmq.tasks import PIPELINES, TASKS, ArtifactRef, JobStatus, Kind
+from mmq.tasks import PIPELINES, TASKS, ArtifactRef, JobStatus, Kind, MMQError
 from mmq.tasks.planning import plan_to_pipeline
 from mmq.tasks.specfiles import pipeline_from_dict
 from mmq.workers.models import resolve_model
@@ -62,6 +62,22 @@ def test_random_weights_always_give_a_valid_plan(tiny_folder):
             assert tokens == list(range(1, len(tokens) + 1)) and len(tokens) <= planner.max_new_tokens(files)
             texts.add(text)
     assert len(texts) > len(CASES)  # the seeds do differ: validity is not one lucky plan
+
+
+class ShortPlanner(Planner):
+    """A planner whose token limit is below the longest plan: what a cut-off generation looks like."""
+
+    def _compile(self, files):
+        grammar, _ = super()._compile(files)
+        return grammar, 5
+
+
+def test_a_generation_cut_off_by_the_token_limit_is_refused_not_parsed(tiny_folder):
+    planner = random_planner(tiny_folder, 0)
+    short = ShortPlanner(planner.model, planner.tokenizer, TASKS, PIPELINES)
+
+    with pytest.raises(MMQError, match="^plan: the model did not finish a plan within 5 tokens$"):
+        short.plan(*CASES[0], lambda n: None)
 
 
 @pytest.mark.parametrize("request_text, files", [CASES[0], CASES[2]])
