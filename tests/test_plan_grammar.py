@@ -21,7 +21,7 @@ FILE_SETS = [
     {"photo": Kind.IMAGE},
     {"photo": Kind.IMAGE, "voice_note": Kind.AUDIO},
     {"clip": Kind.VIDEO, "notes": Kind.TEXT},
-    {"a": Kind.IMAGE, "b": Kind.IMAGE, "query": Kind.EMBEDDING},
+    {"a": Kind.IMAGE, "b": Kind.IMAGE, "notes": Kind.TEXT},
 ]
 SAMPLES = 300  # sentences per set of files
 
@@ -29,8 +29,6 @@ SAMPLES = 300  # sentences per set of files
 def file_value(kind: Kind):
     if kind is Kind.TEXT:
         return "some notes"
-    if kind is Kind.EMBEDDING:
-        return [[0.1, 0.2]]
     return ArtifactRef(uri="s3://b/k", media_type=MEDIA_TYPES[kind], sha256="0" * 64, size=1)
 
 
@@ -107,3 +105,5 @@ def test_a_file_no_task_takes_is_refused_before_any_model_runs():
 
     with pytest.raises(NoPipelineFits, match="no task in the catalogue takes a mesh file \\('chair'\\)"):
         check_files_usable(TASKS, {"photo": Kind.IMAGE, "chair": Kind.MESH})
+    with pytest.raises(NoPipelineFits, match="takes an embedding file"):  # rank_embeddings is not planned
+        check_files_usable(TASKS, {"query": Kind.EMBEDDING})

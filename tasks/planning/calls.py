@@ -43,9 +43,11 @@ class Call:
 
 
 def calls(tasks: Mapping[str, TaskSpec]) -> Iterator[Call]:
-    """Every call signature of the catalogue, the planner's own task left out."""
+    """Every call signature of the catalogue, the planner's own task left out, and the tasks that take
+    embeddings: an embedding's kind does not say which model made it, so a grammar could wire a
+    sentence embedding against CLIP ones (`rank_embeddings`), which fails when it runs."""
     for task in tasks.values():
-        if task.specialisation == PLAN:
+        if task.specialisation == PLAN or any(f.kind is Kind.EMBEDDING for f in task.inputs.values()):
             continue
         required = [(n, f) for n, f in task.inputs.items() if f.required]
         if not task.one_of:
