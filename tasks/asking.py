@@ -32,10 +32,6 @@ INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 def ask_pipeline(kinds: Mapping[str, Kind]) -> Pipeline:
     """The one-step pipeline of an ask with inputs of these kinds: its plan step expands."""
-    for name in _RESERVED:
-        if name in kinds:
-            raise InvalidInput(f"an ask's inputs may not be called {name!r}: the name is the ask's own; "
-                               "rename the file input", field=name)
     plan_files(kinds)  # the names checked
     inputs = {
         "request": Field(Kind.TEXT, "What to do, in words.", max_length=REQUEST_MAX_CHARS),
@@ -61,6 +57,9 @@ def plan_files(kinds: Mapping[str, Kind]) -> dict[str, str]:
     """The `files` input of the plan task: each input's name and kind, the names checked (a plan
     refers to them as `input.NAME`)."""
     for name in kinds:
+        if name in _RESERVED:
+            raise InvalidInput(f"an ask's inputs may not be called {name!r}: the name is the ask's own; "
+                               "rename the input", field=name)
         if not INPUT_NAME.fullmatch(name):
             raise InvalidInput(f"an ask's input names are letters, digits and _ (not first a digit), up to 64: "
                                f"got {name!r}", field=name)

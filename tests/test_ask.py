@@ -23,7 +23,11 @@ from mmq.clients import Client
 from mmq.tasks.catalogue import TASKS
 from mmq.tasks.records import JobStatus
 from mmq.tasks.specfiles import pipeline_from_dict
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
 from tests.conftest import Stack
+from tests.test_job_page import browser  # noqa: F401 - the fixture: headless Chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 VOICE_NOTE = ROOT / "samples" / "voice-note.wav"
@@ -82,8 +86,8 @@ def test_an_ask_cancelled_while_it_plans_runs_nothing_after(serve: Callable[[str
     assert [s.name for s in record.steps] == ["plan"]
 
 
-def test_the_gateway_plans_and_asks_and_its_sdk_does_too(serve: Callable[[str], Stack], gateway,
-                                                         sample_image: Path) -> None:
+def test_the_gateway_plans_and_asks_its_sdk_too_and_the_job_page_shows_the_plan(
+        serve: Callable[[str], Stack], gateway, sample_image: Path, browser) -> None:  # noqa: F811
     serve("plan")
     key = gateway.new_key("asker")
     with Client(gateway_url=gateway.url, api_key=key) as remote:
@@ -107,6 +111,15 @@ def test_the_gateway_plans_and_asks_and_its_sdk_does_too(serve: Callable[[str], 
     assert record.status is JobStatus.SUCCEEDED, record.error
     assert record.outputs["plan"] == plan == plan_only.outputs["pipeline"]
     assert record.steps[0].name == "plan" and len(record.steps) == 1 + len(plan["steps"])
+
+    # The job page shows the plan beside the steps: the request, then each planned step as a call.
+    browser.get(gateway.url + asked.json()["links"]["page"])
+    shown = WebDriverWait(browser, 60).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#plan li[data-plan-step]"), message="no plan on the job page")
+    assert [li.get_attribute("data-plan-step") for li in shown] == [step["name"] for step in plan["steps"]]
+    assert shown[0].text.startswith(f"{plan['steps'][0]['name']} = {plan['steps'][0]['task']}(")
+    assert "describe this photo" in browser.find_element(By.ID, "plan").text
+    assert browser.find_elements(By.CSS_SELECTOR, '.step[data-step="plan"]')  # and the plan is a step
 
 
 def test_mmq_ask_shows_the_plan_then_the_job(serve: Callable[[str], Stack]) -> None:

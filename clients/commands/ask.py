@@ -26,7 +26,7 @@ def add_ask(commands: Commands, shared: SharedOptions) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from ...client import Client
+    from ..client import Client
 
     job = Client.from_env().ask(args.request, dry_run=args.dry_run, **parse_inputs({}, args.inputs))
     if args.dry_run:
