@@ -53,14 +53,15 @@ Request = Annotated[str, Field(min_length=1, max_length=2000, description=(
 
 
 class JobRequest(_Strict):
-    # Exactly one of `pipeline` and `ask`, said in the schema too.
+    # Exactly one of `pipeline` and `ask` (a 422 otherwise): said in their descriptions, not as a
+    # `oneOf`, which client generators turn into two request types.
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
-        "oneOf": [{"required": ["pipeline"]}, {"required": ["ask"]}],
         "examples": [{"pipeline": "text2image", "inputs": {"prompt": "a lighthouse at dusk", "steps": 1,
                                                            "width": 64, "height": 64, "seed": 7}}]})
     pipeline: str | dict[str, Any] | None = Field(None, description=(
-        "A task or pipeline name (GET /v1/pipelines lists them), or an ad-hoc pipeline spec. Whether the "
-        "pipeline exists, and whether the inputs fit its schema, is checked on submission (404, 422)."))
+        "A task or pipeline name (GET /v1/pipelines lists them), or an ad-hoc pipeline spec; or give `ask` "
+        "instead (exactly one of the two). Whether the pipeline exists, and whether the inputs fit its "
+        "schema, is checked on submission (404, 422)."))
     ask: Request | None = Field(None, description=(
         "Instead of `pipeline`: a request in words, planned into a pipeline that then runs as the rest "
         "of the same job (its outputs: `plan`, the pipeline, and the pipeline's)."))
