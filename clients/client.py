@@ -66,6 +66,16 @@ class Client:
         """Queue an ad-hoc pipeline: a `Pipeline` value or its JSON/YAML form (checked first)."""
         return self._submit(spec, inputs, idempotency_key, webhook)
 
+    def ask(self, request: str, /, *, dry_run: bool = False, idempotency_key: str | None = None,
+            webhook: WebhookSpec | Mapping[str, Any] | str | None = None, **inputs: Any) -> Job:
+        """Queue a request in words: the `plan` worker writes a pipeline of the catalogue for it and
+        the inputs given (files as paths or bytes, texts, numbers), and the pipeline runs as the rest
+        of the same job. Its outputs: `plan` (the pipeline) and the pipeline's. With `dry_run`, the
+        job plans only. A request that no pipeline fits fails with `NoPipelineFits`, saying why."""
+        hook = WebhookSpec.parse(webhook) if webhook is not None else None
+        return Job(self.transport.ask(request, inputs, dry_run=dry_run, idempotency_key=idempotency_key,
+                                      webhook=hook), self)
+
     def _submit(self, target: Any, inputs: Mapping[str, Any], idempotency_key: str | None, webhook: Any) -> Job:
         hook = WebhookSpec.parse(webhook) if webhook is not None else None
         return Job(self.transport.submit(target, inputs, idempotency_key=idempotency_key, webhook=hook), self)

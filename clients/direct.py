@@ -10,6 +10,7 @@ from typing import Any
 from mmq.tasks import heartbeats
 from mmq.tasks.artifact_walk import map_artifacts, map_named
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
+from mmq.tasks.asking import PLAN_TASK, ask_inputs, ask_pipeline, plan_inputs
 from mmq.tasks.canvas import build_canvas
 from mmq.tasks.catalogue import TASKS, describe_all, lookup
 from mmq.tasks.celery_app import make_celery
@@ -25,6 +26,7 @@ from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.webhooks import WebhookSpec
 
 from .artifact import Artifact
+from .asking import ask_values
 from .transport import artifact_outputs
 
 # Redis commands one publish batch holds before it is sent: a submit_many chunk in one pipeline.
@@ -84,6 +86,17 @@ class DirectTransport:
         # replica holds the record and the step messages before the caller is told the job exists.
         self.jobs.confirm([created], since)
         return created
+
+    def ask(self, request: str, inputs: Mapping[str, Any], *, dry_run: bool = False,
+            idempotency_key: str | None = None, webhook: WebhookSpec | None = None,
+            owner: str | None = None) -> str:
+        """Queue an ask: the `plan` task, then (unless `dry_run`) the pipeline it writes, as one job."""
+        values, kinds = ask_values(inputs)
+        if dry_run:
+            return self.submit(TASKS[PLAN_TASK].name, plan_inputs(request, kinds), idempotency_key=idempotency_key,
+                               webhook=webhook, owner=owner)
+        return self.submit(ask_pipeline(kinds), ask_inputs(request, kinds, values), idempotency_key=idempotency_key,
+                           webhook=webhook, owner=owner)
 
     def submit_many(self, target: str | Pipeline | Mapping[str, Any], inputs: Iterable[Mapping[str, Any]], *,
                     owner: str | None = None) -> list[str]:

@@ -28,6 +28,7 @@ from mmq.tasks.translation import GATEWAY, STORAGE, http_errors, presigned_answe
 from mmq.tasks.webhooks import WebhookSpec
 
 from .artifact import Artifact
+from .asking import ask_values
 from .error_codes import exception_for
 from .transport import artifact_outputs
 
@@ -63,6 +64,20 @@ class GatewayTransport:
             body["webhook"] = webhook.to_dict()
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         view = self._call("POST", "/v1/jobs", json=body, headers=headers)
+        self._views[view["id"]] = view
+        return view["id"]
+
+    def ask(self, request: str, inputs: Mapping[str, Any], *, dry_run: bool = False,
+            idempotency_key: str | None = None, webhook: WebhookSpec | None = None) -> str:
+        """`POST /v1/plans` (a plan-only job) or `POST /v1/jobs` with `ask`; the gateway tells the
+        kinds of the inputs from the files themselves."""
+        values, _kinds = ask_values(inputs)  # refused here, before any upload, when one is unreadable
+        resolved = {k: self._input(v) for k, v in values.items()}
+        body: dict[str, Any] = {"request": request, "inputs": resolved} if dry_run else {"ask": request, "inputs": resolved}
+        if webhook is not None:
+            body["webhook"] = webhook.to_dict()
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        view = self._call("POST", "/v1/plans" if dry_run else "/v1/jobs", json=body, headers=headers)
         self._views[view["id"]] = view
         return view["id"]
 

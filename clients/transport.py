@@ -21,6 +21,10 @@ class Transport(Protocol):
                idempotency_key: str | None, webhook: WebhookSpec | None) -> str:
         """Queue a task or pipeline (a name, a `Pipeline` or its JSON form); returns the job id."""
 
+    def ask(self, request: str, inputs: Mapping[str, Any], *, dry_run: bool, idempotency_key: str | None,
+            webhook: WebhookSpec | None) -> str:
+        """Queue an ask (the plan, then the pipeline planned), or with `dry_run` the plan alone."""
+
     def submit_many(self, target: str | Pipeline | Mapping[str, Any], inputs: list[Mapping[str, Any]]) -> list[str]:
         """Queue one job per mapping of inputs; returns their ids in order."""
 

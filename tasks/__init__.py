@@ -19,6 +19,7 @@ from .errors import (
     JobTimeout,
     MMQError,
     ModelLoadFailed,
+    NoPipelineFits,
     OutOfMemory,
     ServiceUnavailable,
     StackError,
@@ -37,7 +38,8 @@ __all__ = [
     "ArtifactAccessDenied", "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "BrokerError",
     "BrokerUnavailable", "ConfigurationError", "ContentFiltered", "Field", "Format", "GatewayUnavailable",
     "InvalidInput", "InvalidPipeline", "JobNotFound", "JobRecord", "JobStatus", "JobStore", "JobTimeout", "Kind",
-    "MMQError", "ModelLoadFailed", "OutOfMemory", "Output", "PIPELINES", "Pipeline", "SPECIALISATIONS",
-    "ServiceUnavailable", "Settings", "SpecialisationSpec", "StackError", "Step", "StepSpec", "StepState",
+    "MMQError", "ModelLoadFailed", "NoPipelineFits", "OutOfMemory", "Output", "PIPELINES", "Pipeline",
+    "SPECIALISATIONS", "ServiceUnavailable", "Settings", "SpecialisationSpec", "StackError", "Step",
+    "StepSpec", "StepState",
     "StorageError", "StorageUnavailable", "TASKS", "TaskSpec", "UnknownTask", "describe_all", "lookup",
 ]

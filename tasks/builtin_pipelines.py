@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .builtin_tasks import LONG_TEXT, TEXT2IMAGE_OPTIONS, WATCH_OPTIONS
+from .builtin_tasks import LONG_TEXT, TEXT2IMAGE_OPTIONS
+from .language_model_tasks import WATCH_OPTIONS
 from .fields import Field, Kind
 from .pipelines import Format, Pipeline, Step
 from .spaces import CLAP

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .fields import Field, Kind
 from .spaces import same_space, space_of
+from .language_model_tasks import LANGUAGE_MODEL_TASKS
 from .taskspec import Output, TaskSpec, outputs
 
 TEXT2IMAGE_OPTIONS: dict[str, Field] = {
@@ -29,18 +30,6 @@ _SOUNDS = ("Sounds (wav, flac, mp3, ogg, m4a; any rate and channels); a sound ov
            "its first 10 s, CLAP's window")
 _SPACE = Field(Kind.TEXT, "The space to embed texts in when no image or sound says: 'clip' (beside images) "
                "or 'clap' (beside sounds).", default="", max_length=8)
-# What every omni task asks with (Qwen2.5-Omni's context is 32,768 tokens, media included).
-_OMNI = {
-    "question": Field(Kind.TEXT, "The question, in plain words.", max_length=2000),
-    "max_new_tokens": Field(Kind.INTEGER, "Longest answer, in tokens.", default=128, minimum=1, maximum=4096),
-}
-# How a video is watched: Qwen2.5-Omni was trained on 2 frames a second; its video processor takes
-# at most 768 frames.
-WATCH_OPTIONS: dict[str, Field] = {
-    "fps": Field(Kind.NUMBER, "Frames sampled per second of video.", default=2.0, minimum=0.1, maximum=8),
-    "max_frames": Field(Kind.INTEGER, "Most frames to sample: a video longer than max_frames / fps seconds is "
-                        "refused.", default=64, minimum=1, maximum=768),
-}
 
 BUILTIN_TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
@@ -360,32 +349,6 @@ BUILTIN_TASKS: tuple[TaskSpec, ...] = (
         memory_inputs=("grid_size", "preview_size"),
         description="A 3D object from a prompt (Shap-E): a coloured mesh (PLY) and a rendered preview image.",
     ),
-    TaskSpec(
-        name="watch",
-        specialisation="omni",
-        inputs={"video": Field(Kind.VIDEO, "A video, with or without sound: mp4, webm, mkv, avi or mov."),
-                **_OMNI, **WATCH_OPTIONS},
-        outputs=outputs(answer=Kind.TEXT),
-        memory_inputs=("max_frames", "fps", "max_new_tokens"),
-        description="Answer a question about a video, seen and heard together (Qwen2.5-Omni); a video without "
-                    "sound is watched silently. At most the model's audio window long (300 s).",
-    ),
-    TaskSpec(
-        name="listen",
-        specialisation="omni",
-        inputs={"audio": Field(Kind.AUDIO, "Speech, music or any sound: wav, flac, mp3, ogg or m4a, or a "
-                               "video's sound track."), **_OMNI},
-        outputs=outputs(answer=Kind.TEXT),
-        memory_inputs=("audio", "max_new_tokens"),
-        description="Answer a question about a sound (Qwen2.5-Omni): what is said, by whom, what is heard. "
-                    "At most the model's audio window long (300 s).",
-    ),
-    TaskSpec(
-        name="look",
-        specialisation="omni",
-        inputs={"image": Field(Kind.IMAGE, "The image the question is about."), **_OMNI},
-        outputs=outputs(answer=Kind.TEXT),
-        memory_inputs=("image", "max_new_tokens"),
-        description="Answer a question about an image with the omni model (Qwen2.5-Omni).",
-    ),
+    *LANGUAGE_MODEL_TASKS,
 )
+

@@ -23,15 +23,19 @@ from .records import JobRecord, StepSpec
 COLLECT_TASK = "mmq.collect"  # gathers the last parallel branches and ends the job
 
 
-def build_canvas(app: Celery, record: JobRecord) -> Signature:
-    levels = [list(steps) for _, steps in groupby(sorted(record.steps, key=lambda s: s.level),
-                                                    key=lambda s: s.level)]
+def build_canvas(app: Celery, record: JobRecord, *, steps: Sequence[StepSpec] | None = None,
+                 context: Any = None) -> Signature:
+    """The job's canvas; with `steps`, only theirs (the planned rest of an ask), their first
+    level started from `context` instead of the job's inputs."""
+    chosen = record.steps if steps is None else steps
+    levels = [list(group_) for _, group_ in groupby(sorted(chosen, key=lambda s: s.level), key=lambda s: s.level)]
     last = levels[-1]
     ends_in_one_plain_step = len(last) == 1 and not last[0].each
     stages: list[Signature] = []
-    for number, steps in enumerate(levels):
+    for number, level in enumerate(levels):
         final = ends_in_one_plain_step and number == len(levels) - 1
-        signatures = [step_signature(app, record.id, step, final=final) for step in steps]
+        first = context if number == 0 else None
+        signatures = [step_signature(app, record.id, step, final=final, context=first) for step in level]
         stages.append(signatures[0] if len(signatures) == 1 else group(signatures))
     if not ends_in_one_plain_step:
         stages.append(collect_signature(app, record.id, queue=last[0].queue))

@@ -35,6 +35,14 @@ class InvalidPipeline(MMQError):
     """A pipeline definition is inconsistent (unknown task, unwired or mis-typed input)."""
 
 
+class NoPipelineFits(InvalidInput):
+    """No pipeline in the catalogue fits the request and its files; the message gives the reason."""
+
+    def __init__(self, reason: str, *, field: str | None = "request") -> None:
+        super().__init__(f"no pipeline fits: {reason}", field=field)
+        self.reason = reason
+
+
 class ServiceUnavailable(MMQError):
     """A service that mmq needs (Redis, the artifact store, the gateway) cannot be reached; worth retrying."""
 

@@ -49,6 +49,9 @@ class Step:
     task: str
     bind: Mapping[str, Binding] = field(default_factory=dict)
     each: Mapping[str, str] = field(default_factory=dict)
+    # The step's output is a pipeline that runs as the rest of the job (an `ask`'s plan step);
+    # only mmq sets it (`mmq.tasks.asking`), never a pipeline file.
+    expands: bool = False
 
     def refs(self) -> list[str]:
         found = [*self.each.values()]
@@ -138,7 +141,7 @@ class Pipeline:
             _check_target(where, task, target, step)
             source = _available(where, target, ref, available)
             wanted = task.inputs[target]
-            if not source.many or not _fits(source.kind, wanted.kind):
+            if not source.many or not fits(source.kind, wanted.kind):
                 raise InvalidPipeline(f"{where}: 'each' over {ref!r} ({source.describe()}) does not fit "
                                       f"input {target!r} ({_describe_field(wanted)})")
         for target, binding in step.bind.items():
@@ -154,7 +157,7 @@ class Pipeline:
                 continue
             source = _available(where, target, binding, available)
             # One value may feed a list input (as a list of one); a list never feeds one value.
-            if not _fits(source.kind, wanted.kind) or (source.many and not wanted.many):
+            if not fits(source.kind, wanted.kind) or (source.many and not wanted.many):
                 raise InvalidPipeline(f"{where}: input {target!r} wants {_describe_field(wanted)} "
                                       f"but {binding!r} is {source.describe()}")
         for name, spec in task.inputs.items():
@@ -189,8 +192,8 @@ def step_to_dict(step: Step) -> dict[str, Any]:
     return out
 
 
-def _fits(source: Kind, target: Kind) -> bool:
-    """Same kind, or an integer where a number is wanted."""
+def fits(source: Kind, target: Kind) -> bool:
+    """Same kind, or an integer where a number is wanted (the planner's grammar uses the same rule)."""
     return source is target or (source is Kind.INTEGER and target is Kind.NUMBER)
 
 

@@ -157,6 +157,14 @@ SPECIALISATIONS: dict[str, SpecialisationSpec] = {
             description="Questions about videos with their sound, sounds and images, answered by one omni-modal "
                         "model (Qwen2.5-Omni's thinker; text out).",
         ),
+        SpecialisationSpec(
+            name="plan",
+            default_model="HuggingFaceTB/SmolLM2-360M-Instruct",
+            soft_time_limit_s=300,
+            time_limit_s=360,
+            description="Plans a pipeline from a request in words: an instruction-tuned language model "
+                        "decoding under a grammar whose every sentence is a valid pipeline (llguidance).",
+        ),
     )
 }
 

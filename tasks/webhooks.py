@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from .errors import InvalidInput
 
 JOB_EVENTS = tuple(f"job.{s}" for s in ("queued", "running", "succeeded", "failed", "cancelled"))
-STEP_EVENTS = tuple(f"step.{s}" for s in ("running", "progress", "succeeded", "failed", "cancelled"))
+STEP_EVENTS = tuple(f"step.{s}" for s in ("queued", "running", "progress", "succeeded", "failed", "cancelled"))
 ITEM_EVENTS = tuple(f"item.{s}" for s in ("running", "succeeded", "failed"))
 EVENT_NAMES = (*JOB_EVENTS, *STEP_EVENTS, *ITEM_EVENTS)
 ALL_EVENTS = "*"

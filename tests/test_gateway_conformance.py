@@ -35,6 +35,9 @@ EXCEPTIONS = [
     # Whether a pipeline exists, whether an ad-hoc one is wired right and whether the inputs fit its
     # schema depend on the catalogue (GET /v1/pipelines); the document says so and declares the 422.
     ("submit_job", ["413", "422"]),
+    # A plan's inputs are files (by reference), texts and numbers, named as a plan can refer to them;
+    # whether an upload or artifact exists and is yours is the store's to say; the document declares the 422.
+    ("plan_job", ["413", "422"]),
 ]
 
 

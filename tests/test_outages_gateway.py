@@ -41,6 +41,8 @@ PNG = (ROOT / "samples" / "house.png").read_bytes()
 ROUTES: dict[tuple[str, str], tuple[set[str], str, dict]] = {
     ("POST", "/v1/jobs"): ({"redis", "storage"}, "/v1/jobs",
                            {"json": {"pipeline": "caption", "inputs": {"image": {"upload": UPLOAD}}}}),
+    ("POST", "/v1/plans"): ({"redis", "storage"}, "/v1/plans",
+                            {"json": {"request": "describe this", "inputs": {"image": {"upload": UPLOAD}}}}),
     ("GET", "/v1/jobs"): ({"redis"}, "/v1/jobs", {}),
     ("GET", "/v1/jobs/{job_id}"): ({"redis"}, f"/v1/jobs/{JOB}", {}),
     ("DELETE", "/v1/jobs/{job_id}"): ({"redis"}, f"/v1/jobs/{JOB}", {}),

@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mmq.tasks import heartbeats
 from mmq.tasks.artifacts import ArtifactStore
-from mmq.tasks.canvas import COLLECT_TASK, fan_out_signature
+from mmq.tasks.canvas import COLLECT_TASK, build_canvas, fan_out_signature
 from mmq.tasks.catalogue import TASKS
 from mmq.tasks.celery_app import make_celery
 from mmq.tasks.errors import (
@@ -55,7 +55,7 @@ from .loadgate import LOAD_WITHOUT_LIMIT_S, LoadReports, gate_step, load_in_pool
 from .multiplex import ModelPool
 from .registry import specialisation_class
 from .specialisation_base import ModelContext, Specialisation
-from .steps import DeadLettered, FanOut, StepAborted, StepMessage, StepRunner
+from .steps import DeadLettered, Expansion, FanOut, StepAborted, StepMessage, StepRunner
 
 log = logging.getLogger(__name__)
 # Worth retrying: storage or broker unreachable. (Out of memory is not: the same input fails the
@@ -205,6 +205,9 @@ def _register(app: Celery, task: TaskSpec, state: _ProcessState) -> None:
             # One signature per item, in parallel; the rest of the chain waits for all of them.
             raise self.replace(fan_out_signature(app, job_id, result.step, count=result.count,
                                                  context=result.context))
+        if isinstance(result, Expansion):
+            # The planned steps take this step's place: the job goes on with them.
+            raise self.replace(build_canvas(app, result.record, steps=result.steps, context=result.context))
         if result is None:
             raise Ignore()  # the job ended: no further step of it starts
         return result

@@ -27,6 +27,7 @@ _CLASSES = {
     "text2video": "mmq.workers.text2video:Text2VideoSpecialisation",
     "text2mesh": "mmq.workers.text2mesh:Text2MeshSpecialisation",
     "omni": "mmq.workers.omni:OmniSpecialisation",
+    "plan": "mmq.workers.plan:PlanSpecialisation",
 }
 
 

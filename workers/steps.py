@@ -17,6 +17,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from mmq.tasks.artifact_walk import map_artifacts
+from mmq.tasks.asking import expand
+from mmq.tasks.catalogue import TASKS
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
@@ -73,6 +75,16 @@ class FanOut:
     context: Context
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """An ask's plan step succeeded: the planned steps (in the record now) must be queued, their
+    first level started from `context` (the job's inputs and the plan)."""
+
+    record: JobRecord
+    steps: list[StepSpec]
+    context: Context
+
+
 class StepRunner:
     """Runs step messages for one loaded specialisation; built once per pool process."""
 
@@ -84,7 +96,7 @@ class StepRunner:
         self.store = store
         self.max_deliveries = max_deliveries
 
-    def run(self, task: TaskSpec, message: StepMessage) -> Context | FanOut | None:
+    def run(self, task: TaskSpec, message: StepMessage) -> Context | FanOut | Expansion | None:
         """The context for what follows, a fan-out to perform, or None when the job must stop."""
         record = self.jobs.get(message.job_id)
         if record.status.terminal:
@@ -220,12 +232,23 @@ class StepRunner:
         return map_artifacts(value, put, kind=Blob)
 
     def _advance(self, record: JobRecord, message: StepMessage, context: Context,
-                 outputs: dict[str, Any]) -> Context:
+                 outputs: dict[str, Any]) -> Context | Expansion:
         value = outputs if message.item is None else item_outputs(outputs, message.item, message.count or 0)
         context = {**context, message.step: value}
+        if record.step(message.step).expands:
+            return self._expand(record, message.step, context, outputs)
         if message.final:
             self._finish(record, context)
         return context
+
+    def _expand(self, record: JobRecord, step: str, context: Context, outputs: dict[str, Any]) -> Expansion:
+        """The plan becomes the rest of the job: its steps written into the record (once: a
+        redelivered plan step finds them there) before any of them is queued."""
+        planned = expand(record, outputs["pipeline"], TASKS)
+        if planned is not record and not self.jobs.expand(planned):
+            raise StepAborted(f"job {record.id} ended while step {step!r} planned it")
+        added = planned.steps[1:]
+        return Expansion(record=planned, steps=added, context={"input": planned.inputs, step: context[step]})
 
     def _finish(self, record: JobRecord, context: Context) -> None:
         job_outputs = {name: resolve(ref, context) for name, ref in record.output_map.items()}

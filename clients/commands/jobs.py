@@ -58,23 +58,23 @@ def _run(args: argparse.Namespace) -> int:
     else:
         job = client.submit(args.name, **parse_inputs(client.input_schema(args.name), args.inputs))
     if not args.wait:
-        _print_job(job.to_dict(), args.json)
+        print_job(job.to_dict(), args.json)
         return 0
-    return _wait_and_print(job, args.timeout, args.json, quiet=args.quiet)
+    return wait_and_print(job, args.timeout, args.json, quiet=args.quiet)
 
 
 def _jobs_get(args: argparse.Namespace) -> int:
     from ..client import Client
 
     job = Client.from_env().job(args.id)
-    _print_job(job.to_dict(), args.json)
+    print_job(job.to_dict(), args.json)
     return 0
 
 
 def _jobs_wait(args: argparse.Namespace) -> int:
     from ..client import Client
 
-    return _wait_and_print(Client.from_env().job(args.id), args.timeout, args.json, quiet=args.quiet)
+    return wait_and_print(Client.from_env().job(args.id), args.timeout, args.json, quiet=args.quiet)
 
 
 def _jobs_cancel(args: argparse.Namespace) -> int:
@@ -82,7 +82,7 @@ def _jobs_cancel(args: argparse.Namespace) -> int:
 
     job = Client.from_env().job(args.id)
     cancelled = job.cancel()
-    _print_job(job.to_dict(), args.json)
+    print_job(job.to_dict(), args.json)
     if not cancelled:
         print(f"mmq: job {args.id} had already ended", file=sys.stderr)
     return 0 if cancelled else EXIT_FAILED
@@ -122,14 +122,14 @@ def _jobs_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_and_print(job: Any, timeout_s: float | None, as_json: bool, *, quiet: bool = False) -> int:
+def wait_and_print(job: Any, timeout_s: float | None, as_json: bool, *, quiet: bool = False) -> int:
     if not quiet:
         from ..progress import follow
 
         follow(job, timeout_s=timeout_s)
     record = job.wait(timeout_s=timeout_s)
     summary = job.to_dict(record)
-    _print_job(summary, as_json)
+    print_job(summary, as_json)
     return 0 if record.status is JobStatus.SUCCEEDED else EXIT_FAILED
 
 
@@ -157,7 +157,7 @@ def parse_inputs(schema: Mapping[str, Field], pairs: Sequence[str]) -> dict[str,
     return inputs
 
 
-def _print_job(summary: dict[str, Any], as_json: bool) -> None:
+def print_job(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return

@@ -28,8 +28,8 @@ from .state import Gateway
 
 DESCRIPTION = ("Submit jobs (one model task or a pipeline of them), follow them, fetch their artifacts. "
                "Errors are `{\"error\": {\"code\", \"message\", \"field\"}}` with a stable code.")
-ROUTERS = (job_routes.router, upload_routes.router, catalogue_routes.router, operation_routes.router,
-           page_routes.router, static_routes.router)
+ROUTERS = (job_routes.router, job_routes.plans, upload_routes.router, catalogue_routes.router,
+           operation_routes.router, page_routes.router, static_routes.router)
 
 
 def create_app(settings: Settings | None = None, *, webhooks: bool = True) -> FastAPI:

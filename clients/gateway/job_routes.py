@@ -44,10 +44,31 @@ def submit_job(request: schemas.JobRequest, gateway: SharedGateway, owner: Tenan
                idempotency_key: Annotated[str | None, Header(max_length=200, description=(
                    "Repeat a submission safely: the same key returns the job it first created."))] = None) -> Any:
     webhook = WebhookSpec.parse(request.webhook.model_dump(exclude_none=True)) if request.webhook else None
+    if request.ask is not None:
+        job_id = gateway.transport.ask(request.ask, gateway.resolver.resolve(request.inputs, owner),
+                                       idempotency_key=idempotency_key, webhook=webhook, owner=owner)
+        return gateway.view(gateway.owned_record(job_id, owner))
     target = gateway.transport.pipeline(request.pipeline)  # unknown or invalid: refused before any fetch
     inputs = gateway.resolver.resolve(request.inputs, owner)
     job_id = gateway.transport.submit(target, inputs, idempotency_key=idempotency_key, webhook=webhook,
                                       owner=owner)
+    return gateway.view(gateway.owned_record(job_id, owner))
+
+
+plans = APIRouter(prefix="/v1/plans", tags=["jobs"])
+
+
+@plans.post("", status_code=201, response_model=schemas.JobView, operation_id="plan_job",
+            summary="Plan a request, without running it",
+            description="A plan-only job: the `plan` task alone. Once it has succeeded, its output `pipeline` is "
+                        "the pipeline that `POST /v1/jobs` with `ask` would run for the same request and inputs.",
+            responses={**errors(400, 401, 409, 413, 422, 503), 201: {"links": SUBMISSION_LINKS}})
+def plan_job(request: schemas.PlanRequest, gateway: SharedGateway, owner: Tenant,
+             idempotency_key: Annotated[str | None, Header(max_length=200, description=(
+                 "Repeat a submission safely: the same key returns the job it first created."))] = None) -> Any:
+    webhook = WebhookSpec.parse(request.webhook.model_dump(exclude_none=True)) if request.webhook else None
+    job_id = gateway.transport.ask(request.request, gateway.resolver.resolve(request.inputs, owner), dry_run=True,
+                                   idempotency_key=idempotency_key, webhook=webhook, owner=owner)
     return gateway.view(gateway.owned_record(job_id, owner))
 
 

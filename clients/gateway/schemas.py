@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mmq.tasks.webhooks import ALL_EVENTS, EVENT_NAMES
 
@@ -44,16 +44,40 @@ class WebhookBody(_Strict):
         "Event names, or '*' for all; default: job.succeeded, job.failed, job.cancelled."))
 
 
+_INPUTS_DESCRIPTION = (
+    "Named inputs. A file input is {\"upload\": ID} (from POST /v1/uploads), {\"url\": URL} "
+    "(fetched by the gateway) or an artifact reference from one of your earlier jobs.")
+Request = Annotated[str, Field(min_length=1, max_length=2000, description=(
+    "What to do, in words, e.g. \"turn this voice note into a picture and describe it\". The `plan` "
+    "worker writes a pipeline of the catalogue for it and the inputs given (by their names and kinds)."))]
+
+
 class JobRequest(_Strict):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
-        {"pipeline": "text2image", "inputs": {"prompt": "a lighthouse at dusk", "steps": 1, "width": 64,
-                                              "height": 64, "seed": 7}}]})
-    pipeline: str | dict[str, Any] = Field(description=(
-        "A task or pipeline name (GET /v1/pipelines lists them), or an ad-hoc pipeline spec. Whether the "
-        "pipeline exists, and whether the inputs fit its schema, is checked on submission (404, 422)."))
-    inputs: dict[str, Any] = Field(default_factory=dict, description=(
-        "Named inputs. A file input is {\"upload\": ID} (from POST /v1/uploads), {\"url\": URL} "
-        "(fetched by the gateway) or an artifact reference from one of your earlier jobs."))
+    # Exactly one of `pipeline` and `ask` (a 422 otherwise): said in their descriptions, not as a
+    # `oneOf`, which client generators turn into two request types.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "examples": [{"pipeline": "text2image", "inputs": {"prompt": "a lighthouse at dusk", "steps": 1,
+                                                           "width": 64, "height": 64, "seed": 7}}]})
+    pipeline: str | dict[str, Any] | None = Field(None, description=(
+        "A task or pipeline name (GET /v1/pipelines lists them), or an ad-hoc pipeline spec; or give `ask` "
+        "instead (exactly one of the two). Whether the pipeline exists, and whether the inputs fit its "
+        "schema, is checked on submission (404, 422)."))
+    ask: Request | None = Field(None, description=(
+        "Instead of `pipeline`: a request in words, planned into a pipeline that then runs as the rest "
+        "of the same job (its outputs: `plan`, the pipeline, and the pipeline's)."))
+    inputs: dict[str, Any] = Field(default_factory=dict, description=_INPUTS_DESCRIPTION)
+    webhook: WebhookBody | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> JobRequest:
+        if (self.pipeline is None) == (self.ask is None):
+            raise ValueError("give exactly one of `pipeline` and `ask`")
+        return self
+
+
+class PlanRequest(_Strict):
+    request: Request
+    inputs: dict[str, Any] = Field(default_factory=dict, description=_INPUTS_DESCRIPTION)
     webhook: WebhookBody | None = None
 
 

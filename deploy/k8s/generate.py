@@ -80,6 +80,8 @@ SIZING: dict[str, Sizing] = {
                         max_replicas=4, list_length=2),
     "omni": Sizing(gpu=True, cpu="4", memory="16Gi", model_cache="25Gi", min_replicas=0, why_min=_IDLE,
                    max_replicas=4, list_length=2),
+    "plan": Sizing(gpu=True, cpu="2", memory="4Gi", model_cache="3Gi", min_replicas=0, why_min=_IDLE,
+                   max_replicas=4, list_length=10),
 }
 
 

@@ -10,10 +10,10 @@ from .aio import AsyncJobStore
 from .model import Event, JobPage, JobRecord, JobStatus, StepSpec, StepState, WebhookTarget, ends_job
 from .outbox import OutboxEntry, WebhookOutbox
 from .store import JobStore
-from .submission import describe_target, new_record, new_records, request_fingerprint
+from .submission import describe_target, jsonable_inputs, new_record, new_records, request_fingerprint, step_specs
 
 __all__ = [
     "AsyncJobStore", "Event", "JobPage", "JobRecord", "JobStatus", "JobStore", "OutboxEntry", "StepSpec",
     "StepState", "WebhookOutbox", "WebhookTarget", "describe_target", "ends_job", "new_record", "new_records",
-    "request_fingerprint",
+    "jsonable_inputs", "request_fingerprint", "step_specs",
 ]

@@ -70,6 +70,7 @@ class StepSpec:
     bind: dict[str, Any] = field(default_factory=dict)  # input -> ref, or {"format": template}
     each: dict[str, str] = field(default_factory=dict)  # input -> list ref (fan-out)
     level: int = 0  # steps of one level run in parallel, after the levels before
+    expands: bool = False  # its output is a pipeline that the job runs next (see mmq.tasks.asking)
 
 
 @dataclass
@@ -177,7 +178,8 @@ def _step_spec(job_id: str, index: int, step: StepSpec) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": step.name, "task": step.task}
     defaults = _step_defaults(job_id, index, step.task)
     spec.update({k: v for k, v in (("queue", step.queue), ("celery_id", step.celery_id), ("bind", step.bind),
-                                   ("each", step.each), ("level", step.level)) if v != defaults.get(k)})
+                                   ("each", step.each), ("level", step.level), ("expands", step.expands))
+                 if v != defaults.get(k)})
     return spec
 
 
@@ -192,4 +194,5 @@ def _step_defaults(job_id: str, index: int, task: str) -> dict[str, Any]:
     spec = TASKS.get(task)
     return {"queue": spec.specialisation if spec else None, "celery_id": f"{job_id}-{index}",
             # A task submitted alone takes each input from the job's input of that name.
-            "bind": {name: f"input.{name}" for name in spec.inputs} if spec else {}, "each": {}, "level": 0}
+            "bind": {name: f"input.{name}" for name in spec.inputs} if spec else {}, "each": {}, "level": 0,
+            "expands": False}

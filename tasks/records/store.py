@@ -192,6 +192,14 @@ class JobStore:
         field_name = layout.step_field("item" if item is not None else "step", step, item)
         return self._set(job_id, {field_name: state.to_json()}, event)
 
+    def expand(self, record: JobRecord) -> bool:
+        """Store `record`'s steps, inputs and outputs as submitted (an ask's planned steps added
+        after its plan), unless the job ended; announced by a `queued` event of the last step
+        added, so that a reader of the stream reads the steps again."""
+        added = record.steps[-1].name
+        event = {"type": "step", "step": added, "status": JobStatus.QUEUED.value, "progress": None}
+        return self._set(record.id, {"spec": record.spec_json()}, event)
+
     def mark_running(self, job_id: str, now: float) -> None:
         with redis_errors(self._redis):
             started = self._redis.hsetnx(layout.record_key(job_id), "started_at", json.dumps(now))

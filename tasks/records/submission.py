@@ -38,22 +38,34 @@ def new_records(pipeline: Pipeline, inputs: Iterable[Mapping[str, Any]], *,
     return [_record(pipeline, plan, job_inputs, owner=owner) for job_inputs in inputs]
 
 
-def _step_plan(pipeline: Pipeline) -> list[tuple[str, str, str, dict[str, Any], dict[str, str], int]]:
+def _step_plan(pipeline: Pipeline, *, first_level: int = 0) -> list[dict[str, Any]]:
     """Each step's name, task, queue, wiring and level, in order: the same for every job."""
     levels = pipeline.levels()
-    return [(s.name, s.task, TASKS[s.task].specialisation, s.bind_json(), dict(s.each), levels[s.name])
+    return [{"name": s.name, "task": s.task, "queue": TASKS[s.task].specialisation, "bind": s.bind_json(),
+             "each": dict(s.each), "level": first_level + levels[s.name], "expands": s.expands}
             for s in pipeline.ordered()]
 
 
-def _record(pipeline: Pipeline, plan: list[tuple[str, str, str, dict[str, Any], dict[str, str], int]],
-            inputs: Mapping[str, Any], *, owner: str | None, webhook: WebhookSpec | None = None) -> JobRecord:
+def step_specs(pipeline: Pipeline, job_id: str, *, first_index: int = 0, first_level: int = 0) -> list[StepSpec]:
+    """The steps of `pipeline` as job `job_id` records them, numbered from `first_index` (their
+    Celery ids) and levelled from `first_level`: a new job's, or the planned rest of an ask's."""
+    plan = _step_plan(pipeline, first_level=first_level)
+    return [StepSpec(celery_id=f"{job_id}-{first_index + i}", **step) for i, step in enumerate(plan)]
+
+
+def jsonable_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked inputs as a record keeps them: artifacts as their reference dicts."""
+    return {k: _jsonable(v) for k, v in inputs.items()}
+
+
+def _record(pipeline: Pipeline, plan: list[dict[str, Any]], inputs: Mapping[str, Any], *,
+            owner: str | None, webhook: WebhookSpec | None = None) -> JobRecord:
     checked = pipeline.check_inputs(inputs, where=describe_target(pipeline))
     job_id = uuid.uuid4().hex
     return JobRecord(
         id=job_id, name=pipeline.name,
-        inputs={k: _jsonable(v) for k, v in checked.items()},
-        steps=[StepSpec(name=name, task=task, queue=queue, celery_id=f"{job_id}-{i}", bind=bind, each=each, level=level)
-               for i, (name, task, queue, bind, each, level) in enumerate(plan)],
+        inputs=jsonable_inputs(checked),
+        steps=[StepSpec(celery_id=f"{job_id}-{i}", **step) for i, step in enumerate(plan)],
         output_map=dict(pipeline.outputs), created_at=time.time(), owner=owner,
         webhook=webhook.to_dict() if webhook else None,
     )
