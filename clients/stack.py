@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,16 +164,20 @@ class LocalStack:
         if state is None:
             log(f"no mmq stack recorded in {self.data_dir}")
             return []
+        running = [process for process in state.processes if process.running()]
+        workers = [process for process in running if process.name.startswith("worker")]
+        # Workers first (a warm shutdown acknowledges nothing it has not finished), all at once:
+        # each gets SIGTERM alone, as an orchestrator sends it, and finishes its step in parallel.
+        with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
+            list(pool.map(lambda worker: stop(worker.pid, group=False, timeout_s=WORKER_STOP_TIMEOUT_S), workers))
+        # Then the servers, the gateway and Flower before Redis and S3 they talk to.
+        servers = sorted((p for p in running if p not in workers), key=lambda p: p.name not in ("gateway", "flower"))
+        for process in servers:
+            stop(process.pid, group=True, timeout_s=15.0)
         stopped = []
-        # Workers first (a warm shutdown acknowledges nothing it has not finished), then servers.
-        for process in sorted(state.processes, key=lambda p: (not p.name.startswith("worker"),
-                                                               p.name not in ("gateway", "flower"))):
-            if process.running():
-                # Workers get SIGTERM alone, as an orchestrator sends it: a graceful shutdown.
-                is_worker = process.name.startswith("worker")
-                stop(process.pid, group=not is_worker, timeout_s=WORKER_STOP_TIMEOUT_S if is_worker else 15.0)
-                stopped.append(process.name)
-                log(f"stopped {process.name} (pid {process.pid})")
+        for process in [*workers, *servers]:
+            stopped.append(process.name)
+            log(f"stopped {process.name} (pid {process.pid})")
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         return stopped
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,9 +116,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server
     redis = start_redis(tmp_path_factory.mktemp("redis"), persistent=False, tied=True)
     running = Stack(redis=redis, s3=s3_server, env=base_env(model_cache, redis.port, s3_server.port))
     yield running
-    for worker in running.workers:
-        worker.stop()
+    stop_workers(running.workers)
     stop(redis.pid)
+
+
+def stop_workers(workers: list[WorkerProcess]) -> None:
+    """Each worker's warm shutdown, all at once rather than one after another."""
+    with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
+        list(pool.map(WorkerProcess.stop, workers))
 
 
 def launch_worker(stack: Stack, specialisation: str, log_dir: Path) -> WorkerProcess:
@@ -181,9 +187,7 @@ def make_stack(tmp_path: Path, model_cache: Path, s3_server: Server) -> Iterator
 
     yield make
     for own in made:
-        for worker in own.workers:
-            if worker.process.poll() is None:
-                worker.stop()
+        stop_workers([worker for worker in own.workers if worker.process.poll() is None])
         stop(own.redis.pid)
 
 

@@ -30,6 +30,7 @@ IMAGE = str(ROOT / "samples" / "house.png")
 # Each client command, and the services it needs working directly against Redis and S3.
 COMMANDS: dict[str, tuple[list[str], set[str]]] = {
     "run": (["run", "caption", f"image=@{IMAGE}"], {"redis", "storage"}),
+    "ask": (["ask", "describe this", f"image=@{IMAGE}"], {"redis", "storage"}),
     "jobs get": (["jobs", "get", JOB], {"redis"}),
     "jobs wait": (["jobs", "wait", JOB, "--quiet"], {"redis"}),
     "jobs cancel": (["jobs", "cancel", JOB], {"redis"}),
@@ -44,7 +45,7 @@ COMMANDS: dict[str, tuple[list[str], set[str]]] = {
 }
 # Those that go through the gateway when MMQ_GATEWAY_URL is set (the SDK's commands); the rest are
 # operators' commands, always direct.
-THROUGH_GATEWAY = frozenset({"run", "jobs get", "jobs wait", "jobs cancel", "jobs list", "jobs download",
+THROUGH_GATEWAY = frozenset({"run", "ask", "jobs get", "jobs wait", "jobs cancel", "jobs list", "jobs download",
                              "pipelines"})
 # Commands that are servers: they ride out an outage instead of exiting.
 SERVERS = {
