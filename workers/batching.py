@@ -41,6 +41,8 @@ from .multiplex import ModelPool
 from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
+# The longest a batch being gathered waits past its window for steps still being prepared.
+ARRIVING_WAIT_MAX_S = 0.5
 EXIT_HUNG = 70  # a batch ran past the hard time limit (EX_SOFTWARE): the supervisor starts a new worker
 
 
@@ -162,6 +164,10 @@ class Batcher(Executor):
         self.batchable = batchable
         self._waiting: queue.Queue[_Waiting | None] = queue.Queue()
         self._held: list[_Waiting] = []  # taken while gathering another batch: first in line next
+        # Steps handed to `run` and not yet in line (being read and decoded in their own threads),
+        # by (task, model): the batch being gathered for them waits for them, a little longer.
+        self._arriving: Counter[tuple[str, str]] = Counter()
+        self._arriving_lock = threading.Lock()
         # Batches run, by size ({size: batches}): bounded by max_batch however long the worker lives.
         self.batch_sizes: Counter[int] = Counter()
         self._thread = threading.Thread(target=self._dispatch, name="mmq-batcher", daemon=True)
@@ -173,8 +179,12 @@ class Batcher(Executor):
         inputs = dict(inputs)
         model = inputs.pop("model", None) or self.models.default
         waiting = _Waiting(task, model, inputs, progress)
-        self._prepare_here(waiting)
-        self._waiting.put(waiting)
+        self._count_arriving(waiting.key, +1)  # until it is in line: a batch being gathered waits for it
+        try:
+            self._prepare_here(waiting)
+            self._waiting.put(waiting)
+        finally:
+            self._count_arriving(waiting.key, -1)
         soft_s = self.limits.soft_s if self.limits is not None else None
         if not waiting.done.wait(timeout=soft_s):
             waiting.end(error=SoftTimeLimitExceeded(f"{task}: no outputs within the soft time limit of {soft_s} s"))
@@ -185,6 +195,10 @@ class Batcher(Executor):
 
     def close(self) -> None:
         self._waiting.put(None)
+
+    def _count_arriving(self, key: tuple[str, str], change: int) -> None:
+        with self._arriving_lock:
+            self._arriving[key] += change
 
     def _prepare_here(self, waiting: _Waiting) -> None:
         """Prepare the step in its own thread, while the model's thread runs the batch before: the
@@ -235,12 +249,21 @@ class Batcher(Executor):
         held, self._held = self._held, []
         for other in held:  # steps held back before: the same key joins, others stay first in line
             (batch if other.key == first.key and len(batch) < self.max_batch else self._held).append(other)
-        deadline = time.monotonic() + self.max_wait_s
+        started = time.monotonic()
+        deadline, latest = started + self.max_wait_s, started + ARRIVING_WAIT_MAX_S
         while len(batch) < self.max_batch:
+            now = time.monotonic()
+            timeout = deadline - now
+            if timeout <= 0:
+                # The window is over; steps of this kind still being read and decoded join this
+                # batch rather than pay a forward pass of their own right after it.
+                if not self._arriving[first.key] or now >= latest:
+                    break
+                timeout = min(0.005, latest - now)
             try:
-                other = self._waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+                other = self._waiting.get(timeout=timeout)
             except queue.Empty:
-                break
+                continue
             if other is None:
                 self._waiting.put(None)  # close after this batch
                 break
