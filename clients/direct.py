@@ -18,8 +18,15 @@ from mmq.tasks.errors import BrokerUnavailable, ConfigurationError, InvalidInput
 from mmq.tasks.fields import Field
 from mmq.tasks.media_types import sniff_media_type
 from mmq.tasks.pipelines import Pipeline
-from mmq.tasks.records import (JobPage, JobRecord, JobStatus, JobStore, describe_target, new_record,
-                                new_records)
+from mmq.tasks.records import (
+    JobPage,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    describe_target,
+    new_record,
+    new_records,
+)
 from mmq.tasks.settings import Settings
 from mmq.tasks.specfiles import load_pipeline_folder, pipeline_from_dict
 from mmq.tasks.tenants import artifact_prefix
@@ -93,7 +100,7 @@ class DirectTransport:
         """Queue an ask: the `plan` task, then (unless `dry_run`) the pipeline it writes, as one job."""
         values, kinds = ask_values(inputs)
         if dry_run:
-            return self.submit(TASKS[PLAN_TASK].name, plan_inputs(request, kinds), idempotency_key=idempotency_key,
+            return self.submit(PLAN_TASK, plan_inputs(request, kinds), idempotency_key=idempotency_key,
                                webhook=webhook, owner=owner)
         return self.submit(ask_pipeline(kinds), ask_inputs(request, kinds, values), idempotency_key=idempotency_key,
                            webhook=webhook, owner=owner)
