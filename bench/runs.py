@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmq.tasks.records import ENDED_STREAM_GRACE_MS
+
 from .harness import ROOT, BenchStack, sample_image
 from .photos import photos
 from .rows import NotReal, Row, check_output
@@ -152,7 +154,9 @@ def b4b_finished_memory(jobs: int = 300, warmup: int = 32) -> Row:
                     client.submit_many("caption", [{"image": ref, "max_new_tokens": 5}] * jobs)]
             for record in done:
                 check_output("caption", record, client)
-            time.sleep(1)  # the last events and acknowledgements land
+            # The last events and acknowledgements land, and the finished jobs' streams expire (a
+            # stream outlives its job's end by ENDED_STREAM_GRACE_MS, for readers blocked on it).
+            time.sleep(1 + ENDED_STREAM_GRACE_MS / 1000)
             per_job = (redis.info("memory")["used_memory"] - before) / jobs
             grown = {pattern: size - sizes_before.get(pattern, 0)
                      for pattern, size in _memory_by_pattern(redis).items()}

@@ -7,13 +7,37 @@ dispatcher) `AsyncJobStore` and `WebhookOutbox`. A submission becomes a record t
 """
 
 from .aio import AsyncJobStore
+from .layout import ENDED_STREAM_GRACE_MS
 from .model import Event, JobPage, JobRecord, JobStatus, StepSpec, StepState, WebhookTarget, ends_job
 from .outbox import OutboxEntry, WebhookOutbox
 from .store import JobStore
-from .submission import describe_target, jsonable_inputs, new_record, new_records, request_fingerprint, step_specs
+from .submission import (
+    describe_target,
+    jsonable_inputs,
+    new_record,
+    new_records,
+    request_fingerprint,
+    step_specs,
+)
 
 __all__ = [
-    "AsyncJobStore", "Event", "JobPage", "JobRecord", "JobStatus", "JobStore", "OutboxEntry", "StepSpec",
-    "StepState", "WebhookOutbox", "WebhookTarget", "describe_target", "ends_job", "new_record", "new_records",
-    "jsonable_inputs", "request_fingerprint", "step_specs",
+    "ENDED_STREAM_GRACE_MS",
+    "AsyncJobStore",
+    "Event",
+    "JobPage",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "OutboxEntry",
+    "StepSpec",
+    "StepState",
+    "WebhookOutbox",
+    "WebhookTarget",
+    "describe_target",
+    "ends_job",
+    "jsonable_inputs",
+    "new_record",
+    "new_records",
+    "request_fingerprint",
+    "step_specs",
 ]

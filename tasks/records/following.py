@@ -2,7 +2,7 @@
 
 A reader starts with the queued event (not kept in the stream), reads the stream in blocking
 reads, and stops at the job's end event, which the reads take from the record once the job has
-ended (its stream is deleted then); a read that brings nothing makes it ask the job's status, since
+ended (its stream expires soon after); a read that brings nothing makes it ask the job's status, since
 a job that ended with its end event nowhere (it ended before records kept it) would otherwise be
 followed forever. `JobStore.follow` and `AsyncJobStore.follow` only do the reads.
 """

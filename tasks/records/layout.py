@@ -14,9 +14,9 @@ uses this module: every other one goes through `JobStore` or `AsyncJobStore`.
   webhook_events  the event names the job's webhook wants (matched in Redis as events are written)
   end_event    "<stream id> <event JSON>": the job's last event, kept once it ended
 
-and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring), deleted
-when the job ends (a stream costs over 4 KB: a finished job keeps only its end event, in the record);
-a finished job's keys expire after the finished TTL instead;
+and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring), gone
+`ENDED_STREAM_GRACE_MS` after the job ends (a stream costs over 4 KB: a finished job keeps only its
+end event, in the record); a finished job's keys expire after the finished TTL instead;
 `mmq:job:<id>:deliveries`, a list of the webhook's delivery attempts; `mmq:jobs:all` and
 `mmq:jobs:owner:<tenant>`, sorted sets of job ids by creation time (the job lists, pruned as
 records expire); `mmq:idempotency:<owner>:<key>`, the job an idempotency key named; and the
@@ -48,6 +48,10 @@ EVENTS_PER_READ = 500
 OUTBOX_MAX = 100_000
 # Every job's first event, not kept in its stream (see CREATE): its id sorts before any stream id.
 QUEUED_EVENT: Event = ("0-1", {"type": "job", "status": "queued"})
+# How long a job's stream outlives its end. A reader checks the record for the end event, then
+# blocks on the stream; a stream deleted in between would hold it for its whole blocking read
+# (Redis serves nothing from a missing key), so the stream, end event included, stays this long.
+ENDED_STREAM_GRACE_MS = 2000
 
 
 def record_key(job_id: str) -> str:
@@ -110,13 +114,14 @@ return 1
 
 # The job's end: GUARDED_HSET with its (required) end event, which is also kept in the record as
 # `end_event` ("<stream id> <event>"), and the record's expiry set to the finished one (ARGV[1]).
-# The caller deletes the stream after this script, not in it: a reader blocked on the stream is
-# served the end event only if the stream still exists when the script returns.
+# The stream, end event last, is left to expire after ENDED_STREAM_GRACE_MS: readers blocked on it
+# are served the end event, and one that checked the record just before the end still finds it.
 FINISH = _EMIT + _WRITE_UNLESS_ENDED + """
 local id = emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], %d)
 redis.call('HSET', KEYS[1], 'end_event', id .. ' ' .. ARGV[2])
 return 1
-"""
+""" % ENDED_STREAM_GRACE_MS
 
 # Create a job record, its first event, its places in the job lists and, with an idempotency
 # key (KEYS[4], ARGV[7] = '1'), the key's claim: all or nothing. Returns {'created', id}, or the

@@ -209,7 +209,7 @@ class JobStore:
     def finish(self, job_id: str, status: JobStatus, *, outputs: Mapping[str, Any] | None = None,
                error: Mapping[str, str] | None = None) -> bool:
         """Move the job to a terminal status, once: the first writer wins. Its record then expires
-        after `finished_ttl_s`, and its event stream is deleted (the end event stays in the record)."""
+        after `finished_ttl_s`, and its event stream soon after its end (the end event stays in the record)."""
         fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
         event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
         finished = self._end(job_id, layout.encode_fields({k: v for k, v in fields.items() if v is not None}),
@@ -227,7 +227,6 @@ class JobStore:
             for job_id in job_ids:
                 self._finish(keys=layout.event_keys(job_id), args=self._ending_args(job_id, fields, event),
                              client=pipe)
-                pipe.unlink(layout.events_key(job_id))
             pipe.execute()
         with contextlib.suppress(Exception):  # counters are best effort
             pipe = self._redis.pipeline()
@@ -278,16 +277,15 @@ class JobStore:
         return written == 1
 
     def _end(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any]) -> bool:
-        """The job's end (FINISH), then its stream deleted, in one round trip; waits until a
-        replica has it when a failover could otherwise lose it (see ReplicaBarrier)."""
+        """The job's end (FINISH) in one round trip; waits until a replica has it when a failover
+        could otherwise lose it (see ReplicaBarrier)."""
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
             self._finish(keys=layout.event_keys(job_id), args=self._ending_args(job_id, fields, event), client=pipe)
-            pipe.unlink(layout.events_key(job_id))  # after the script: blocked readers get the end event first
             waits = self._barrier.promotable()
             if waits:
                 self._barrier.add_wait(pipe)
-            written, _unlinked, *acknowledged = pipe.execute()
+            written, *acknowledged = pipe.execute()
             if waits and int(acknowledged[0]) < 1 and self._barrier.promotable(fresh=True):  # written all the same
                 log.warning("job %s: no Redis replica confirmed its end; a failover now could lose it", job_id)
         if written == -1:
