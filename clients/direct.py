@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mmq.tasks import heartbeats
-from mmq.tasks.artifact_walk import map_artifacts, map_named
+from mmq.tasks.artifact_walk import find_artifacts, map_artifacts, map_named
 from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.asking import PLAN_TASK, ask_inputs, ask_pipeline, plan_inputs
 from mmq.tasks.canvas import build_canvas
@@ -38,6 +39,11 @@ from .transport import artifact_outputs
 
 # Redis commands one publish batch holds before it is sent: a submit_many chunk in one pipeline.
 _BATCH_MAX = 100_000
+# A bulk submission with files queues its jobs this many at a time, each chunk as soon as its files
+# are stored, so that workers start on the first jobs while the rest upload; the files of a chunk
+# upload this many at a time.
+_UPLOAD_CHUNK = 16
+_UPLOAD_THREADS = 4
 
 
 class DirectTransport:
@@ -107,24 +113,49 @@ class DirectTransport:
 
     def submit_many(self, target: str | Pipeline | Mapping[str, Any], inputs: Iterable[Mapping[str, Any]], *,
                     owner: str | None = None) -> list[str]:
-        """Queue one job per inputs mapping, all checked first: one Redis round trip for the records
-        and one broker connection for the messages, so thousands are queued per second."""
+        """Queue one job per inputs mapping, all checked before any file is stored or any job
+        queued: one Redis round trip for the records and one broker connection for the messages,
+        so thousands are queued per second. Jobs with files are queued a chunk at a time, each as
+        soon as its files are stored (workers start on the first while the rest upload). All or
+        nothing: when this raises, every job it had queued is failed (one that has finished keeps
+        its outcome), and a worker that receives one of their steps finds it ended."""
         pipeline = self.pipeline(target)
         where = describe_target(pipeline)
         pending = [self._read_files(pipeline, job_inputs, where=f"{where} (job {index})")
                    for index, job_inputs in enumerate(inputs)]
-        records = new_records(pipeline, [self._upload_files(files, owner) for files in pending], owner=owner)
         since = self.jobs.primary()
+        queued: list[JobRecord] = []
+        if not any(_has_files(files) for files in pending):
+            queued = self._queue_many(pipeline, pending, owner, queued)
+        else:
+            with ThreadPoolExecutor(_UPLOAD_THREADS, thread_name_prefix="mmq-upload") as uploads:
+                for start in range(0, len(pending), _UPLOAD_CHUNK):
+                    chunk = pending[start:start + _UPLOAD_CHUNK]
+                    try:
+                        stored = list(uploads.map(lambda files: self._upload_files(files, owner), chunk))
+                    except Exception as exc:
+                        if queued:
+                            self._fail_unqueued_many(queued, exc)
+                        raise
+                    queued = self._queue_many(pipeline, stored, owner, queued)
+        self.jobs.confirm([record.id for record in queued], since)  # on a replica before we say so
+        return [record.id for record in queued]
+
+    def _queue_many(self, pipeline: Pipeline, inputs: list[Mapping[str, Any]], owner: str | None,
+                    queued: list[JobRecord]) -> list[JobRecord]:
+        """Create and queue one job per inputs mapping, after `queued` (the chunks before): all of
+        them failed when this chunk's messages cannot be sent."""
+        records = new_records(pipeline, inputs, owner=owner)
         self.jobs.create_many(records)
         try:
             self._publish(records)
         except Exception as exc:  # kombu raises many types; no job may stay queued with no message
             # One pipeline that failed may have delivered some of its messages: every job of the
-            # chunk fails, and a worker that receives the message of one finds it ended.
-            self._fail_unqueued_many(records, exc)
+            # chunk fails (and those queued before it), and a worker that receives the message of
+            # one finds it ended.
+            self._fail_unqueued_many(queued + records, exc)
             raise BrokerUnavailable(f"could not queue {len(records)} jobs: {exc}") from None
-        self.jobs.confirm([record.id for record in records], since)  # on a replica before we say so
-        return [record.id for record in records]
+        return queued + records
 
     def _publish(self, records: list[JobRecord]) -> None:
         """The step messages of `records`, pushed to Redis through one pipeline (kombu's publish
@@ -214,6 +245,10 @@ class _PendingFile:
         self.data = data
         self.media_type = media_type
         self.placeholder = ArtifactRef(uri="s3://pending/upload", media_type=media_type, sha256="", size=len(data))
+
+
+def _has_files(inputs: Mapping[str, Any]) -> bool:
+    return bool(find_artifacts(inputs, kind=_PendingFile))
 
 
 def _placeholders(value: Any) -> Any:
