@@ -98,7 +98,7 @@ class StepRunner:
 
     def run(self, task: TaskSpec, message: StepMessage) -> Context | FanOut | Expansion | None:
         """The context for what follows, a fan-out to perform, or None when the job must stop."""
-        record = self.jobs.get(message.job_id)
+        record = self.jobs.get(message.job_id, deliveries=False)
         if record.status.terminal:
             log.info("job %s is %s: step %s not started", record.id, record.status.value, message.step)
             return None
@@ -119,8 +119,14 @@ class StepRunner:
             raise
         state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
         self._measure(task, state, failed=False)
-        if not self.jobs.save_step(record.id, message.step, state, item=message.item):
+        # The job's last step ends the job in the same round trip as its own state.
+        ends_job = message.final and message.item is None and not record.step(message.step).expands
+        after = {**context, message.step: outputs}
+        if not self.jobs.save_step(record.id, message.step, state, item=message.item,
+                                   job_outputs=self._job_outputs(record, after) if ends_job else None):
             raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
+        if ends_job:
+            return after
         if message.item is not None:
             self._count_item(record.id, message)
         return self._advance(record, message, context, outputs)
@@ -158,15 +164,18 @@ class StepRunner:
             log.exception("could not record the failure of job %s step %s", job_id, where)
 
     def _start(self, record: JobRecord, message: StepMessage) -> StepState:
-        deliveries = self.jobs.count_delivery(record.id, message.step, message.item)
+        """One more delivery counted, the job running (before any of its steps is) and the step
+        too, in one round trip; dead-lettered instead when its worker keeps dying on it."""
+        state = StepState(status=JobStatus.RUNNING, started_at=time.time())
+        deliveries = self.jobs.start_step(record.id, message.step, state, item=message.item,
+                                          max_deliveries=self.max_deliveries + message.retries)
+        if deliveries is None:
+            raise StepAborted(f"job {record.id} ended before step {message.step!r} started")
         if deliveries - message.retries > self.max_deliveries:
             raise DeadLettered(
                 f"step {message.step!r} was delivered {deliveries} times and its worker died each "
                 f"time (bound: {self.max_deliveries}); dead-lettered"
             )
-        state = StepState(status=JobStatus.RUNNING, attempts=deliveries, started_at=time.time())
-        self.jobs.mark_running(record.id, state.started_at)  # the job runs before any of its steps does
-        self.jobs.save_step(record.id, message.step, state, item=message.item)
         return state
 
     def _fan_out(self, task: TaskSpec, record: JobRecord, message: StepMessage, context: Context) -> Context | FanOut:
@@ -251,8 +260,11 @@ class StepRunner:
         return Expansion(record=planned, steps=added, context={"input": planned.inputs, step: context[step]})
 
     def _finish(self, record: JobRecord, context: Context) -> None:
-        job_outputs = {name: resolve(ref, context) for name, ref in record.output_map.items()}
-        self.jobs.finish(record.id, JobStatus.SUCCEEDED, outputs=job_outputs)
+        self.jobs.finish(record.id, JobStatus.SUCCEEDED, outputs=self._job_outputs(record, context))
+
+    @staticmethod
+    def _job_outputs(record: JobRecord, context: Context) -> dict[str, Any]:
+        return {name: resolve(ref, context) for name, ref in record.output_map.items()}
 
     def _close_fan_outs(self, record: JobRecord, context: Context) -> None:
         """Fan-out steps whose items have all been gathered into `context` are done."""

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
+from ..stats import JOBS_KEY as JOBS_STATS_KEY
+from ..stats import STATS_TTL_S
 from .model import Event, JobRecord, JobStatus, StepState, WebhookTarget, step_from_spec
 
 _RECORD_PREFIX = "mmq:job:"
@@ -80,6 +82,11 @@ def event_keys(job_id: str) -> list[str]:
     return [record_key(job_id), events_key(job_id), WEBHOOK_OUTBOX]
 
 
+def ending_keys(job_id: str) -> list[str]:
+    """KEYS of FINISH: `event_keys`, then the hash of jobs counted by outcome."""
+    return [*event_keys(job_id), JOBS_STATS_KEY]
+
+
 # Adds event ARGV[2] named ARGV[4] to the job's stream and, when the job's webhook wants events
 # of that name, to the webhook outbox (KEYS[3]) in the same step: no event is announced and lost.
 _EMIT = """
@@ -99,11 +106,13 @@ end
 
 # Set fields only while the job is not in a terminal status, and emit the event (ARGV[2], if any)
 # in the same step; returns 1 when written.
-# The guard both share: no record (-1) or an ended job (0) returns before anything is written.
-_WRITE_UNLESS_ENDED = """
+# The guard they share: no record (-1) or an ended job (0) returns before anything is written.
+_ENDED_GUARD = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+"""
+_WRITE_UNLESS_ENDED = _ENDED_GUARD + """
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
@@ -113,15 +122,36 @@ return 1
 """
 
 # The job's end: GUARDED_HSET with its (required) end event, which is also kept in the record as
-# `end_event` ("<stream id> <event>"), and the record's expiry set to the finished one (ARGV[1]).
+# `end_event` ("<stream id> <event>"), and the record's expiry set to the finished one (ARGV[1]);
+# the job counted by outcome in the stats hash KEYS[4] (the new `status` among the fields).
 # The stream, end event last, is left to expire after ENDED_STREAM_GRACE_MS: readers blocked on it
 # are served the end event, and one that checked the record just before the end still finds it.
 FINISH = _EMIT + _WRITE_UNLESS_ENDED + """
 local id = emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], %d)
 redis.call('HSET', KEYS[1], 'end_event', id .. ' ' .. ARGV[2])
+redis.call('HINCRBY', KEYS[4], redis.call('HGET', KEYS[1], 'status'), 1)
+redis.call('EXPIRE', KEYS[4], %d)
 return 1
-""" % ENDED_STREAM_GRACE_MS
+""" % (ENDED_STREAM_GRACE_MS, STATS_TTL_S)
+
+# A step's start, in one step: one more delivery counted (field ARGV[6]); unless that makes more
+# than ARGV[7] (its worker keeps dying on it: nothing more is written), the job marked running on
+# its first step (`started_at` ARGV[8], event ARGV[9] named ARGV[10]) and the step's state written
+# (field ARGV[11], value ARGV[12]) with its event (ARGV[2] named ARGV[4]). Returns {deliveries, 1}
+# when started, {deliveries, 0} over the bound, and {-1, 0} or {0, 0} as GUARDED_HSET.
+START_STEP = _EMIT + _ENDED_GUARD.replace("return -1", "return {-1, 0}").replace("return 0", "return {0, 0}") + """
+local deliveries = redis.call('HINCRBY', KEYS[1], ARGV[6], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if deliveries > tonumber(ARGV[7]) then return {deliveries, 0} end
+if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[8]) == 1 then
+  redis.call('HSET', KEYS[1], 'status', 'running')
+  emit(ARGV[1], ARGV[9], ARGV[3], ARGV[10], ARGV[5])
+end
+redis.call('HSET', KEYS[1], ARGV[11], ARGV[12])
+emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return {deliveries, 1}
+"""
 
 # Create a job record, its first event, its places in the job lists and, with an idempotency
 # key (KEYS[4], ARGV[7] = '1'), the key's claim: all or nothing. Returns {'created', id}, or the
@@ -194,7 +224,9 @@ def record_from_hash(raw: Mapping[bytes, bytes], deliveries: list[bytes]) -> Job
     for key, value in fields.items():
         if key.startswith("item:"):
             _, step, index = key.rsplit(":", 2)
-            items.setdefault(step, {})[int(index)] = StepState.from_json(value)
+            state = items.setdefault(step, {})[int(index)] = StepState.from_json(value)
+            if f"attempts:{step}:{index}" in fields:  # the count is the truth (see START_STEP)
+                state.attempts = int(fields[f"attempts:{step}:{index}"])
     return JobRecord(
         id=spec["id"], name=spec["name"], inputs=spec["inputs"], steps=steps,
         output_map=spec["output_map"], created_at=spec["created_at"],

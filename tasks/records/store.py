@@ -27,6 +27,7 @@ from .submission import request_fingerprint, webhook_events
 log = logging.getLogger(__name__)
 FOLLOW_BLOCK_MS = 500  # a follower's longest blocking read: short, so that a deadline is kept
 _QUEUED = {"type": "job", "status": JobStatus.QUEUED.value}
+_RUNNING = {"type": "job", "status": JobStatus.RUNNING.value}
 
 
 def not_found(job_id: str) -> JobNotFound:
@@ -43,6 +44,7 @@ class JobStore:
         self.finished_ttl_s = ttl_s if finished_ttl_s is None else finished_ttl_s
         self._guarded_hset = redis.register_script(layout.GUARDED_HSET)
         self._finish = redis.register_script(layout.FINISH)
+        self._start_step = redis.register_script(layout.START_STEP)
         self._create = redis.register_script(layout.CREATE)
         self._barrier = ReplicaBarrier(redis)
 
@@ -118,15 +120,20 @@ class JobStore:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str, *, deliveries: bool = True) -> JobRecord:
+        """The record; with `deliveries`, its webhook's delivery attempts too (which the workers,
+        reading the record for every step, have no use for)."""
         with redis_errors(self._redis):
-            pipe = self._redis.pipeline()
-            pipe.hgetall(layout.record_key(job_id))
-            pipe.lrange(layout.deliveries_key(job_id), 0, -1)
-            raw, deliveries = pipe.execute()
+            if not deliveries:
+                raw, attempts = self._redis.hgetall(layout.record_key(job_id)), []
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.hgetall(layout.record_key(job_id))
+                pipe.lrange(layout.deliveries_key(job_id), 0, -1)
+                raw, attempts = pipe.execute()
         if not raw:
             raise not_found(job_id)
-        return layout.record_from_hash(raw, deliveries)
+        return layout.record_from_hash(raw, attempts)
 
     def status(self, job_id: str) -> JobStatus:
         with redis_errors(self._redis):
@@ -185,12 +192,41 @@ class JobStore:
     def count_item_done(self, job_id: str, step: str) -> int:
         return self._increment(job_id, layout.step_field("items_done", step))
 
-    def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None) -> bool:
-        """Write a step's (or an item's) state unless the job already ended; emits an event."""
-        event = {"type": "step", "step": step, "status": state.status.value, "progress": state.progress,
-                 **({"item": item} if item is not None else {})}
+    def start_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
+                   max_deliveries: int) -> int | None:
+        """In one round trip: one more delivery of `step` (or of one item of it) counted and, unless
+        that makes more than `max_deliveries`, the job marked running (on its first step) and the
+        step's `state` written. Returns the deliveries so far (`state.attempts` set to them); over
+        the bound nothing else was written. None when the job has ended."""
+        event = _step_event(step, state, item)
+        args = [self.ttl_s, json.dumps(event), layout.EVENTS_MAX, event_name(event), job_id,
+                layout.step_field("attempts", step, item), max_deliveries, json.dumps(state.started_at),
+                json.dumps(_RUNNING), event_name(_RUNNING),
+                layout.step_field("item" if item is not None else "step", step, item), state.to_json()]
+        with redis_errors(self._redis):
+            deliveries, _started = self._start_step(keys=layout.event_keys(job_id), args=args)
+        if deliveries == -1:
+            raise not_found(job_id)
+        if deliveries == 0:
+            return None
+        state.attempts = int(deliveries)  # (the record's reader takes the count from the counter)
+        return state.attempts
+
+    def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
+                  job_outputs: Mapping[str, Any] | None = None) -> bool:
+        """Write a step's (or an item's) state unless the job already ended; emits an event. With
+        `job_outputs` (the last step succeeded), the job ends too, succeeded with those outputs,
+        in the same round trip."""
         field_name = layout.step_field("item" if item is not None else "step", step, item)
-        return self._set(job_id, {field_name: state.to_json()}, event)
+        if job_outputs is None:
+            return self._set(job_id, {field_name: state.to_json()}, _step_event(step, state, item))
+        with redis_errors(self._redis):
+            pipe = self._redis.pipeline(transaction=False)
+            self._guarded_hset(keys=layout.event_keys(job_id),
+                               args=self._set_args(job_id, {field_name: state.to_json()},
+                                                   _step_event(step, state, item)), client=pipe)
+            written, finished = self._end(job_id, self._succeeded(job_outputs), pipe)
+        return written == 1 and finished
 
     def expand(self, record: JobRecord) -> bool:
         """Store `record`'s steps, inputs and outputs as submitted (an ask's planned steps added
@@ -212,11 +248,15 @@ class JobStore:
         after `finished_ttl_s`, and its event stream soon after its end (the end event stays in the record)."""
         fields = {"status": status, "finished_at": time.time(), "outputs": outputs, "error": error}
         event = {"type": "job", "status": status.value, **({"error": error} if error else {})}
-        finished = self._end(job_id, layout.encode_fields({k: v for k, v in fields.items() if v is not None}),
-                             event)
-        if finished:
-            self._count(status.value)
+        encoded = layout.encode_fields({k: v for k, v in fields.items() if v is not None})
+        with redis_errors(self._redis):
+            [finished] = self._end(job_id, (encoded, event), self._redis.pipeline(transaction=False))
         return finished
+
+    @staticmethod
+    def _succeeded(outputs: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        fields = {"status": JobStatus.SUCCEEDED, "finished_at": time.time(), "outputs": outputs}
+        return layout.encode_fields(fields), {"type": "job", "status": JobStatus.SUCCEEDED.value}
 
     def finish_many(self, job_ids: list[str], status: JobStatus, *, error: Mapping[str, str]) -> None:
         """End many jobs the same way in one round trip: a bulk submission that could not be queued."""
@@ -225,12 +265,8 @@ class JobStore:
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
             for job_id in job_ids:
-                self._finish(keys=layout.event_keys(job_id), args=self._ending_args(job_id, fields, event),
+                self._finish(keys=layout.ending_keys(job_id), args=self._ending_args(job_id, fields, event),
                              client=pipe)
-            pipe.execute()
-        with contextlib.suppress(Exception):  # counters are best effort
-            pipe = self._redis.pipeline()
-            pipe.hincrby(JOBS_STATS_KEY, status.value, len(job_ids))
             pipe.execute()
 
     def _ending_args(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any]) -> list[Any]:
@@ -238,7 +274,8 @@ class JobStore:
                 *(x for pair in fields.items() for x in pair)]
 
     def _count(self, outcome: str) -> None:
-        """Jobs by outcome, for metrics: best effort, after the fact that it counts."""
+        """Jobs by outcome, for metrics: best effort, after the fact that it counts (the end of a
+        job is counted by FINISH itself)."""
         import redis
 
         try:
@@ -259,9 +296,7 @@ class JobStore:
              durable: bool = False) -> bool:
         """The guarded write; `durable` ones (a job's end) wait until a replica has them, when a
         failover could otherwise lose them (see ReplicaBarrier)."""
-        keys = layout.event_keys(job_id)
-        args = [self.ttl_s, json.dumps(event) if event else "", layout.EVENTS_MAX,
-                event_name(event) if event else "", job_id, *(x for pair in fields.items() for x in pair)]
+        keys, args = layout.event_keys(job_id), self._set_args(job_id, fields, event)
         with redis_errors(self._redis):
             if not (durable and self._barrier.promotable()):
                 written = self._guarded_hset(keys=keys, args=args)
@@ -276,21 +311,34 @@ class JobStore:
             raise not_found(job_id)
         return written == 1
 
-    def _end(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any]) -> bool:
-        """The job's end (FINISH) in one round trip; waits until a replica has it when a failover
-        could otherwise lose it (see ReplicaBarrier)."""
-        with redis_errors(self._redis):
-            pipe = self._redis.pipeline(transaction=False)
-            self._finish(keys=layout.event_keys(job_id), args=self._ending_args(job_id, fields, event), client=pipe)
-            waits = self._barrier.promotable()
-            if waits:
-                self._barrier.add_wait(pipe)
-            written, *acknowledged = pipe.execute()
-            if waits and int(acknowledged[0]) < 1 and self._barrier.promotable(fresh=True):  # written all the same
+    def _set_args(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None) -> list[Any]:
+        return [self.ttl_s, json.dumps(event) if event else "", layout.EVENTS_MAX,
+                event_name(event) if event else "", job_id, *(x for pair in fields.items() for x in pair)]
+
+    def _end(self, job_id: str, ending: tuple[Mapping[str, str], Mapping[str, Any]], pipe: Any) -> list[Any]:
+        """The job's end (FINISH: `ending` is its fields and end event) added to `pipe` and sent,
+        in one round trip; waits until a replica has it when a failover could otherwise lose it
+        (see ReplicaBarrier). The replies of what `pipe` held before, then whether the job ended
+        here (the first writer wins)."""
+        fields, event = ending
+        self._finish(keys=layout.ending_keys(job_id), args=self._ending_args(job_id, fields, event), client=pipe)
+        waits = self._barrier.promotable()
+        if waits:
+            self._barrier.add_wait(pipe)
+        replies = pipe.execute()
+        if waits:
+            acknowledged, replies = replies[-2], replies[:-2]
+            if int(acknowledged) < 1 and self._barrier.promotable(fresh=True):  # written all the same
                 log.warning("job %s: no Redis replica confirmed its end; a failover now could lose it", job_id)
+        *before, written = replies
         if written == -1:
             raise not_found(job_id)
-        return written == 1
+        return [*before, written == 1]
+
+
+def _step_event(step: str, state: StepState, item: int | None) -> dict[str, Any]:
+    return {"type": "step", "step": step, "status": state.status.value, "progress": state.progress,
+            **({"item": item} if item is not None else {})}
 
 
 def _cursor_score(cursor: str) -> float:
