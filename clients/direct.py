@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -30,6 +31,7 @@ from mmq.tasks.records import (
 )
 from mmq.tasks.settings import Settings
 from mmq.tasks.specfiles import load_pipeline_folder, pipeline_from_dict
+from mmq.tasks.step_messages import first_step_message
 from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.webhooks import WebhookSpec
 
@@ -146,6 +148,16 @@ class DirectTransport:
         """Create and queue one job per inputs mapping, after `queued` (the chunks before): all of
         them failed when this chunk's messages cannot be sent."""
         records = new_records(pipeline, inputs, owner=owner)
+        messages = [first_step_message(self._celery, record) for record in records]
+        if all(message is not None for message in messages):
+            # One-step jobs: records and messages in one round trip, without Celery's send path.
+            try:
+                self.jobs.create_many(records, messages=messages)
+            except Exception as exc:  # noqa: BLE001 - the records may be there without their messages
+                with contextlib.suppress(Exception):  # Redis away: neither records nor messages are there
+                    self._fail_unqueued_many(queued + records, exc)
+                raise BrokerUnavailable(f"could not queue {len(records)} jobs: {exc}") from None
+            return queued + records
         self.jobs.create_many(records)
         try:
             self._publish(records)

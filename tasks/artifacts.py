@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ class ArtifactRef:
         return self.uri.removeprefix("s3://").split("/", 1)[1]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # (not `asdict`, which deep-copies: a bulk submission makes one per input of every job)
+        return {"uri": self.uri, "media_type": self.media_type, "sha256": self.sha256, "size": self.size}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, field: str = "artifact") -> ArtifactRef:

@@ -26,9 +26,9 @@ BATCH_KEY_PREFIX = "mmq:stats:batch:"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-def count_job(pipe: Any, outcome: str) -> None:
-    """Add to a Redis pipeline: one more job `created` or ended with `outcome`."""
-    pipe.hincrby(JOBS_KEY, outcome, 1)
+def count_job(pipe: Any, outcome: str, jobs: int = 1) -> None:
+    """Add to a Redis pipeline: one more job (or `jobs` more) `created` or ended with `outcome`."""
+    pipe.hincrby(JOBS_KEY, outcome, jobs)
     pipe.expire(JOBS_KEY, STATS_TTL_S)
 
 

@@ -39,9 +39,10 @@ def test_a_finished_job_keeps_its_record_alone_for_the_finished_retention(make_s
 
 
 def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(make_stack, monkeypatch):
-    """Some messages of the chunk reach Redis before the broker refuses the rest: their jobs fail
-    too, since no one knows which did (a worker that receives one finds its job ended)."""
-    monkeypatch.setattr(direct, "_BATCH_MAX", 10)  # a pipeline sent every 10 messages, as in big chunks
+    """Jobs of several steps go through Celery's publish. Some messages of the chunk reach Redis
+    before the broker refuses the rest: their jobs fail too, since no one knows which did (a worker
+    that receives one finds its job ended)."""
+    monkeypatch.setattr(direct, "_BATCH_MAX", 10)  # (a batch pipeline sent every 10 commands)
     stack = make_stack()  # a Redis of its own, with no worker to take the messages
     redis = stack.redis_client()
     before: set[str] = set()
@@ -60,13 +61,32 @@ def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(make_stack, 
     image = {"uri": "s3://mmq-test/blobs/x.png", "media_type": "image/png", "sha256": "a" * 64, "size": 1}
     try:
         with pytest.raises(BrokerUnavailable, match="could not queue 40 jobs"):
-            transport.submit_many("caption", [{"image": image}] * 40)
+            transport.submit_many("remix", [{"image": image}] * 40)  # caption, then text2image
     finally:
         before_task_publish.disconnect(queue_breaks_at_the_15th)
         transport.close()
         redis.delete("caption")
-    assert delivered_first == [10]  # the first pipeline went out before the failure
+    assert 0 < delivered_first[0] < 40  # some messages went out before the failure
     records = [transport.jobs.get(member.decode()) for member in redis.zrange("mmq:jobs:all", 0, -1)
                if member.decode() not in before]
     assert len(records) == 40 and all(r.status is JobStatus.FAILED for r in records)
-    assert all(r.error["step"] == "submit" and r.error["type"] == "BatchPublishError" for r in records)
+    assert all(r.error["step"] == "submit" and "WRONGTYPE" in r.error["message"] for r in records), records[0].error
+
+
+def test_one_step_jobs_whose_messages_redis_refuses_all_fail(make_stack):
+    """One-step jobs go to Redis with their messages in one round trip: when the queue refuses
+    them (a real Redis error: its key is not a list), every job of the chunk fails, none queued."""
+    stack = make_stack()  # a Redis of its own, with no worker to take the messages
+    redis = stack.redis_client()
+    redis.set("caption", "not a queue")
+    transport = DirectTransport(stack.settings, pipelines={})
+    image = {"uri": "s3://mmq-test/blobs/x.png", "media_type": "image/png", "sha256": "a" * 64, "size": 1}
+    try:
+        with pytest.raises(BrokerUnavailable, match="could not queue 40 jobs: .*WRONGTYPE"):
+            transport.submit_many("caption", [{"image": image}] * 40)
+    finally:
+        transport.close()
+    records = [transport.jobs.get(member.decode()) for member in redis.zrange("mmq:jobs:all", 0, -1)]
+    assert len(records) == 40 and all(r.status is JobStatus.FAILED for r in records)
+    assert all(r.error["step"] == "submit" and "WRONGTYPE" in r.error["message"] for r in records)
+    assert redis.get("caption") == b"not a queue"

@@ -6,17 +6,15 @@ wins); each write that changes what a reader sees emits its event in the same Re
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import IdempotencyConflict, InvalidInput, JobNotFound
 from ..redis_connection import Primary, ReplicaBarrier
 from ..translation import redis_errors
-from ..stats import JOBS_KEY as JOBS_STATS_KEY
 from ..stats import count_job
 from ..webhooks import event_name
 from . import layout
@@ -74,20 +72,25 @@ class JobStore:
             self._count("created")
         return job_id.decode()
 
-    def create_many(self, records: list[JobRecord]) -> None:
+    def create_many(self, records: list[JobRecord], *, messages: Sequence[tuple[str, str]] = ()) -> None:
         """Store new (queued) records in one round trip: bulk submission (no idempotency keys, no
-        webhooks)."""
+        webhooks). `messages`, (queue, message) pairs for the broker on this Redis, are pushed in
+        the same round trip, after the records (a worker finds the record of any step it takes)."""
+        queued = [self.ttl_s, json.dumps(_QUEUED), layout.EVENTS_MAX, event_name(_QUEUED)]
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
             for record in records:
                 self._create(keys=self._create_keys(record, layout.NO_KEY),
-                             args=self._create_args(record, "", ""), client=pipe)
+                             args=[*queued, record.id, record.spec_json(), "0", "", record.created_at, ""],
+                             client=pipe)
+            by_queue: dict[str, list[str]] = {}
+            for queue, message in messages:
+                by_queue.setdefault(queue, []).append(message)
+            for queue, values in by_queue.items():
+                pipe.lpush(queue, *values)  # in order: a worker pops the first one pushed first
+            if records:
+                count_job(pipe, "created", len(records))
             pipe.execute()
-        if records:
-            with contextlib.suppress(Exception):  # counters are best effort
-                pipe = self._redis.pipeline()
-                pipe.hincrby(JOBS_STATS_KEY, "created", len(records))
-                pipe.execute()
 
     @staticmethod
     def _create_keys(record: JobRecord, claim: str) -> list[str]:
