@@ -1,6 +1,7 @@
 """B2: caption throughput of mmq with dynamic batching, against Ray Serve with `@serve.batch` and
 a direct in-process loop: the same model, the same distinct photos, the same batch size and torch
-threads, all three in one stack (Redis, SeaweedFS, the idle mmq worker beside the other two)."""
+threads, all three in one stack (Redis, SeaweedFS, the idle mmq worker beside the other two), their
+runs taken in turns."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mmq.tasks.stats import read_batches
 
 from .dominant_blip import build_dominant_blip
 from .harness import MODEL_CACHE, ROOT, BenchStack, real_models
-from .peers import MAX_NEW_TOKENS, MAX_WAIT_S
+from .peers import MAX_NEW_TOKENS, MAX_WAIT_S, RESULT
 from .photos import photos
 from .rows import Row, check_output
 
@@ -78,12 +79,19 @@ def _compare(label: str, build, jobs: int, *, first_seed: int) -> list[Row]:
         if build is not None:
             stack.env["MMQ_CAPTION_MODEL"] = str(build(Path(stack.logs) / "blip-dominant"))
         stack.start_worker("caption")
-        mmq = _mmq_runs(stack, runs)
-        # The peers run while the mmq stack is up and idle beside them, as it is beside mmq.
-        direct = _peer_runs(stack, "direct", runs)
-        ray = _peer_runs(stack, "ray", runs)
+        # All three sides up at once, each run in turns (in a new order each time), so that a
+        # shared machine that speeds up or slows down does so for all of them alike.
+        with stack.client() as client, _Peer(stack, "direct") as direct, _Peer(stack, "ray") as ray:
+            sides = {"mmq": _MmqSide(stack, client), "direct": direct, "ray": ray}
+            order = list(sides)
+            results: dict[str, list[dict]] = {name: [] for name in sides}
+            for index, paths in enumerate(runs):
+                for name in order[index % 3:] + order[:index % 3]:
+                    results[name].append(sides[name].run(paths))
     size = sum(p.stat().st_size for p in runs[1]) / len(runs[1]) / 1000
     what = f"{jobs} distinct {size:.0f} KB photos, batch {BATCH}, median of {REPEATS}"
+    mmq, direct, ray = (_side(name, results[key][1:]) for key, name in
+                        (("mmq", "mmq"), ("direct", "direct loop"), ("ray", "Ray Serve")))  # [0]: warm-up
     notes = [f"B2 {label}: {side.note()}" for side in (mmq, ray, direct)]
     to_direct, to_ray = mmq.median / direct.median, mmq.median / ray.median
     target = 0.95 if build is not None else 0.85
@@ -95,28 +103,36 @@ def _compare(label: str, build, jobs: int, *, first_seed: int) -> list[Row]:
     ]
 
 
-def _mmq_runs(stack: BenchStack, runs: list[list[Path]]) -> Side:
-    """Submit each run's photos at once (bytes in hand: the client uploads them) and wait for all."""
-    import time
+def _side(name: str, runs: list[dict]) -> Side:
+    batches: Counter[int] = Counter()
+    for run in runs:
+        batches.update({int(size): count for size, count in run["batches"].items()})
+    cores = sum(run["cpu_s"] for run in runs) / sum(run["elapsed_s"] for run in runs)
+    return Side(name, [run["rate"] for run in runs], dict(batches), runs[-1].get("threads"), cores)
 
-    redis = stack.redis_client()
-    rates, batches, busy_s, timed_s = [], Counter(), 0.0, 0.0
-    with stack.client() as client:
-        for index, paths in enumerate(runs):
-            images = [path.read_bytes() for path in paths]
-            before = Counter(read_batches(redis).get("caption", {}).get("sizes", {}))
-            cpu, started = _cpu_s(stack.workers[0].pid), time.perf_counter()
-            jobs = client.submit_many("caption", [{"image": data, "max_new_tokens": MAX_NEW_TOKENS}
-                                                  for data in images])
-            records = [job.wait(timeout_s=600) for job in jobs]
-            elapsed = time.perf_counter() - started
-            for record in records:
-                check_output("caption", record, client)
-            if index:  # run 0 is the warm-up
-                busy_s, timed_s = busy_s + _cpu_s(stack.workers[0].pid) - cpu, timed_s + elapsed
-                rates.append(len(images) / elapsed)
-                batches.update(Counter(read_batches(redis).get("caption", {}).get("sizes", {})) - before)
-    return Side("mmq", rates, dict(batches), cores=busy_s / timed_s)
+
+class _MmqSide:
+    """mmq's runs: each run's photos submitted at once (bytes in hand: the client uploads them),
+    then every job waited on; batch sizes from the worker's statistics in Redis."""
+
+    def __init__(self, stack: BenchStack, client) -> None:
+        self.stack, self.client, self.redis = stack, client, stack.redis_client()
+
+    def run(self, paths: list[Path]) -> dict:
+        import time
+
+        images = [path.read_bytes() for path in paths]
+        before = Counter(read_batches(self.redis).get("caption", {}).get("sizes", {}))
+        cpu, started = _cpu_s(self.stack.workers[0].pid), time.perf_counter()
+        jobs = self.client.submit_many("caption", [{"image": data, "max_new_tokens": MAX_NEW_TOKENS}
+                                                   for data in images])
+        records = [job.wait(timeout_s=600) for job in jobs]
+        elapsed = time.perf_counter() - started
+        cpu_s = _cpu_s(self.stack.workers[0].pid) - cpu
+        for record in records:
+            check_output("caption", record, self.client)
+        batches = Counter(read_batches(self.redis).get("caption", {}).get("sizes", {})) - before
+        return {"rate": len(images) / elapsed, "batches": dict(batches), "elapsed_s": elapsed, "cpu_s": cpu_s}
 
 
 def _cpu_s(pid: int) -> float:
@@ -127,13 +143,30 @@ def _cpu_s(pid: int) -> float:
     return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 
-def _peer_runs(stack: BenchStack, side: str, runs: list[list[Path]]) -> Side:
-    args = [str(path) for paths in runs for path in [*paths, "--"]][:-1]
-    env = {**stack.env, "PYTHONPATH": str(ROOT)}  # the worker's: its model, threads, data folder
-    result = subprocess.run([sys.executable, "-m", "bench.peers", side, str(BATCH), *args], env=env, cwd=ROOT,
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"B2 {side} side failed:\n{result.stderr[-3000:]}")
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    return Side({"ray": "Ray Serve", "direct": "direct loop"}[side], out["rates"],
-                {int(k): v for k, v in out["batches"].items()}, out["threads"], out["cores"])
+class _Peer:
+    """One of the other two sides, in its own process (bench/peers.py), its model loaded once."""
+
+    def __init__(self, stack: BenchStack, side: str) -> None:
+        env = {**stack.env, "PYTHONPATH": str(ROOT)}  # the worker's: its model, threads, data folder
+        self.side, self.log = side, Path(stack.logs) / f"peer-{side}.log"
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.peers", side, str(BATCH)], env=env,
+                                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.log.open("wb"), text=True)
+
+    def run(self, paths: list[Path]) -> dict:
+        self.process.stdin.write(json.dumps([str(path) for path in paths]) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith(RESULT):
+                return json.loads(line[len(RESULT):])
+        raise RuntimeError(f"B2 {self.side} side failed:\n{self.log.read_text()[-3000:]}")
+
+    def __enter__(self) -> _Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

@@ -1,10 +1,11 @@
 """B2's other two sides, each in its own process: the direct in-process loop and Ray Serve.
 
-`python -m bench.peers direct|ray BATCH PHOTO...` captions the photos given (one list per run,
-runs separated by `--`) with the same CaptionSpecialisation as the mmq worker (the model of
-MMQ_CAPTION_MODEL, MMQ_TORCH_THREADS threads), and prints one JSON line: each run's images per
-second and the batch sizes it ran. Every side is timed alike: from the images' bytes in hand to
-all their captions back.
+`python -m bench.peers direct|ray BATCH` loads its side once, with the same CaptionSpecialisation
+as the mmq worker (the model of MMQ_CAPTION_MODEL, MMQ_TORCH_THREADS threads), then captions each
+list of photos it is sent on stdin (one JSON line per run) and answers each with one line: images
+per second and the batch sizes it ran. B2 runs the three sides in turns, run by run, so that a
+machine that speeds up or slows down meanwhile does so for all of them. Every side is timed
+alike: from the images' bytes in hand to all their captions back.
 """
 
 from __future__ import annotations
@@ -54,20 +55,28 @@ def caption_batch(captioner: Any, images: list[bytes]) -> list[str]:
     return [out["text"] for out in captioner.run("caption", inputs, lambda done, total: None)]
 
 
-def direct_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
+class DirectLoop:
     """The limit: the model called in this process, in batches of `batch`, no queue at all."""
-    captioner = load_captioner()
-    caption_batch(captioner, runs[0][:batch])  # warm-up
-    rates, sizes = [], Counter()
-    wall, cpu = time.perf_counter(), time.process_time()
-    for images in runs[1:]:
-        started = time.perf_counter()
-        for i in range(0, len(images), batch):
-            sizes[len(images[i:i + batch])] += 1
-            caption_batch(captioner, images[i:i + batch])
-        rates.append(len(images) / (time.perf_counter() - started))
-    cores = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    return {"rates": rates, "batches": dict(sizes), "threads": torch_threads(), "cores": cores}
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.captioner = load_captioner()
+
+    def run(self, images: list[bytes]) -> dict[int, int]:
+        sizes: Counter[int] = Counter()
+        for i in range(0, len(images), self.batch):
+            sizes[len(images[i:i + self.batch])] += 1
+            caption_batch(self.captioner, images[i:i + self.batch])
+        return dict(sizes)
+
+    def cpu_s(self) -> float:
+        return time.process_time()
+
+    def threads(self) -> int:
+        return torch_threads()
+
+    def close(self) -> None:
+        pass
 
 
 class RayCaptioner:
@@ -98,33 +107,37 @@ class RayCaptioner:
         return sizes
 
 
-def ray_runs(batch: int, runs: list[list[bytes]]) -> dict[str, Any]:
+class RayServe:
     """Ray Serve on this machine: no dashboard, no HTTP proxy, one replica on the same threads."""
-    import ray
-    from ray import serve
 
-    gpus = 1 if os.environ.get("MMQ_DEVICE") == "cuda" else 0  # bench/gpu.sh: the replica gets the GPU
-    ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("MMQ_", "HF_"))}})
-    serve.start(proxy_location="Disabled")
-    deployment = serve.deployment(RayCaptioner, max_ongoing_requests=4 * batch,
-                                  ray_actor_options={"num_cpus": 1, "num_gpus": gpus})
-    handle = serve.run(deployment.bind(batch), name="bench-caption", route_prefix=None)
-    _through(handle, runs[0][:batch])  # warm-up
-    handle.take_sizes.remote().result()
-    rates, sizes = [], Counter()
-    wall, cpu = time.perf_counter(), handle.cpu_s.remote().result()
-    for images in runs[1:]:
-        started = time.perf_counter()
-        _through(handle, images)
-        rates.append(len(images) / (time.perf_counter() - started))
-        sizes.update(handle.take_sizes.remote().result())
-    cores = (handle.cpu_s.remote().result() - cpu) / (time.perf_counter() - wall)
-    threads = handle.threads.remote().result()
-    serve.shutdown()
-    ray.shutdown()
-    return {"rates": rates, "batches": {int(k): v for k, v in sizes.items()}, "threads": threads,
-            "cores": cores}
+    def __init__(self, batch: int) -> None:
+        import ray
+        from ray import serve
+
+        gpus = 1 if os.environ.get("MMQ_DEVICE") == "cuda" else 0  # bench/gpu.sh: the replica gets the GPU
+        ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("MMQ_", "HF_"))}})
+        serve.start(proxy_location="Disabled")
+        deployment = serve.deployment(RayCaptioner, max_ongoing_requests=4 * batch,
+                                      ray_actor_options={"num_cpus": 1, "num_gpus": gpus})
+        self.handle = serve.run(deployment.bind(batch), name="bench-caption", route_prefix=None)
+
+    def run(self, images: list[bytes]) -> dict[int, int]:
+        _through(self.handle, images)
+        return {int(k): v for k, v in self.handle.take_sizes.remote().result().items()}
+
+    def cpu_s(self) -> float:
+        return self.handle.cpu_s.remote().result()
+
+    def threads(self) -> int:
+        return self.handle.threads.remote().result()
+
+    def close(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
 
 
 def _through(handle: Any, images: list[bytes]) -> list[str]:
@@ -132,19 +145,22 @@ def _through(handle: Any, images: list[bytes]) -> list[str]:
     return [response.result() for response in responses]
 
 
-Runs = Callable[[int, list[list[bytes]]], dict[str, Any]]
-SIDES: dict[str, Runs] = {"direct": direct_runs, "ray": ray_runs}
+SIDES: dict[str, Callable[[int], Any]] = {"direct": DirectLoop, "ray": RayServe}
+RESULT = "RESULT "  # marks the answer lines on stdout, which the libraries may also print to
 
 
 def main(argv: list[str]) -> int:
-    side, batch, rest = argv[0], int(argv[1]), argv[2:]
-    runs: list[list[bytes]] = [[]]
-    for arg in rest:
-        if arg == "--":
-            runs.append([])
-        else:
-            runs[-1].append(Path(arg).read_bytes())
-    print(json.dumps(SIDES[side](batch, runs)), flush=True)
+    """Load the side once, then, for each line of photo paths (JSON) on stdin, caption them and
+    answer with one line: images per second, batch sizes, CPU seconds of the model's process."""
+    side = SIDES[argv[0]](int(argv[1]))
+    for line in sys.stdin:
+        images = [Path(path).read_bytes() for path in json.loads(line)]
+        cpu, started = side.cpu_s(), time.perf_counter()  # from the bytes in hand to every caption back
+        sizes = side.run(images)
+        elapsed = time.perf_counter() - started
+        print(RESULT + json.dumps({"rate": len(images) / elapsed, "batches": sizes, "elapsed_s": elapsed,
+                                   "cpu_s": side.cpu_s() - cpu, "threads": side.threads()}), flush=True)
+    side.close()
     return 0
 
 

@@ -134,6 +134,8 @@ def test_a_model_that_cannot_load_takes_no_job_and_its_worker_exits_saying_why(
     redis = stack.redis_client()
     assert job.status() is JobStatus.QUEUED and redis.llen("summarize") == 1 and redis.hlen("unacked") == 0
     assert job.waiting() == f"no summarize worker is ready: {line.split('cannot load its model: ', 1)[1]}"
+    if cause != "missing folder":
+        return  # the command line's and the operator's part is the same whatever the reason: once is enough
     shown = mmq(stack, "jobs", "get", job.id)
     assert f"waiting: no summarize worker is ready: {reason}" in shown.stdout
     ready = mmq(stack, "ready", "summarize")

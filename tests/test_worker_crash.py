@@ -11,9 +11,9 @@ from mmq.tasks.celery_app import make_celery
 
 # Short enough for a test, and still above every hard time limit, as the settings insist.
 FAST_REDELIVERY = {
-    "MMQ_VISIBILITY_TIMEOUT_S": "30", "MMQ_RESTORE_INTERVAL_S": "1",
-    **{f"MMQ_{name.upper()}_SOFT_TIME_LIMIT_S": "20" for name in SPECIALISATIONS},
-    **{f"MMQ_{name.upper()}_TIME_LIMIT_S": "25" for name in SPECIALISATIONS},
+    "MMQ_VISIBILITY_TIMEOUT_S": "16", "MMQ_RESTORE_INTERVAL_S": "1",
+    **{f"MMQ_{name.upper()}_SOFT_TIME_LIMIT_S": "10" for name in SPECIALISATIONS},
+    **{f"MMQ_{name.upper()}_TIME_LIMIT_S": "14" for name in SPECIALISATIONS},
 }
 
 
