@@ -89,9 +89,11 @@ class DirectTransport:
                                      "MMQ_WEBHOOK_SECRET, which is not set")
         record = new_record(pipeline, self._upload_files(files, owner), owner=owner, webhook=webhook)
         since = self.jobs.primary()
-        # The record exists before any worker can see a step.
-        created = self.jobs.create(record, idempotency_key=idempotency_key)
-        if created == record.id:
+        # The record exists before any worker can see a step: a one-step job's message is queued
+        # with it, in the same step; other canvases after it, through Celery.
+        message = first_step_message(self._celery, record)
+        created = self.jobs.create(record, idempotency_key=idempotency_key, message=message)
+        if created == record.id and message is None:
             try:
                 build_canvas(self._celery, record).apply_async()
             except Exception as exc:  # kombu raises many types; the job must not stay queued forever
@@ -150,11 +152,12 @@ class DirectTransport:
         records = new_records(pipeline, inputs, owner=owner)
         messages = [first_step_message(self._celery, record) for record in records]
         if all(message is not None for message in messages):
-            # One-step jobs: records and messages in one round trip, without Celery's send path.
+            # One-step jobs: each record with its message, all in one round trip, without Celery's
+            # send path. A job that could not be queued has no record; the chunks before are failed.
             try:
                 self.jobs.create_many(records, messages=messages)
-            except Exception as exc:  # noqa: BLE001 - the records may be there without their messages
-                with contextlib.suppress(Exception):  # Redis away: neither records nor messages are there
+            except Exception as exc:  # noqa: BLE001 - some jobs of the chunk may be queued
+                with contextlib.suppress(Exception):  # Redis away: nothing more can be written
                     self._fail_unqueued_many(queued + records, exc)
                 raise BrokerUnavailable(f"could not queue {len(records)} jobs: {exc}") from None
             return queued + records

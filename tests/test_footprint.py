@@ -10,7 +10,7 @@ from celery.signals import before_task_publish
 from mmq.clients import direct
 from mmq.clients.direct import DirectTransport
 from mmq.tasks import JobStatus
-from mmq.tasks.errors import BrokerUnavailable
+from mmq.tasks.errors import BrokerError, BrokerUnavailable
 from mmq.tasks.records.layout import ENDED_STREAM_GRACE_MS, events_key, record_key
 
 from .outcomes import succeeded
@@ -73,9 +73,9 @@ def test_a_publish_that_fails_part_way_fails_every_job_of_the_chunk(make_stack, 
     assert all(r.error["step"] == "submit" and "WRONGTYPE" in r.error["message"] for r in records), records[0].error
 
 
-def test_one_step_jobs_whose_messages_redis_refuses_all_fail(make_stack):
-    """One-step jobs go to Redis with their messages in one round trip: when the queue refuses
-    them (a real Redis error: its key is not a list), every job of the chunk fails, none queued."""
+def test_one_step_jobs_whose_messages_redis_refuses_are_not_created(make_stack):
+    """A one-step job goes to Redis with its message in one step: when the queue refuses it (a real
+    Redis error: its key is not a list), nothing of the job is written, alone or in bulk."""
     stack = make_stack()  # a Redis of its own, with no worker to take the messages
     redis = stack.redis_client()
     redis.set("caption", "not a queue")
@@ -84,9 +84,10 @@ def test_one_step_jobs_whose_messages_redis_refuses_all_fail(make_stack):
     try:
         with pytest.raises(BrokerUnavailable, match="could not queue 40 jobs: .*WRONGTYPE"):
             transport.submit_many("caption", [{"image": image}] * 40)
+        with pytest.raises(BrokerError, match="refused an operation: WRONGTYPE"):
+            transport.submit("caption", {"image": image}, idempotency_key="once")
     finally:
         transport.close()
-    records = [transport.jobs.get(member.decode()) for member in redis.zrange("mmq:jobs:all", 0, -1)]
-    assert len(records) == 40 and all(r.status is JobStatus.FAILED for r in records)
-    assert all(r.error["step"] == "submit" and "WRONGTYPE" in r.error["message"] for r in records)
+    assert redis.zcard("mmq:jobs:all") == 0 and not list(redis.scan_iter(match="mmq:job:*"))
+    assert not list(redis.scan_iter(match="mmq:idempotency:*"))  # the key may be used again
     assert redis.get("caption") == b"not a queue"

@@ -153,9 +153,11 @@ emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return {deliveries, 1}
 """
 
-# Create a job record, its first event, its places in the job lists and, with an idempotency
-# key (KEYS[4], ARGV[7] = '1'), the key's claim: all or nothing. Returns {'created', id}, or the
-# job that the key already names: {'existing', id}, or {'conflict', id} for a different request.
+# Create a job record, its first event, its places in the job lists (KEYS[6..]) and, with an
+# idempotency key (KEYS[4], ARGV[7] = '1'), the key's claim; with a step message (ARGV[11], not
+# ''), that message pushed on its queue (KEYS[5]), first, so that a queue that refuses it leaves
+# nothing written: all or nothing. Returns {'created', id}, or the job that the key already names:
+# {'existing', id}, or {'conflict', id} for a different request (and nothing is queued).
 CREATE = _EMIT + """
 local ttl, job_id, fingerprint = ARGV[1], ARGV[5], ARGV[8]
 if ARGV[7] == '1' then
@@ -164,13 +166,16 @@ if ARGV[7] == '1' then
     if claimed[2] ~= fingerprint then return {'conflict', claimed[1]} end
     return {'existing', claimed[1]}
   end
+end
+if ARGV[11] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[11]) end
+if ARGV[7] == '1' then
   redis.call('HSET', KEYS[4], 'job', job_id, 'fingerprint', fingerprint)
   redis.call('EXPIRE', KEYS[4], ttl)
 end
 redis.call('HSET', KEYS[1], 'spec', ARGV[6], 'status', 'queued')
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'webhook_events', ARGV[10]) end
 redis.call('EXPIRE', KEYS[1], ttl)
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   redis.call('ZADD', KEYS[i], ARGV[9], job_id)
   redis.call('EXPIRE', KEYS[i], ttl)
 end

@@ -56,15 +56,18 @@ class JobStore:
 
     # -- creating -------------------------------------------------------------------------------
 
-    def create(self, record: JobRecord, *, idempotency_key: str | None = None) -> str:
+    def create(self, record: JobRecord, *, idempotency_key: str | None = None,
+               message: tuple[str, str] | None = None) -> str:
         """Store a new (queued) record and return its id, or, when `idempotency_key` was given for
         the same request before, the id of the job it created then (`IdempotencyConflict` when that
-        job was asked for with a different request)."""
+        job was asked for with a different request). `message`, (queue, message) for the broker on
+        this Redis, is queued with a record that is created, in the same step, or not at all."""
         claim = layout.idempotency_key(record.owner, idempotency_key) if idempotency_key else layout.NO_KEY
         fingerprint = request_fingerprint(record) if idempotency_key else ""
         with redis_errors(self._redis):
-            outcome, job_id = self._create(keys=self._create_keys(record, claim),
-                                           args=self._create_args(record, fingerprint, webhook_events(record)))
+            outcome, job_id = self._create(keys=self._create_keys(record, claim, message),
+                                           args=[*self._create_args(record, fingerprint, webhook_events(record)),
+                                                 message[1] if message else ""])
         if outcome == b"conflict":
             raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for job {job_id.decode()} "
                                       "with a different request")
@@ -72,30 +75,26 @@ class JobStore:
             self._count("created")
         return job_id.decode()
 
-    def create_many(self, records: list[JobRecord], *, messages: Sequence[tuple[str, str]] = ()) -> None:
+    def create_many(self, records: list[JobRecord], *,
+                    messages: Sequence[tuple[str, str] | None] | None = None) -> None:
         """Store new (queued) records in one round trip: bulk submission (no idempotency keys, no
-        webhooks). `messages`, (queue, message) pairs for the broker on this Redis, are pushed in
-        the same round trip, after the records (a worker finds the record of any step it takes)."""
+        webhooks). `messages`, one (queue, message) for the broker on this Redis per record, are
+        queued each with its record (see `create`)."""
         queued = [self.ttl_s, json.dumps(_QUEUED), layout.EVENTS_MAX, event_name(_QUEUED)]
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
-            for record in records:
-                self._create(keys=self._create_keys(record, layout.NO_KEY),
-                             args=[*queued, record.id, record.spec_json(), "0", "", record.created_at, ""],
-                             client=pipe)
-            by_queue: dict[str, list[str]] = {}
-            for queue, message in messages:
-                by_queue.setdefault(queue, []).append(message)
-            for queue, values in by_queue.items():
-                pipe.lpush(queue, *values)  # in order: a worker pops the first one pushed first
+            for record, message in zip(records, messages or [None] * len(records), strict=True):
+                self._create(keys=self._create_keys(record, layout.NO_KEY, message),
+                             args=[*queued, record.id, record.spec_json(), "0", "", record.created_at, "",
+                                   message[1] if message else ""], client=pipe)
             if records:
                 count_job(pipe, "created", len(records))
             pipe.execute()
 
     @staticmethod
-    def _create_keys(record: JobRecord, claim: str) -> list[str]:
+    def _create_keys(record: JobRecord, claim: str, message: tuple[str, str] | None) -> list[str]:
         indexes = [layout.ALL_JOBS_KEY] + ([layout.jobs_index_key(record.owner)] if record.owner else [])
-        return [*layout.event_keys(record.id), claim, *indexes]
+        return [*layout.event_keys(record.id), claim, message[0] if message else layout.NO_KEY, *indexes]
 
     def _create_args(self, record: JobRecord, fingerprint: str, wanted: str) -> list[Any]:
         return [self.ttl_s, json.dumps(_QUEUED), layout.EVENTS_MAX, event_name(_QUEUED), record.id,
