@@ -20,6 +20,8 @@ from .media_types import extension_for, sniff_media_type
 from .translation import storage_errors
 
 
+_PLAIN_GET_EXPIRY_S = 60  # a URL that `get_bytes` signs for its own GET, at once
+
 @dataclass(frozen=True)
 class ArtifactRef:
     """Where an artifact lives and what it is; the only form in which media crosses Redis."""
@@ -100,6 +102,7 @@ class ArtifactStore:
         self.bucket = bucket
         self.presign_expiry_s = presign_expiry_s
         self._bucket_checked = False
+        self._http: Any = None  # a urllib3 pool for plain GETs (see `get_bytes`), made on first use
 
     @classmethod
     def from_settings(cls, settings: Any) -> ArtifactStore:
@@ -158,8 +161,28 @@ class ArtifactStore:
         return self.put_bytes(data, media_type, prefix=prefix)
 
     def get_bytes(self, ref: ArtifactRef) -> bytes:
+        """The artifact's bytes. Read with a plain GET of a URL signed here (about a millisecond
+        less than boto3's request pipeline, for every input of every step); anything but a 200
+        answer is read again through boto3, whose errors say what went wrong."""
+        data = self._plain_get(ref)
+        if data is not None:
+            return data
         response = self._call("get_object", Bucket=ref.bucket, Key=ref.key)
         return response["Body"].read()
+
+    def _plain_get(self, ref: ArtifactRef) -> bytes | None:
+        import urllib3
+
+        try:
+            url = self._s3.generate_presigned_url("get_object", Params={"Bucket": ref.bucket, "Key": ref.key},
+                                                  ExpiresIn=_PLAIN_GET_EXPIRY_S)
+            if self._http is None:
+                self._http = urllib3.PoolManager(maxsize=16, retries=False,
+                                                 timeout=urllib3.Timeout(connect=5, read=60))
+            response = self._http.request("GET", url)
+        except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's read says
+            return None
+        return response.data if response.status == 200 else None
 
     def download(self, ref: ArtifactRef, path: Path | str) -> Path:
         path = Path(path)

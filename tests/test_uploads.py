@@ -35,17 +35,27 @@ WAV_HEADER = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\
 
 @dataclass
 class S3Calls:
-    """The S3 requests a boto3 client sent, with the object keys they touched.
+    """The S3 requests an artifact store sent, with the object keys they touched.
 
     botocore announces each call's parameters (`before-parameter-build`, also when it only presigns a
     URL) and then each request it really sends (`before-call`, with the same `context`): the key is
-    noted at the first, the call counted at the second, so that presigning counts for nothing."""
+    noted at the first, the call counted at the second, so that presigning counts for nothing. The
+    store's plain GETs (`get_bytes` reads with a URL it signs, not through boto3) count as GetObject."""
 
     seen: list[tuple[str, str]] = field(default_factory=list)
 
-    def watch(self, s3: Any) -> None:
-        s3.meta.events.register("before-parameter-build.s3", self._note_key)
-        s3.meta.events.register("before-call.s3", self._count)
+    def watch(self, store: ArtifactStore) -> None:
+        store._s3.meta.events.register("before-parameter-build.s3", self._note_key)
+        store._s3.meta.events.register("before-call.s3", self._count)
+        plain_get = store._plain_get
+
+        def counted(ref: Any) -> bytes | None:
+            data = plain_get(ref)
+            if data is not None:
+                self.seen.append(("GetObject", ref.key))
+            return data
+
+        store._plain_get = counted
 
     def _note_key(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         source = params.get("CopySource")  # a copy touches its source; botocore may have made it "bucket/key"
@@ -80,7 +90,7 @@ def gateway_in_process(stack, **env: str) -> Iterator[InProcessGateway]:
     settings = Settings.from_env({**stack.env, **env})
     app = create_app(settings, webhooks=False)
     calls = S3Calls()
-    calls.watch(app.state.gateway.transport.store._s3)  # the client the gateway calls S3 with
+    calls.watch(app.state.gateway.transport.store)  # the store the gateway calls S3 with
     with TestClient(app) as http:
         yield InProcessGateway(http, calls, settings)
 
