@@ -19,8 +19,8 @@ from .errors import ArtifactNotFound, InvalidInput, StorageError
 from .media_types import extension_for, sniff_media_type
 from .translation import storage_errors
 
-
 _PLAIN_GET_EXPIRY_S = 60  # a URL that `get_bytes` signs for its own GET, at once
+
 
 @dataclass(frozen=True)
 class ArtifactRef:
