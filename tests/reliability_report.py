@@ -25,6 +25,14 @@ Delivery is at least once, and steps are idempotent: a step whose worker died ru
 outputs are content-addressed, so a second run writes the same objects), a step that already
 succeeded is not run again, and a step that keeps killing its worker is dead-lettered after
 `MMQ_MAX_DELIVERIES` deliveries.
+
+One window is not covered: a step message that a worker has just taken off its queue (kombu's
+Redis transport pops it with BRPOP, then records it as unacknowledged in a second command) when
+Redis stops, its reply lost with the connection, is gone: its job stays queued. The Redis restart
+below stops Redis while a step runs (the worker, holding that step unacknowledged, is not popping
+the next); a fresh-clone run of 2026-12-06 that stopped it just after a step ended lost one job of
+20 this way. A sweeper that requeues the first step of jobs queued longer than the visibility
+timeout with no message anywhere would close it.
 """
 
 
