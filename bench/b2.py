@@ -135,11 +135,13 @@ class _MmqSide:
         return {"rate": len(images) / elapsed, "batches": dict(batches), "elapsed_s": elapsed, "cpu_s": cpu_s}
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds of the worker process and its pool children (where the model runs)."""
+def _cpu_s(pid: int, *, children: bool = True) -> float:
+    """CPU seconds of a process and (by default) its children: the worker with its pool child,
+    where the model runs."""
     import psutil
 
-    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    process = psutil.Process(pid)
+    processes = [process, *(process.children(recursive=True) if children else [])]
     return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 

@@ -13,35 +13,21 @@ from __future__ import annotations
 import os
 import time
 
-import psutil
-
 from . import b2
 from .harness import MODEL_CACHE, BenchStack
-from .peers import MAX_NEW_TOKENS, load_captioner
+from .peers import caption_inputs, load_captioner
 from .photos import photos
 
 JOBS, RUNS = 96, 3
 
 
-def _cpu_s(process: psutil.Process, *, children: bool) -> float:
-    processes = [process, *(process.children(recursive=True) if children else [])]
-    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
-
-
 def direct_split(paths: list) -> dict[str, float]:
     """ms of CPU per image in `prepare` and in `infer`, the direct loop's two halves."""
-    from mmq.workers.specialisation_base import ArtifactInput
-
     captioner = load_captioner()
     images = [path.read_bytes() for path in paths]
-
-    def inputs(data: bytes) -> dict:
-        return {"image": ArtifactInput(media_type="image/jpeg", sha256="", size=len(data), fetch=lambda: data),
-                "max_new_tokens": MAX_NEW_TOKENS}
-
-    captioner.infer("caption", [captioner.prepare("caption", inputs(d)) for d in images[:b2.BATCH]], _quiet)
+    captioner.infer("caption", [captioner.prepare("caption", caption_inputs(d)) for d in images[:b2.BATCH]], _quiet)
     started = time.process_time()
-    prepared = [captioner.prepare("caption", inputs(data)) for data in images]
+    prepared = [captioner.prepare("caption", caption_inputs(data)) for data in images]
     prepare_s = time.process_time() - started
     started = time.process_time()
     for i in range(0, len(prepared), b2.BATCH):
@@ -61,17 +47,17 @@ def mmq_split(runs: list[list]) -> dict[str, float]:
         worker = stack.start_worker("caption")
         side = b2._MmqSide(stack, client)
         side.run(runs[0])
-        processes = {"worker (steps, model, Celery)": (psutil.Process(worker.pid), True),
-                     "client (uploads, submission, waiting)": (psutil.Process(os.getpid()), False),
-                     "S3 server": (psutil.Process(stack.s3.pid), True),
-                     "Redis": (psutil.Process(stack.redis.pid), False)}
-        before = {name: _cpu_s(p, children=c) for name, (p, c) in processes.items()}
+        processes = {"worker (steps, model, Celery)": (worker.pid, True),
+                     "client (uploads, submission, waiting)": (os.getpid(), False),
+                     "S3 server": (stack.s3.pid, True), "Redis": (stack.redis.pid, False)}
+        before = {name: b2._cpu_s(pid, children=c) for name, (pid, c) in processes.items()}
         started = time.perf_counter()
         for paths in runs[1:]:
             side.run(paths)
         wall_s = time.perf_counter() - started
         images = sum(len(paths) for paths in runs[1:])
-        split = {name: (_cpu_s(p, children=c) - before[name]) * 1000 / images for name, (p, c) in processes.items()}
+        split = {name: (b2._cpu_s(pid, children=c) - before[name]) * 1000 / images
+                 for name, (pid, c) in processes.items()}
     return {**split, "wall": wall_s * 1000 / images}
 
 

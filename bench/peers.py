@@ -46,12 +46,16 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def caption_batch(captioner: Any, images: list[bytes]) -> list[str]:
+def caption_inputs(data: bytes) -> dict[str, Any]:
+    """One photo's inputs as the worker hands them to the captioner (its bytes already in hand)."""
     from mmq.workers.specialisation_base import ArtifactInput
 
-    inputs = [{"image": ArtifactInput(media_type="image/jpeg", sha256="", size=len(data),
-                                      fetch=lambda data=data: data), "max_new_tokens": MAX_NEW_TOKENS}
-              for data in images]
+    return {"image": ArtifactInput(media_type="image/jpeg", sha256="", size=len(data), fetch=lambda: data),
+            "max_new_tokens": MAX_NEW_TOKENS}
+
+
+def caption_batch(captioner: Any, images: list[bytes]) -> list[str]:
+    inputs = [caption_inputs(data) for data in images]
     return [out["text"] for out in captioner.run("caption", inputs, lambda done, total: None)]
 
 

@@ -107,12 +107,15 @@ end
 # Set fields only while the job is not in a terminal status, and emit the event (ARGV[2], if any)
 # in the same step; returns 1 when written.
 # The guard they share: no record (-1) or an ended job (0) returns before anything is written.
-_ENDED_GUARD = """
+def _ended_guard(missing: str = "-1", ended: str = "0") -> str:
+    return f"""
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return -1 end
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+if not status then return {missing} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {ended} end
 """
-_WRITE_UNLESS_ENDED = _ENDED_GUARD + """
+
+
+_WRITE_UNLESS_ENDED = _ended_guard() + """
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
@@ -140,7 +143,7 @@ return 1
 # its first step (`started_at` ARGV[8], event ARGV[9] named ARGV[10]) and the step's state written
 # (field ARGV[11], value ARGV[12]) with its event (ARGV[2] named ARGV[4]). Returns {deliveries, 1}
 # when started, {deliveries, 0} over the bound, and {-1, 0} or {0, 0} as GUARDED_HSET.
-START_STEP = _EMIT + _ENDED_GUARD.replace("return -1", "return {-1, 0}").replace("return 0", "return {0, 0}") + """
+START_STEP = _EMIT + _ended_guard("{-1, 0}", "{0, 0}") + """
 local deliveries = redis.call('HINCRBY', KEYS[1], ARGV[6], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if deliveries > tonumber(ARGV[7]) then return {deliveries, 0} end

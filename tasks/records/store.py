@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 FOLLOW_BLOCK_MS = 500  # a follower's longest blocking read: short, so that a deadline is kept
 _QUEUED = {"type": "job", "status": JobStatus.QUEUED.value}
 _RUNNING = {"type": "job", "status": JobStatus.RUNNING.value}
+_QUEUED_JSON, _QUEUED_NAME = json.dumps(_QUEUED), event_name(_QUEUED)
 
 
 def not_found(job_id: str) -> JobNotFound:
@@ -66,8 +67,7 @@ class JobStore:
         fingerprint = request_fingerprint(record) if idempotency_key else ""
         with redis_errors(self._redis):
             outcome, job_id = self._create(keys=self._create_keys(record, claim, message),
-                                           args=[*self._create_args(record, fingerprint, webhook_events(record)),
-                                                 message[1] if message else ""])
+                                           args=self._create_args(record, fingerprint, webhook_events(record), message))
         if outcome == b"conflict":
             raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for job {job_id.decode()} "
                                       "with a different request")
@@ -80,13 +80,11 @@ class JobStore:
         """Store new (queued) records in one round trip: bulk submission (no idempotency keys, no
         webhooks). `messages`, one (queue, message) for the broker on this Redis per record, are
         queued each with its record (see `create`)."""
-        queued = [self.ttl_s, json.dumps(_QUEUED), layout.EVENTS_MAX, event_name(_QUEUED)]
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
             for record, message in zip(records, messages or [None] * len(records), strict=True):
                 self._create(keys=self._create_keys(record, layout.NO_KEY, message),
-                             args=[*queued, record.id, record.spec_json(), "0", "", record.created_at, "",
-                                   message[1] if message else ""], client=pipe)
+                             args=self._create_args(record, "", "", message), client=pipe)
             if records:
                 count_job(pipe, "created", len(records))
             pipe.execute()
@@ -96,9 +94,10 @@ class JobStore:
         indexes = [layout.ALL_JOBS_KEY] + ([layout.jobs_index_key(record.owner)] if record.owner else [])
         return [*layout.event_keys(record.id), claim, message[0] if message else layout.NO_KEY, *indexes]
 
-    def _create_args(self, record: JobRecord, fingerprint: str, wanted: str) -> list[Any]:
-        return [self.ttl_s, json.dumps(_QUEUED), layout.EVENTS_MAX, event_name(_QUEUED), record.id,
-                record.spec_json(), "1" if fingerprint else "0", fingerprint, record.created_at, wanted]
+    def _create_args(self, record: JobRecord, fingerprint: str, wanted: str,
+                     message: tuple[str, str] | None) -> list[Any]:
+        return [self.ttl_s, _QUEUED_JSON, layout.EVENTS_MAX, _QUEUED_NAME, record.id, record.spec_json(),
+                "1" if fingerprint else "0", fingerprint, record.created_at, wanted, message[1] if message else ""]
 
     def primary(self) -> Primary | None:
         """The Redis primary before a submission's writes, for `confirm` after them (None when no
@@ -201,7 +200,7 @@ class JobStore:
         step's `state` written. Returns the deliveries so far (`state.attempts` set to them); over
         the bound nothing else was written. None when the job has ended."""
         event = _step_event(step, state, item)
-        args = [self.ttl_s, json.dumps(event), layout.EVENTS_MAX, event_name(event), job_id,
+        args = [*self._set_args(job_id, {}, event),
                 layout.step_field("attempts", step, item), max_deliveries, json.dumps(state.started_at),
                 json.dumps(_RUNNING), event_name(_RUNNING),
                 layout.step_field("item" if item is not None else "step", step, item), state.to_json()]
@@ -272,8 +271,7 @@ class JobStore:
             pipe.execute()
 
     def _ending_args(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any]) -> list[Any]:
-        return [self.finished_ttl_s, json.dumps(event), layout.EVENTS_MAX, event_name(event), job_id,
-                *(x for pair in fields.items() for x in pair)]
+        return self._set_args(job_id, fields, event, ttl_s=self.finished_ttl_s)
 
     def _count(self, outcome: str) -> None:
         """Jobs by outcome, for metrics: best effort, after the fact that it counts (the end of a
@@ -313,8 +311,10 @@ class JobStore:
             raise not_found(job_id)
         return written == 1
 
-    def _set_args(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None) -> list[Any]:
-        return [self.ttl_s, json.dumps(event) if event else "", layout.EVENTS_MAX,
+    def _set_args(self, job_id: str, fields: Mapping[str, str], event: Mapping[str, Any] | None, *,
+                  ttl_s: int | None = None) -> list[Any]:
+        """ARGV of the scripts that emit an event: expiry, event, stream cap, event name, job, fields."""
+        return [self.ttl_s if ttl_s is None else ttl_s, json.dumps(event) if event else "", layout.EVENTS_MAX,
                 event_name(event) if event else "", job_id, *(x for pair in fields.items() for x in pair)]
 
     def _end(self, job_id: str, ending: tuple[Mapping[str, str], Mapping[str, Any]], pipe: Any) -> list[Any]:
