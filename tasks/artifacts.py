@@ -19,7 +19,7 @@ from .errors import ArtifactNotFound, InvalidInput, StorageError
 from .media_types import extension_for, sniff_media_type
 from .translation import storage_errors
 
-_PLAIN_GET_EXPIRY_S = 60  # a URL that `get_bytes` signs for its own GET, at once
+_PLAIN_REQUEST_EXPIRY_S = 60  # a URL that `get_bytes` or `put_bytes` signs for its own request, made at once
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class ArtifactStore:
         self.bucket = bucket
         self.presign_expiry_s = presign_expiry_s
         self._bucket_checked = False
-        self._http: Any = None  # a urllib3 pool for plain GETs (see `get_bytes`), made on first use
+        self._http: Any = None  # a urllib3 pool for plain requests (see `get_bytes`, `put_bytes`)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ArtifactStore:
@@ -126,14 +126,37 @@ class ArtifactStore:
                    presign_expiry_s=settings.presign_expiry_s, presigner=client(public) if public else None)
 
     def put_bytes(self, data: bytes, media_type: str | None = None, *, prefix: str = "") -> ArtifactRef:
-        """Store `data` under `prefix` (once: an existing object with the same content is reused)."""
+        """Store `data` under `prefix` (once: an existing object with the same content is reused).
+
+        One conditional PUT of a URL signed here (`If-None-Match: *`: S3 answers 412 when an object
+        is at the key already, which, the key being the content's, holds these very bytes; a server
+        that ignores the condition writes the same bytes again). Its SHA-256 goes with it, so S3
+        refuses a body damaged on the way. Any other answer, and a server that cannot be reached,
+        go through boto3 (HeadObject, then PutObject), whose errors say what went wrong."""
         media_type = media_type or sniff_media_type(data)
         ref = self._blob_ref(hashlib.sha256(data).hexdigest(), size=len(data), media_type=media_type, prefix=prefix)
         self.ensure_bucket()
+        if self._plain_put(ref, data):
+            return ref
         if not self._exists(ref.key):
             self._call("put_object", Bucket=self.bucket, Key=ref.key, Body=data, ContentType=media_type,
-                       Metadata={"sha256": ref.sha256})
+                       ChecksumSHA256=checksum_header(ref.sha256))
         return ref
+
+    def _plain_put(self, ref: ArtifactRef, data: bytes) -> bool:
+        """True when S3 has the object now (stored by this PUT, or there before it)."""
+        checksum = checksum_header(ref.sha256)
+        try:
+            url = self._s3.generate_presigned_url(
+                "put_object", ExpiresIn=_PLAIN_REQUEST_EXPIRY_S,
+                Params={"Bucket": self.bucket, "Key": ref.key, "ContentType": ref.media_type,
+                        "ChecksumSHA256": checksum, "IfNoneMatch": "*"})
+            response = self._plain_http().request(
+                "PUT", url, body=data,
+                headers={"Content-Type": ref.media_type, "x-amz-checksum-sha256": checksum, "If-None-Match": "*"})
+        except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's call says
+            return False
+        return response.status in (200, 412)
 
     def copy_to_blob(self, key: str, stored: StoredFile, *, prefix: str = "") -> ArtifactRef:
         """The object at `key` (stored with a checksum) as a content-addressed artifact under
@@ -171,18 +194,22 @@ class ArtifactStore:
         return response["Body"].read()
 
     def _plain_get(self, ref: ArtifactRef) -> bytes | None:
-        import urllib3
-
         try:
             url = self._s3.generate_presigned_url("get_object", Params={"Bucket": ref.bucket, "Key": ref.key},
-                                                  ExpiresIn=_PLAIN_GET_EXPIRY_S)
-            if self._http is None:
-                self._http = urllib3.PoolManager(maxsize=16, retries=False,
-                                                 timeout=urllib3.Timeout(connect=5, read=60))
-            response = self._http.request("GET", url)
+                                                  ExpiresIn=_PLAIN_REQUEST_EXPIRY_S)
+            response = self._plain_http().request("GET", url)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's read says
             return None
         return response.data if response.status == 200 else None
+
+    def _plain_http(self) -> Any:
+        """The urllib3 pool of the plain GETs and PUTs, made on first use; no retries of its own
+        (a failed plain request is made again through boto3, which retries)."""
+        if self._http is None:
+            import urllib3
+
+            self._http = urllib3.PoolManager(maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60))
+        return self._http
 
     def download(self, ref: ArtifactRef, path: Path | str) -> Path:
         path = Path(path)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import TEST_CREDENTIALS
 from mmq.clients.servers import start_seaweed, stop
-from mmq.tasks import ArtifactNotFound, ArtifactRef, ArtifactStore, Settings, StorageUnavailable
+from mmq.tasks import ArtifactNotFound, ArtifactRef, ArtifactStore, Settings, StorageError, StorageUnavailable
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
@@ -26,6 +26,42 @@ def test_put_and_get_bytes_with_a_content_addressed_reference(s3_server):
                               sha256=digest, size=len(PNG))
     assert store.get_bytes(ref) == PNG
     assert store.put_bytes(PNG) == ref  # the same bytes, the same object
+
+
+class PlainRequests:
+    """The store's own signed requests (not boto3's), by method and S3's answer."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.seen: list[tuple[str, int]] = []
+        pool = store._plain_http()
+        request = pool.request
+
+        def counted(method: str, url: str, **kwargs):
+            response = request(method, url, **kwargs)
+            self.seen.append((method, response.status))
+            return response
+
+        pool.request = counted
+
+
+def test_a_put_is_one_conditional_request_and_the_same_bytes_again_store_nothing(s3_server):
+    store = store_for(s3_server.port, "artifacts-plain-put")
+    requests = PlainRequests(store)
+    ref = store.put_bytes(PNG)
+    assert store.put_bytes(PNG) == ref
+    # 200, then 412: the object (the same content, by its key) was there already
+    assert requests.seen == [("PUT", 200), ("PUT", 412)]
+    assert store.stored_file(ref.key).sha256 == ref.sha256  # S3 has the checksum it verified
+
+
+def test_a_refused_put_is_made_again_through_boto3_whose_error_names_the_cause(s3_server):
+    store = store_for(s3_server.port, "artifacts-plain-refused")
+    store.ensure_bucket()
+    store._s3._request_signer._credentials.secret_key = "not-the-secret"  # signs wrongly from now on
+    requests = PlainRequests(store)
+    with pytest.raises(StorageError, match=r"refused s3://artifacts-plain-refused/blobs/\w+\.png: 403"):
+        store.put_bytes(PNG)
+    assert requests.seen == [("PUT", 403)]
 
 
 def test_files_round_trip_and_presigned_urls_download(s3_server, tmp_path):
