@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +140,10 @@ class _ThreeUnits(Specialisation):
 
     batchable = frozenset({"caption"})
 
-    def __init__(self, runs: list[tuple[int, int]]) -> None:
+    def __init__(self, runs: list[tuple[int, int]], after_unit: Callable[[], None]) -> None:
         super().__init__(ModelContext(model="stand-in", device="cpu", cache_dir=Path("."), settings=Settings()))
         self.runs = runs  # (batch size, units done) of each run
+        self.after_unit = after_unit  # what a unit of work takes, after its progress is reported
 
     def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         return inputs
@@ -152,16 +153,18 @@ class _ThreeUnits(Specialisation):
         try:
             for units in range(1, 4):
                 progress(units, 3)
+                self.after_unit()
         finally:
             self.runs.append((len(batch), units))
         return [{"text": f"caption of {job['n']}"} for job in batch]
 
 
-def run_batch(reporters: list[steps.ProgressReporter]) -> tuple[list[tuple[int, int]], dict[int, Any]]:
+def run_batch(reporters: list[steps.ProgressReporter], after_unit: Callable[[], None] = lambda: None,
+              ) -> tuple[list[tuple[int, int]], dict[int, Any]]:
     """One step per reporter, each in its own thread as in a worker, through one batcher: the
     model's runs, and what each step got (its outputs or its error)."""
     runs: list[tuple[int, int]] = []
-    batcher = Batcher(ModelPool(lambda model: _ThreeUnits(runs), default="stand-in", device="cpu"),
+    batcher = Batcher(ModelPool(lambda model: _ThreeUnits(runs, after_unit), default="stand-in", device="cpu"),
                       max_batch=len(reporters), max_wait_ms=60000, batchable=_ThreeUnits.batchable)
     got: dict[int, Any] = {}
 
@@ -177,6 +180,7 @@ def run_batch(reporters: list[steps.ProgressReporter]) -> tuple[list[tuple[int, 
     for thread in threads:
         thread.join(timeout=60)
     batcher.close()
+    batcher._thread.join(timeout=60)  # steps that left a batch return before its forward pass stops
     assert batcher.batch_sizes == {len(reporters): 1}
     return runs, got
 
@@ -202,10 +206,32 @@ def test_a_batch_whose_jobs_were_all_cancelled_stops_and_runs_no_step_again(make
         jobs = [client.submit("caption", image=path) for path in pictures(tmp_path, 3)]
         assert all(job.cancel() for job in jobs)
     store = JobStore(stack.redis_client(), ttl_s=60)
-    reporters = [steps.ProgressReporter(store, job.id, "caption", StepState(status=JobStatus.RUNNING), None)
-                 for job in jobs]
-    runs, got = run_batch(reporters)
-    assert runs == [(3, 1)]  # stopped at its first report, when no job was left to compute for
+    noticed = threading.Semaphore(0)
+
+    class Noticing(steps.ProgressReporter):
+        """Says when its step's thread wrote the progress and found the job ended."""
+
+        def __call__(self, done: int, total: int) -> None:
+            try:
+                super().__call__(done, total)
+            except steps.StepAborted:
+                noticed.release()
+                raise
+
+    reporters = [Noticing(store, job.id, "caption", StepState(status=JobStatus.RUNNING), None) for job in jobs]
+
+    units: list[int] = []
+
+    def first_unit_takes_until_every_step_noticed() -> None:
+        units.append(1)
+        if len(units) == 1:
+            for _ in range(len(jobs)):
+                assert noticed.acquire(timeout=30)
+
+    runs, got = run_batch(reporters, first_unit_takes_until_every_step_noticed)
+    # The first report went to the steps' own threads, which wrote it and left the batch; the
+    # second found no step left to compute for, and stopped the forward pass.
+    assert runs == [(3, 2)]
     assert all(isinstance(got[n], steps.StepAborted) for n in range(3)), got
 
 

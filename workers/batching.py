@@ -12,10 +12,11 @@ error, then one `infer()` on the prepared others. A batch that runs out of memor
 halves again as needed, so that it is not failed whole; a batch whose `infer()` fails otherwise is
 inferred again one step at a time, so that a job the model itself trips over fails alone. Either
 way a step is prepared once: its prepared inputs go to each `infer()` it is part of (so `infer()`
-must not consume them). A step whose progress hook raises (its job was cancelled) leaves the batch
-there and then, and the others keep the batch's one forward pass; only when every step of a batch
-has left does the pass stop. Each step's message is still acknowledged on its own, when its thread
-returns.
+must not consume them). Progress goes from the model's thread to each step's own thread, which
+writes it to the job record: the forward passes never wait on those round trips. A step whose
+progress hook raises (its job was cancelled) leaves the batch there and then, and the others keep
+the batch's one forward pass; only when every step of a batch has left does the pass stop. Each
+step's message is still acknowledged on its own, when its thread returns.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class _Waiting:
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, Any] | None = None
     error: BaseException | None = None
+    # Progress the model's thread reported and the step's own thread has not yet written (see
+    # `report`), and what wakes the step's thread: new progress, or its end.
+    pending: tuple[int, int] | None = None
+    wake: threading.Event = field(default_factory=threading.Event)
     _ending: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -75,15 +80,35 @@ class _Waiting:
                 return
             self.outputs, self.error = outputs, error
             self.done.set()
+        self.wake.set()
 
     def report(self, done: int, total: int) -> None:
-        """The step's own progress hook; when it raises, the step leaves its batch with that error."""
+        """Progress, from the model's thread: handed to the step's own thread, which writes it
+        (`wait`), so that the forward passes never wait on the job record's round trips."""
         if self.done.is_set():
             return
-        try:
-            self.progress(done, total)
-        except Exception as error:  # noqa: BLE001 - it ends this step, never the batch
-            self.end(error=error)
+        self.pending = (done, total)
+        self.wake.set()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """In the step's own thread: write the progress reported, until the step ends (True) or
+        `timeout_s` passes (False). When the step's progress hook raises (its job ended), the step
+        leaves its batch with that error. Progress reported last, just before the outputs, is
+        written before the step's thread goes on, so that its events keep their order."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0 or not self.wake.wait(remaining):
+                return False
+            self.wake.clear()
+            pending, self.pending = self.pending, None
+            if pending is not None and self.error is None:
+                try:
+                    self.progress(*pending)
+                except Exception as error:  # noqa: BLE001 - it ends this step, never the batch
+                    self.end(error=error)
+            if self.done.is_set() and self.pending is None:
+                return True
 
 
 def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
@@ -186,7 +211,7 @@ class Batcher(Executor):
         finally:
             self._count_arriving(waiting.key, -1)
         soft_s = self.limits.soft_s if self.limits is not None else None
-        if not waiting.done.wait(timeout=soft_s):
+        if not waiting.wait(soft_s):
             waiting.end(error=SoftTimeLimitExceeded(f"{task}: no outputs within the soft time limit of {soft_s} s"))
         if waiting.error is not None:
             raise waiting.error
@@ -345,7 +370,7 @@ class Batcher(Executor):
     def _infer_alone(self, specialisation: Specialisation, waiting: _Waiting) -> None:
         try:
             [outputs] = infer_in_memory(specialisation, waiting.task, [waiting.inputs], [waiting.prepared],
-                                        waiting.progress)
+                                        _fan_out([waiting]))
         except BaseException as error:  # noqa: BLE001 - handed to the step's own thread
             waiting.end(error=error)
             return
@@ -353,8 +378,9 @@ class Batcher(Executor):
 
 
 def _fan_out(batch: list[_Waiting]) -> Progress:
-    """One progress hook for a batch: each step's own hook, and a step whose hook raises leaves the
-    batch. Raises only when no step is left to compute for, which stops the forward pass."""
+    """One progress hook for a batch (or a step run alone): each step's progress handed to its own
+    thread, where a step whose hook raises leaves the batch. Raises only when no step is left to
+    compute for, which stops the forward pass."""
 
     def progress(done: int, total: int) -> None:
         for waiting in batch:
