@@ -185,43 +185,33 @@ def run_batch(reporters: list[steps.ProgressReporter], after_unit: Callable[[], 
     return runs, got
 
 
-class _CountsPreparing(_ThreeUnits):
-    """Prepares in the steps' own threads, noting how many prepare at once."""
-
-    concurrent_prepare = True
-
-    def __init__(self, runs: list[tuple[int, int]]) -> None:
-        super().__init__(runs, after_unit=lambda: None)
-        self.inside, self.most, self.lock = 0, 0, threading.Lock()
-
-    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        with self.lock:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
-        time.sleep(0.05)  # long enough for every step's thread to be there, waiting its turn
-        with self.lock:
-            self.inside -= 1
-        return inputs
-
-
-def test_steps_prepare_no_more_at_once_than_the_worker_has_cpus_and_still_share_a_batch():
+def test_steps_already_in_line_when_the_window_closes_join_the_batch():
+    # No window at all (0 ms) and no step being prepared: the batch is what is in line already.
     runs: list[tuple[int, int]] = []
-    model = _CountsPreparing(runs)
-    batcher = Batcher(ModelPool(lambda name: model, default="stand-in", device="cpu"), max_batch=8,
-                      max_wait_ms=50, batchable=model.batchable, prepare_threads=2)
-    batcher.models.get("stand-in")  # loaded: its steps prepare in their own threads
+    first_run_may_end = threading.Event()
+    batcher = Batcher(ModelPool(lambda name: _ThreeUnits(runs, after_unit=lambda: first_run_may_end.wait(30)),
+                                default="stand-in", device="cpu"),
+                      max_batch=8, max_wait_ms=0, batchable=_ThreeUnits.batchable)
     got: dict[int, Any] = {}
-    threads = [threading.Thread(target=lambda n=n: got.update({n: batcher.run("caption", {"n": n}, lambda d, t: None)}))
-               for n in range(8)]
-    for thread in threads:
+
+    def step(n: int) -> None:
+        got[n] = batcher.run("caption", {"n": n}, lambda done, total: None)
+
+    threads = [threading.Thread(target=step, args=(0,))]
+    threads[0].start()
+    while not batcher.batch_sizes:  # step 0 alone on the model, held there
+        time.sleep(0.01)
+    threads += [threading.Thread(target=step, args=(n,)) for n in (1, 2, 3)]
+    for thread in threads[1:]:
         thread.start()
+    while batcher._waiting.qsize() < 3:  # the three in line (the stand-in prepares on the model's
+        time.sleep(0.01)                 # thread: none of them is still arriving)
+    first_run_may_end.set()
     for thread in threads:
         thread.join(timeout=60)
     batcher.close()
-    assert model.most == 2
-    assert got == {n: {"text": f"caption of {n}"} for n in range(8)}
-    # the batch being gathered waited for the steps still in line to prepare: one forward pass
-    assert batcher.batch_sizes == {8: 1}, batcher.batch_sizes
+    assert got == {n: {"text": f"caption of {n}"} for n in range(4)}
+    assert batcher.batch_sizes == {1: 1, 3: 1}, batcher.batch_sizes
 
 
 def test_progress_writes_to_an_unreachable_redis_cost_the_batch_nothing_and_log_once(monkeypatch, caplog):

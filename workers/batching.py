@@ -4,8 +4,7 @@ Each step runs in its own thread (Celery's thread pool, concurrency = twice `max
 on the model, the next one's messages fetched meanwhile) and hands its inputs to `Batcher.run`,
 which blocks until its outputs are ready. Where the specialisation allows it
 (`concurrent_prepare`), the step prepares its inputs in its own thread first (the read from
-storage, the decoding), beside the forward pass of the batch before: as many steps at once as the
-worker has CPUs, the others waiting their turn in line. One dispatcher thread owns the
+storage, the decoding), beside the forward pass of the batch before. One dispatcher thread owns the
 model: it takes the first waiting step, gathers more of the same task and model for at most
 `max_wait_ms` (and at most `max_batch`), and runs them through the specialisation's contract:
 `prepare()` for each step first, so that a step whose inputs are bad ends at once with its own
@@ -38,10 +37,9 @@ from mmq.tasks.catalogue import TASKS
 from mmq.tasks.errors import MMQError
 from mmq.tasks.settings import TimeLimits
 
-from .devices import usable_cpus
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
-from .specialisation_base import ArtifactInput, Prepared, Progress, Specialisation
+from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
 # The longest a batch being gathered waits past its window for steps still being prepared.
@@ -175,11 +173,8 @@ class Batcher(Executor):
     def __init__(self, models: ModelPool, *, max_batch: int, max_wait_ms: int, batchable: frozenset[str],
                  on_batch: Callable[[str, int], None] = lambda task, size: None,
                  batch_setting: str | None = None, limits: TimeLimits | None = None,
-                 past_hard_limit: Callable[[str], None] = _exit_worker, prepare_threads: int | None = None) -> None:
+                 past_hard_limit: Callable[[str], None] = _exit_worker) -> None:
         super().__init__(models)
-        # Steps prepared at once, in their own threads: more than the CPUs would only take turns on
-        # them, slow every one, and starve the model's thread (measured: see docs/benchmarks.md).
-        self._preparing = threading.Semaphore(prepare_threads or usable_cpus())
         # Celery's thread pool enforces no time limit: the batcher does. Past the soft limit a step
         # leaves its batch with SoftTimeLimitExceeded (the pass stops when no step is left in it);
         # a pass still running past the hard limit has hung, and only ending the process frees
@@ -239,9 +234,7 @@ class Batcher(Executor):
             return
         specialisation = self.models.peek(waiting.model)
         if specialisation is not None and specialisation.concurrent_prepare:
-            _fetch_artifacts(waiting.inputs)  # before its turn: waiting on storage takes no CPU
-            with self._preparing:
-                waiting.prepared = specialisation.prepare(waiting.task, waiting.inputs)
+            waiting.prepared = specialisation.prepare(waiting.task, waiting.inputs)
             waiting.ready = True
 
     def _dispatch(self) -> None:
@@ -383,14 +376,6 @@ class Batcher(Executor):
             waiting.end(error=error)
             return
         waiting.end(outputs=outputs)
-
-
-def _fetch_artifacts(inputs: Mapping[str, Any]) -> None:
-    """Read the step's artifact inputs (one, or a list of them) now; each keeps its bytes."""
-    for value in inputs.values():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, ArtifactInput):
-                item.read()
 
 
 def _fan_out(batch: list[_Waiting]) -> Progress:

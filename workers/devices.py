@@ -62,19 +62,6 @@ def limit_cpu_threads(environ: dict[str, str] | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on at once: its affinity, capped by a cgroup v2 CPU quota (a
-    container's CPU limit, which the affinity does not show)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # rounded up: 1.5 CPUs is 2 at once
-    except (OSError, ValueError):  # no cgroup v2 here, or a format not known: the affinity stands
-        pass
-    return cpus
-
-
 def compute_dtype(device: str) -> "torch.dtype":
     """Half precision on a GPU (half the memory and time); float32 on a CPU (no fast float16 there)."""
     import torch
