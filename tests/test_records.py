@@ -65,6 +65,31 @@ def test_an_idempotency_key_names_one_request(jobs):
         jobs.get(again.id)  # never created
 
 
+def test_a_job_ends_in_one_round_trip_even_after_redis_lost_its_scripts(tmp_path):
+    # A Redis of its own: its command counts are this test's alone.
+    from mmq.clients.servers import start_redis, stop
+    from mmq.tasks.settings import Settings
+
+    server = start_redis(tmp_path / "redis", persistent=False, tied=True)
+    try:
+        redis = Settings.from_env({"MMQ_BROKER_URL": f"redis://127.0.0.1:{server.port}/0"}).redis.sync_client()
+        jobs = JobStore(redis, ttl_s=600)
+        record = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+        jobs.create(record)
+        step = record.steps[-1].name
+        redis.script_flush()  # as after a restart: no script is loaded
+        before = redis.info("commandstats")
+        state = StepState(status=JobStatus.SUCCEEDED, outputs={"image": "done"}, finished_at=time.time())
+        assert jobs.save_step(record.id, step, state, job_outputs={"image": "done"})
+        after = redis.info("commandstats")
+        ended = jobs.get(record.id)
+        assert ended.status is JobStatus.SUCCEEDED and ended.step_states[step].status is JobStatus.SUCCEEDED
+        calls = {name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"] for name in after}
+        assert calls.get("cmdstat_script|exists", 0) == 0 and calls["cmdstat_eval"] == 2, calls
+    finally:
+        stop(server.pid)
+
+
 # -- the asyncio store ---------------------------------------------------------------------------
 
 def test_the_async_store_follows_a_job_to_its_end(jobs, stack):

@@ -223,9 +223,8 @@ class JobStore:
             return self._set(job_id, {field_name: state.to_json()}, _step_event(step, state, item))
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
-            self._guarded_hset(keys=layout.event_keys(job_id),
-                               args=self._set_args(job_id, {field_name: state.to_json()},
-                                                   _step_event(step, state, item)), client=pipe)
+            _in_pipeline(pipe, self._guarded_hset, layout.event_keys(job_id),
+                         self._set_args(job_id, {field_name: state.to_json()}, _step_event(step, state, item)))
             written, finished = self._end(job_id, self._succeeded(job_outputs), pipe)
         return written == 1 and finished
 
@@ -302,7 +301,7 @@ class JobStore:
                 written = self._guarded_hset(keys=keys, args=args)
             else:
                 pipe = self._redis.pipeline(transaction=False)
-                self._guarded_hset(keys=keys, args=args, client=pipe)
+                _in_pipeline(pipe, self._guarded_hset, keys, args)
                 self._barrier.add_wait(pipe)
                 written, acknowledged, _info = pipe.execute()
                 if int(acknowledged) < 1 and self._barrier.promotable(fresh=True):  # written all the same
@@ -323,7 +322,7 @@ class JobStore:
         (see ReplicaBarrier). The replies of what `pipe` held before, then whether the job ended
         here (the first writer wins)."""
         fields, event = ending
-        self._finish(keys=layout.ending_keys(job_id), args=self._ending_args(job_id, fields, event), client=pipe)
+        _in_pipeline(pipe, self._finish, layout.ending_keys(job_id), self._ending_args(job_id, fields, event))
         waits = self._barrier.promotable()
         if waits:
             self._barrier.add_wait(pipe)
@@ -336,6 +335,14 @@ class JobStore:
         if written == -1:
             raise not_found(job_id)
         return [*before, written == 1]
+
+
+def _in_pipeline(pipe: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """A registered script added to `pipe` by its source (EVAL; Redis keeps it compiled by its
+    SHA): through the script object, redis-py would first ask Redis whether the pipeline's scripts
+    are loaded (SCRIPT EXISTS), one more round trip for each job's end. A bulk pipeline of many
+    calls (`create_many`) keeps the script object: one such question for a thousand jobs."""
+    pipe.eval(script.script, len(keys), *keys, *args)
 
 
 def _step_event(step: str, state: StepState, item: int | None) -> dict[str, Any]:
