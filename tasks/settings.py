@@ -43,6 +43,9 @@ class Serving:
     max_wait_ms: int = 10  # how long the first job of a batch waits for company
     models: tuple[str, ...] = ()  # model ids a job may name, beside the default (MMQ_<NAME>_MODELS)
     max_loaded: int = 1  # models kept loaded at once; the least recently used goes first
+    # Processes that prepare a batching worker's inputs beside the model's (decode, process: see
+    # mmq.workers.prepare_processes), for specialisations that offer it; 0: in the worker's threads.
+    prepare_processes: int = 2
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,8 @@ def _serving(env: Mapping[str, str], specialisation: str) -> Serving:
     models = tuple(m.strip() for m in env.get(f"{prefix}_MODELS", "").split(",") if m.strip())
     return Serving(max_batch=_positive_int(env, f"{prefix}_MAX_BATCH", Serving.max_batch),
                    max_wait_ms=_positive_int(env, f"{prefix}_MAX_WAIT_MS", Serving.max_wait_ms),
-                   models=models, max_loaded=_positive_int(env, f"{prefix}_MAX_LOADED", Serving.max_loaded))
+                   models=models, max_loaded=_positive_int(env, f"{prefix}_MAX_LOADED", Serving.max_loaded),
+                   prepare_processes=_count(env, f"{prefix}_PREPARE_PROCESSES", Serving.prepare_processes))
 
 
 def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:
@@ -242,6 +246,16 @@ def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return _positive(env, name, default, int, "an integer")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 allowed."""
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigurationError(f"{name} must be a whole number (0 or more), got {raw!r}")
+    return int(raw)
 
 
 def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:

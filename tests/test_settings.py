@@ -52,3 +52,15 @@ def test_stack_file_supplies_defaults_and_environment_wins(tmp_path):
 def test_bad_settings_are_refused_with_the_variable_named(tmp_path, env, message):
     with pytest.raises(ConfigurationError, match=message):
         Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env})
+
+
+def test_prepare_processes_are_a_whole_number_per_specialisation(tmp_path):
+    def serving(**env):
+        return Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env}).serving_for("caption")
+
+    assert serving().prepare_processes == 2
+    assert serving(MMQ_CAPTION_PREPARE_PROCESSES="0").prepare_processes == 0  # off: the worker's threads
+    assert serving(MMQ_CAPTION_PREPARE_PROCESSES="4").prepare_processes == 4
+    for bad in ("-1", "two", "1.5", "²"):
+        with pytest.raises(ConfigurationError, match=f"MMQ_CAPTION_PREPARE_PROCESSES must be a whole number.*{bad!r}"):
+            serving(MMQ_CAPTION_PREPARE_PROCESSES=bad)

@@ -145,14 +145,16 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
                                      batchable=specialisation_class(name).batchable,
                                      on_batch=lambda task, size: record_batch(redis, task, size),
                                      batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}",
-                                     limits=settings.limits_for(name))
+                                     limits=settings.limits_for(name),
+                                     prepare_processes=serving.prepare_processes)
     else:
         executor = Executor(models)
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)
     runner = StepRunner(executor, jobs=jobs, stats=redis,
                         store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
+    preparing = executor.preparing if isinstance(executor, Batcher) else dict
     heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),
-                             "loading_model": models.loading},
+                             "loading_model": models.loading, "prepare_processes": preparing()},
                     device=models.device, load_s=round(load_s, 3), **describe_gpu(models.device))
     return runner
 

@@ -39,6 +39,7 @@ from mmq.tasks.settings import TimeLimits
 
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
+from .prepare_processes import PrepareProcesses
 from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,13 @@ class Batcher(Executor):
     def __init__(self, models: ModelPool, *, max_batch: int, max_wait_ms: int, batchable: frozenset[str],
                  on_batch: Callable[[str, int], None] = lambda task, size: None,
                  batch_setting: str | None = None, limits: TimeLimits | None = None,
-                 past_hard_limit: Callable[[str], None] = _exit_worker) -> None:
+                 past_hard_limit: Callable[[str], None] = _exit_worker, prepare_processes: int = 0) -> None:
         super().__init__(models)
+        # Processes preparing steps beside the model's, per loaded model whose specialisation
+        # offers a preparer (None where it does not): started at the first batch of several.
+        self.prepare_processes = prepare_processes
+        self._preparing: dict[str, tuple[Specialisation, PrepareProcesses | None]] = {}
+        self._preparing_lock = threading.Lock()
         # Celery's thread pool enforces no time limit: the batcher does. Past the soft limit a step
         # leaves its batch with SoftTimeLimitExceeded (the pass stops when no step is left in it);
         # a pass still running past the hard limit has hung, and only ending the process frees
@@ -220,6 +226,11 @@ class Batcher(Executor):
 
     def close(self) -> None:
         self._waiting.put(None)
+        with self._preparing_lock:
+            preparing, self._preparing = self._preparing, {}
+        for _, processes in preparing.values():
+            if processes is not None:
+                processes.close()
 
     def _count_arriving(self, key: tuple[str, str], change: int) -> None:
         with self._arriving_lock:
@@ -233,9 +244,47 @@ class Batcher(Executor):
         if waiting.task not in self.batchable:
             return
         specialisation = self.models.peek(waiting.model)
-        if specialisation is not None and specialisation.concurrent_prepare:
-            waiting.prepared = specialisation.prepare(waiting.task, waiting.inputs)
-            waiting.ready = True
+        if specialisation is None or not specialisation.concurrent_prepare:
+            return
+        processes = self._processes_for(waiting.model, specialisation)
+        done, prepared = processes.prepare(waiting.task, waiting.inputs) if processes else (False, None)
+        waiting.prepared = prepared if done else specialisation.prepare(waiting.task, waiting.inputs)
+        waiting.ready = True
+
+    def _processes_for(self, model: str, specialisation: Specialisation) -> PrepareProcesses | None:
+        """The prepare processes of this loaded model (made, not started, on first use)."""
+        if not self.prepare_processes:
+            return None
+        with self._preparing_lock:
+            owner, processes = self._preparing.get(model, (None, None))
+            if owner is specialisation:
+                return processes
+            stale = processes
+            preparer = specialisation.preparer()
+            processes = (PrepareProcesses(preparer, self.prepare_processes, name=model)
+                         if preparer is not None else None)
+            self._preparing[model] = (specialisation, processes)
+        if stale is not None:  # the model was unloaded and loaded again since
+            stale.close()
+        return processes
+
+    def preparing(self) -> dict[str, int]:
+        """Prepare processes up now, by model (for the heartbeat)."""
+        with self._preparing_lock:
+            return {model: processes.up for model, (_, processes) in self._preparing.items() if processes is not None}
+
+    def _start_preparing(self, model: str) -> None:
+        """At a batch of several: start this model's prepare processes (once), and stop those of
+        models no longer loaded."""
+        loaded = set(self.models.loaded())
+        with self._preparing_lock:
+            gone = [self._preparing.pop(m)[1] for m in list(self._preparing) if m not in loaded]
+            processes = self._preparing.get(model, (None, None))[1]
+        for stale in gone:
+            if stale is not None:
+                stale.close()
+        if processes is not None:
+            processes.start()
 
     def _dispatch(self) -> None:
         while True:
@@ -244,6 +293,8 @@ class Batcher(Executor):
                 return
             batch = self._gather(first) if first.task in self.batchable else [first]
             self.batch_sizes[len(batch)] += 1
+            if len(batch) > 1 and self.prepare_processes:
+                self._start_preparing(first.model)
             try:
                 self.on_batch(first.task, len(batch))
             except Exception:  # metrics are best effort

@@ -50,6 +50,25 @@ class ArtifactInput:
             self._data = self._fetch()
         return self._data
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (for a prepare process) with its bytes, read first: the other process gets the
+        # input, not a way to the store.
+        return {**self.__dict__, "_data": self.read(), "_fetch": None}
+
+
+class Preparer(ABC):
+    """A specialisation's `prepare` apart from its model, for a prepare process
+    (`mmq.workers.prepare_processes`): picklable as built, it is sent to another process, set up
+    there once with `setup()` (a processor or tokenizer, never the weights), and then prepares
+    one job's inputs at a time exactly as the specialisation's own `prepare` does."""
+
+    def setup(self) -> None:
+        """Load what `prepare` needs, once, in the process that will call it."""
+
+    @abstractmethod
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> Prepared:
+        """The specialisation's `prepare`: the prepared value, or `InvalidInput` naming the bad value."""
+
 
 @dataclass(frozen=True)
 class ModelContext:
@@ -80,6 +99,13 @@ class Specialisation(ABC):
 
     def __init__(self, context: ModelContext) -> None:
         self.context = context
+
+    def preparer(self) -> Preparer | None:
+        """After `setup()`: this specialisation's `prepare` as a `Preparer` that a batching worker may
+        run in processes of its own, beside the model's (past the one interpreter lock of the
+        worker's threads), or None to prepare only in the worker's process. Only for a
+        specialisation whose `prepare` may run beside `infer` (`concurrent_prepare`)."""
+        return None
 
     def setup(self) -> None:
         """Load weights onto the device. Runs in the pool process, never the Celery parent."""

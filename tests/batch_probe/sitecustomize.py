@@ -37,6 +37,9 @@ def _probed(specialisation_class):
         real = specialisation_class(name)
 
         class Probed(real):
+            def preparer(self):
+                return None  # every prepare in this process, where the probe sees it
+
             def prepare(self, task, inputs):
                 prepared = super().prepare(task, inputs)
                 # Which job each prepared value is (by its object: alive until the job ends).

@@ -1,0 +1,144 @@
+"""Prepare processes (mmq.workers.prepare_processes): a batching worker's `prepare` in processes of
+its own. Real processes, started as the worker starts them (spawn); the preparers are stand-ins
+(tests/stand_in_preparers.py) for a specialisation's, each doing one thing a real one can do. The
+caption worker's own, through a real worker on a real stack, is at the end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import socket
+import time
+
+import psutil
+import pytest
+
+from mmq.tasks import JobStatus, heartbeats
+from mmq.tasks.errors import InvalidInput
+from mmq.workers.prepare_processes import PrepareProcessDied, PrepareProcesses
+from mmq.workers.specialisation_base import ArtifactInput
+from tests.stand_in_preparers import CannotSetUp, Digests
+
+
+def image(data: bytes) -> ArtifactInput:
+    def fetch() -> bytes:
+        fetched.append(data)
+        return data
+
+    fetched: list[bytes] = []
+    return ArtifactInput(media_type="image/png", sha256=hashlib.sha256(data).hexdigest(), size=len(data), fetch=fetch)
+
+
+def started(preparer, count=2) -> PrepareProcesses:
+    processes = PrepareProcesses(preparer, count, name="test")
+    processes.start()
+    deadline = time.monotonic() + 60
+    while processes.up < count:
+        assert time.monotonic() < deadline, "prepare processes did not come up"
+        time.sleep(0.05)
+    return processes
+
+
+def test_an_artifact_input_travels_with_its_bytes_not_its_store():
+    travelled = pickle.loads(pickle.dumps(image(b"pixels")))
+    assert travelled.read() == b"pixels" and travelled.sha256 == hashlib.sha256(b"pixels").hexdigest()
+    assert travelled._fetch is None  # no way back to the store in the other process
+
+
+def test_steps_are_prepared_in_processes_set_up_once_each():
+    processes = started(Digests())
+    try:
+        results = [processes.prepare("caption", {"image": image(bytes([i]) * 100)}) for i in range(6)]
+        assert all(done for done, _ in results)
+        prepared = [value for _, value in results]
+        assert [p["sha256"] for p in prepared] == [hashlib.sha256(bytes([i]) * 100).hexdigest() for i in range(6)]
+        pids = {p["pid"] for p in prepared}
+        assert os.getpid() not in pids and len(pids) <= 2
+        assert all(p["set_up_in"] == p["pid"] for p in prepared)  # setup ran there, once per process
+    finally:
+        processes.close()
+
+
+def test_a_bad_input_fails_its_step_with_the_same_error_as_in_the_worker():
+    processes = started(Digests(), count=1)
+    try:
+        with pytest.raises(InvalidInput, match="image: empty file") as refused:
+            processes.prepare("caption", {"image": image(b"")})
+        assert refused.value.field == "image"
+        assert processes.prepare("caption", {"image": image(b"fine")})[0]  # the process serves on
+    finally:
+        processes.close()
+
+
+def test_a_process_that_dies_fails_only_the_step_it_was_preparing_and_is_replaced():
+    processes = started(Digests(), count=1)
+    try:
+        [first] = [p.process.pid for p in processes._processes]
+        with pytest.raises(PrepareProcessDied, match=r"died \(killed by SIGKILL\) before it answered; only this step"):
+            processes.prepare("caption", {"image": image(b"poison")})
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+        # The next step waits for the replacement (or prepares here, while none is up): never lost.
+        deadline = time.monotonic() + 60
+        while processes.up < 1:
+            assert time.monotonic() < deadline, "no replacement came up"
+            time.sleep(0.05)
+        done, prepared = processes.prepare("caption", {"image": image(b"after")})
+        assert done and prepared["pid"] != first
+    finally:
+        processes.close()
+
+
+def test_without_a_process_up_steps_prepare_in_the_worker(caplog):
+    unstarted = PrepareProcesses(Digests(), 2, name="test")
+    assert unstarted.prepare("caption", {"image": image(b"x")}) == (False, None)  # not started yet
+    broken = PrepareProcesses(CannotSetUp(), 1, name="test")
+    broken.start()
+    deadline = time.monotonic() + 60
+    while "could not set up" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+    assert "FileNotFoundError: preprocessor_config.json: no such file" in caplog.text
+    assert broken.prepare("caption", {"image": image(b"x")}) == (False, None)
+    broken.close()
+
+
+def test_closing_ends_the_processes():
+    processes = started(Digests())
+    pids = [p.process.pid for p in processes._processes]
+    processes.close()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert processes.prepare("caption", {"image": image(b"x")}) == (False, None) or processes.up == 0
+
+
+def test_a_caption_worker_prepares_in_its_processes_and_says_so(make_stack, start_worker, tmp_path):
+    """The real caption worker (tiny BLIP, its processor loaded again in each prepare process):
+    its heartbeat counts the processes up, they are its children, and captions made with them
+    are the captions the worker makes preparing in its own threads."""
+    from tests.test_batching import BATCHING, pictures
+
+    images = pictures(tmp_path, 8)
+    captions = {}
+    for processes in ("0", "2"):
+        stack = make_stack(**BATCHING, MMQ_CAPTION_PREPARE_PROCESSES=processes)
+        worker = start_worker(stack, "caption")
+        with stack.client() as client:
+            warm = [client.submit("caption", image=path, max_new_tokens=12) for path in images[:4]]
+            assert all(job.wait(timeout_s=120).status is JobStatus.SUCCEEDED for job in warm)
+            redis = stack.redis_client()
+            [beat] = [w for w in heartbeats.workers(redis) if w["specialisation"] == "caption"
+                      and w["host"] == socket.gethostname()]
+            deadline = time.monotonic() + 90
+            while sum(json.loads(redis.get(heartbeats.beat_key(beat["hostname"])))
+                      .get("prepare_processes", {}).values()) < int(processes):
+                assert time.monotonic() < deadline, "the heartbeat never counted the prepare processes"
+                time.sleep(0.5)
+            children = psutil.Process(worker.process.pid).children(recursive=True)
+            assert sum("multiprocessing.spawn" in " ".join(c.cmdline()) for c in children) == int(processes)
+            jobs = [client.submit("caption", image=path, max_new_tokens=12) for path in images]
+            records = [job.wait(timeout_s=120) for job in jobs]
+        assert all(r.status is JobStatus.SUCCEEDED for r in records), [r.error for r in records]
+        captions[processes] = [r.outputs["text"] for r in records]
+    assert captions["2"] == captions["0"]

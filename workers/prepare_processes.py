@@ -1,0 +1,276 @@
+"""Prepare processes: a batching worker's `prepare` (read, decode, process one job's inputs) in
+processes of its own, beside the model's.
+
+A batching worker prepares each step in the step's own thread while the model runs the batch
+before, but its threads share one interpreter lock: decoding and processing images (Python between
+the C calls) and the model's generate loop (Python between the kernels) take turns at it, and a
+worker uses little more than one core however many it has. Prepare processes take that work off
+the lock, as a data loader's worker processes do for training: each is started with the
+specialisation's `Preparer` (its processor, never the weights), gets one job's inputs at a time
+(artifacts already read: the bytes go, not a way to the store) and sends back the prepared value.
+
+What can go wrong stays with one step: a bad input's `InvalidInput` comes back and fails its step
+alone, as in the worker's own process; a process that dies while preparing (a decoder that crashes,
+the kernel's out-of-memory killer) fails only the step it was preparing, with an error that says so,
+and is replaced. The processes start at the first batch of more than one step (a worker that sees
+one job at a time never pays for them); until one is up, and if none can be, steps prepare in their
+own threads as before.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mmq.tasks.errors import MMQError
+from mmq.tasks.processes import die_with_parent
+
+from .specialisation_base import Prepared, Preparer
+
+log = logging.getLogger(__name__)
+_START = multiprocessing.get_context("spawn")  # never fork: the worker runs threads (Celery's, ours)
+_WAIT_FOR_IDLE_S = 0.5  # how often a step waiting for a free process checks that one is still up
+
+
+class PrepareProcessDied(MMQError):
+    """The process preparing a step's inputs died before it answered."""
+
+
+class PrepareProcesses:
+    """`count` processes running one `Preparer`, each preparing one job at a time."""
+
+    def __init__(self, preparer: Preparer, count: int, *, name: str) -> None:
+        self.preparer, self.count, self.name = preparer, count, name
+        self._idle: queue.Queue[_Process] = queue.Queue()
+        self._lock = threading.Lock()
+        self._up = 0  # processes set up and serving (idle or preparing)
+        self._started = False
+        self._closed = False
+        self._processes: list[_Process] = []
+        self._wanted: queue.Queue[bool | None] = queue.Queue()  # a process to start; None: stop starting
+
+    @property
+    def up(self) -> int:
+        return self._up
+
+    def start(self) -> None:
+        """Start the processes in the background (once); `prepare` uses them as they come up."""
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+        for _ in range(self.count):
+            self._bring_up()
+        threading.Thread(target=self._start_processes, name=f"{self.name}-prepare-starter", daemon=True).start()
+
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> tuple[bool, Prepared]:
+        """(True, prepared) from a process; (False, None) when none is up: prepare here instead.
+        Raises what the preparer raised, or `PrepareProcessDied` if the process died meanwhile."""
+        process = self._take()
+        if process is None:
+            return False, None
+        try:
+            request = pickle.dumps((task, inputs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # an input that cannot travel is prepared here
+            self._idle.put(process)
+            log.debug("%s: inputs of a %s step could not be pickled; preparing it here", self.name, task, exc_info=True)
+            return False, None
+        try:
+            process.connection.send_bytes(request)
+            reply = process.connection.recv_bytes()
+        except (EOFError, OSError) as lost:
+            how = process.ended()
+            self._lost(process)
+            if self._closed:  # stopped under it (its model unloaded, the worker stopping): prepare here
+                return False, None
+            raise PrepareProcessDied(f"{task}: the process preparing this step's inputs died ({how}) before it "
+                                     f"answered; only this step failed ({type(lost).__name__})") from None
+        self._idle.put(process)
+        try:
+            kind, value = pickle.loads(reply)
+        except Exception as error:  # noqa: BLE001 - e.g. an exception class that cannot be rebuilt here
+            raise MMQError(f"{task}: the prepare process's answer could not be read: {type(error).__name__}: "
+                           f"{error}") from None
+        if kind == "error":
+            raise value
+        return True, value
+
+    def close(self) -> None:
+        """Ask every process to stop, and end the ones that do not."""
+        with self._lock:
+            self._closed = True
+            processes, self._processes = self._processes, []
+        self._wanted.put(None)
+        for process in processes:
+            process.stop()
+
+    def _take(self) -> _Process | None:
+        while self._up:
+            try:
+                return self._idle.get(timeout=_WAIT_FOR_IDLE_S)
+            except queue.Empty:
+                continue
+        return None
+
+    def _bring_up(self) -> None:
+        self._wanted.put(True)
+
+    def _start_processes(self) -> None:
+        # One thread starts every process and lives as long as they may: the kernel's
+        # parent-death signal (`die_with_parent`) follows the *thread* that started a process,
+        # so a process started by a step's thread would die with that thread.
+        while self._wanted.get():
+            self._serve_one()
+
+    def _serve_one(self) -> None:
+        """Start one process and wait for its setup; then it is idle, ready for a step."""
+        try:
+            process = _Process.start(self.preparer, self.name)
+        except Exception:  # steps prepare in their threads instead
+            log.warning("%s: could not start a prepare process; steps prepare in the worker's threads",
+                        self.name, exc_info=True)
+            return
+        with self._lock:
+            if self._closed:
+                process.stop()
+                return
+            self._processes.append(process)
+        failure = process.wait_ready()
+        if failure is not None:
+            log.warning("%s: a prepare process could not set up (%s); steps prepare in the worker's threads",
+                        self.name, failure)
+            self._forget(process)
+            return
+        with self._lock:
+            self._up += 1
+        self._idle.put(process)
+
+    def _lost(self, process: _Process) -> None:
+        """A process died while preparing: forget it and start another in its place."""
+        with self._lock:
+            self._up -= 1
+        self._forget(process)
+        log.warning("%s: a prepare process died (%s); starting another", self.name, process.ended())
+        if not self._closed:
+            self._bring_up()
+
+    def _forget(self, process: _Process) -> None:
+        with self._lock:
+            if process in self._processes:
+                self._processes.remove(process)
+        process.stop()
+
+
+class _Process:
+    """One prepare process and the worker's end of its pipe."""
+
+    def __init__(self, process: Any, connection: Connection) -> None:
+        self.process, self.connection = process, connection
+
+    @classmethod
+    def start(cls, preparer: Preparer, name: str) -> _Process:
+        ours, theirs = _START.Pipe(duplex=True)
+        process = _START.Process(target=_serve, args=(theirs, preparer, os.getpid()), name=f"{name}-prepare", daemon=True)
+        process.start()
+        theirs.close()  # theirs alone now: when the process dies, reading ours ends (EOFError)
+        return cls(process, ours)
+
+    def wait_ready(self) -> str | None:
+        """None once the process is set up; else why it is not."""
+        try:
+            kind, detail = pickle.loads(self.connection.recv_bytes())
+        except (EOFError, OSError):
+            return f"it died while setting up ({self.ended()})"
+        return None if kind == "ready" else str(detail)
+
+    def ended(self) -> str:
+        self.process.join(timeout=2)
+        code = self.process.exitcode
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit status {code}"
+
+    def stop(self) -> None:
+        try:
+            self.connection.send_bytes(pickle.dumps(None))
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2)
+        self.connection.close()
+
+
+def _serve(connection: Connection, preparer: Preparer, parent: int) -> None:
+    """The prepare process: set up, say so, then prepare one request at a time until told to stop."""
+    die_with_parent(signal.SIGKILL)  # never outlives its worker, however that ends
+    if os.getppid() != parent:  # the worker ended before the line above: nobody to prepare for
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the worker's to handle
+    from .devices import limit_cpu_threads
+
+    limit_cpu_threads()  # the worker's MMQ_TORCH_THREADS: each process is one more core's work
+    try:
+        preparer.setup()
+    except BaseException as error:  # noqa: BLE001 - said to the worker, which prepares in its threads
+        connection.send_bytes(pickle.dumps(("failed", f"{type(error).__name__}: {error}")))
+        return
+    connection.send_bytes(pickle.dumps(("ready", None)))
+    while True:
+        try:
+            request = pickle.loads(connection.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        task, inputs = request
+        try:
+            reply = _dumps(("ok", preparer.prepare(task, inputs)))
+        except Exception as error:  # noqa: BLE001 - the step's error, raised in its own thread
+            reply = _error_reply(task, error)
+        connection.send_bytes(reply)
+
+
+class _Pickler(pickle.Pickler):
+    """Tensors travel as numpy arrays: unpickling a 384 px image's pixel values (1.8 MB), which
+    the worker does under its interpreter lock, took 0.2 ms here as a torch tensor (torch
+    serialises its storage as a file) and 0.05 ms as an array."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor) and obj.device.type == "cpu" \
+                and not obj.requires_grad and obj.layout == torch.strided:
+            try:
+                return torch.from_numpy, (obj.numpy(),)
+            except TypeError:  # a dtype numpy lacks (bfloat16): torch's own way
+                return NotImplemented
+        return NotImplemented
+
+
+def _dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def _error_reply(task: str, error: Exception) -> bytes:
+    try:
+        return pickle.dumps(("error", error))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle: its type and message
+        return pickle.dumps(("error", MMQError(f"{task}: preparing the inputs failed: {type(error).__name__}: {error}")))
