@@ -41,9 +41,11 @@ from .transport import artifact_outputs
 
 # Redis commands one publish batch holds before it is sent: a submit_many chunk in one pipeline.
 _BATCH_MAX = 100_000
-# A bulk submission with files queues its jobs this many at a time, each chunk as soon as its files
-# are stored, so that workers start on the first jobs while the rest upload; the files of a chunk
-# upload this many at a time.
+# A bulk submission with files queues its jobs a chunk at a time, each chunk as soon as its files
+# are stored, so that workers start on the first jobs while the rest upload: a first chunk of a
+# few jobs, then twice as many each time up to _UPLOAD_CHUNK (4, 8, 16, 16, ...). The files of a
+# chunk upload _UPLOAD_THREADS at a time.
+_FIRST_UPLOAD_CHUNK = 4
 _UPLOAD_CHUNK = 16
 _UPLOAD_THREADS = 4
 
@@ -120,7 +122,7 @@ class DirectTransport:
         """Queue one job per inputs mapping, all checked before any file is stored or any job
         queued: one Redis round trip for the records and one broker connection for the messages,
         so thousands are queued per second. Jobs with files are queued a chunk at a time, each as
-        soon as its files are stored (workers start on the first while the rest upload). All or
+        soon as its files are stored (workers start on the first few while the rest upload). All or
         nothing: when this raises, every job it had queued is failed (one that has finished keeps
         its outcome), and a worker that receives one of their steps finds it ended."""
         pipeline = self.pipeline(target)
@@ -133,8 +135,7 @@ class DirectTransport:
             queued = self._queue_many(pipeline, pending, owner, queued)
         else:
             with ThreadPoolExecutor(_UPLOAD_THREADS, thread_name_prefix="mmq-upload") as uploads:
-                for start in range(0, len(pending), _UPLOAD_CHUNK):
-                    chunk = pending[start:start + _UPLOAD_CHUNK]
+                for chunk in _upload_chunks(pending):
                     try:
                         stored = list(uploads.map(lambda files: self._upload_files(files, owner), chunk))
                     except Exception as exc:
@@ -290,3 +291,12 @@ def _pending_file(name: str, value: Any, field: Field | None) -> Any:
                                f"(its content looks like {media_type})", field=name)
         return _PendingFile(data, media_type)
     return value
+
+
+def _upload_chunks(pending: list[Any]) -> Iterator[list[Any]]:
+    """`pending` in chunks of _FIRST_UPLOAD_CHUNK, twice that, ... up to _UPLOAD_CHUNK: the first
+    jobs are queued after a few uploads rather than a whole chunk's."""
+    start, size = 0, _FIRST_UPLOAD_CHUNK
+    while start < len(pending):
+        yield pending[start:start + size]
+        start, size = start + size, min(size * 2, _UPLOAD_CHUNK)

@@ -41,8 +41,14 @@ def redis(stack):
     return stack.redis_client()
 
 
+def test_chunks_grow_from_a_few_jobs_so_that_workers_start_soon():
+    sizes = [len(chunk) for chunk in direct._upload_chunks(list(range(2 * direct._UPLOAD_CHUNK + 3)))]
+    assert sizes == [4, 8, 16, 7]  # _FIRST_UPLOAD_CHUNK, doubling, up to _UPLOAD_CHUNK, the rest
+    assert sum(sizes) == 2 * direct._UPLOAD_CHUNK + 3
+
+
 def test_jobs_with_files_are_queued_in_chunks_in_the_order_given(transport, redis):
-    images = distinct_pngs(2 * direct._UPLOAD_CHUNK + 3)  # two full chunks and a partial one
+    images = distinct_pngs(2 * direct._UPLOAD_CHUNK + 3)  # chunks of 4, 8, 16 and a partial one
     ids = transport.submit_many("caption", [{"image": data, "max_new_tokens": 3} for data in images])
     records = [transport.jobs.get(job_id) for job_id in ids]
     assert [r.inputs["image"]["sha256"] for r in records] == [hashlib.sha256(d).hexdigest() for d in images]
@@ -53,11 +59,12 @@ def test_jobs_with_files_are_queued_in_chunks_in_the_order_given(transport, redi
 
 def test_storage_failing_part_way_fails_the_jobs_already_queued(transport, redis, monkeypatch):
     images = distinct_pngs(3 * direct._UPLOAD_CHUNK)
+    first, second = [len(chunk) for chunk in direct._upload_chunks(images)][:2]
     real_put, puts = transport.store.put_bytes, []
 
     def put_bytes(data, media_type=None, *, prefix=""):
         puts.append(data)
-        if len(puts) == 2 * direct._UPLOAD_CHUNK:  # the last file of the second chunk
+        if len(puts) == first + second:  # the last file of the second chunk
             raise StorageUnavailable("S3 went away")
         return real_put(data, media_type, prefix=prefix)
 
@@ -67,8 +74,8 @@ def test_storage_failing_part_way_fails_the_jobs_already_queued(transport, redis
     # The first chunk had been queued: its jobs are failed, naming the submission; nothing after
     # it was queued, and a worker that receives one of the first chunk's steps finds its job ended.
     records = [transport.jobs.get(job_id) for job_id in transport.jobs.list(limit=100).ids]
-    assert len(records) == direct._UPLOAD_CHUNK
+    assert len(records) == first
     assert all(r.status is JobStatus.FAILED and r.error["step"] == "submit" for r in records)
     assert all(r.error == {"step": "submit", "type": "StorageUnavailable", "message": "S3 went away"}
                for r in records)
-    assert redis.llen("caption") == direct._UPLOAD_CHUNK
+    assert redis.llen("caption") == first
