@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 import socket
 import time
 
@@ -141,4 +142,13 @@ def test_a_caption_worker_prepares_in_its_processes_and_says_so(make_stack, star
             records = [job.wait(timeout_s=120) for job in jobs]
         assert all(r.status is JobStatus.SUCCEEDED for r in records), [r.error for r in records]
         captions[processes] = [r.outputs["text"] for r in records]
+        # A worker killed outright (the kernel's out-of-memory killer, kill -9) takes its prepare
+        # processes with it: none is left holding memory on the machine.
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(psutil.pid_exists(c.pid) and psutil.Process(c.pid).status() != psutil.STATUS_ZOMBIE
+                  for c in children):
+            assert time.monotonic() < deadline, "a prepare process outlived its worker"
+            time.sleep(0.2)
     assert captions["2"] == captions["0"]
