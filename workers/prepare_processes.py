@@ -108,7 +108,7 @@ class PrepareProcesses:
     def close(self) -> None:
         """Ask every process to stop, and end the ones that do not."""
         with self._lock:
-            self._closed = True
+            self._closed, self._up = True, 0  # from now on, steps prepare in their own threads
             processes, self._processes = self._processes, []
         self._wanted.put(None)
         for process in processes:
@@ -158,7 +158,7 @@ class PrepareProcesses:
     def _lost(self, process: _Process) -> None:
         """A process died while preparing: forget it and start another in its place."""
         with self._lock:
-            self._up -= 1
+            self._up = max(0, self._up - 1)
         self._forget(process)
         log.warning("%s: a prepare process died (%s); starting another", self.name, process.ended())
         if not self._closed:
