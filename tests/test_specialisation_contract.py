@@ -12,7 +12,7 @@ from mmq.tasks.specialisation_specs import SPECIALISATIONS
 from mmq.workers.registry import specialisation_class
 from mmq.workers.specialisation_base import ModelContext, Specialisation
 
-CONTRACT = {"setup", "prepare", "infer", "run"}
+CONTRACT = {"setup", "prepare", "infer", "run", "preparer"}  # preparer: `prepare` for a prepare process
 
 
 @pytest.mark.parametrize("name", sorted(SPECIALISATIONS))

@@ -152,7 +152,7 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)
     runner = StepRunner(executor, jobs=jobs, stats=redis,
                         store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
-    preparing = executor.preparing if isinstance(executor, Batcher) else dict
+    preparing = executor.preparing.up if isinstance(executor, Batcher) else dict
     heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),
                              "loading_model": models.loading, "prepare_processes": preparing()},
                     device=models.device, load_s=round(load_s, 3), **describe_gpu(models.device))

@@ -39,7 +39,7 @@ from mmq.tasks.settings import TimeLimits
 
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
-from .prepare_processes import PrepareProcesses
+from .prepare_processes import ModelsPreparing
 from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
@@ -176,11 +176,7 @@ class Batcher(Executor):
                  batch_setting: str | None = None, limits: TimeLimits | None = None,
                  past_hard_limit: Callable[[str], None] = _exit_worker, prepare_processes: int = 0) -> None:
         super().__init__(models)
-        # Processes preparing steps beside the model's, per loaded model whose specialisation
-        # offers a preparer (None where it does not): started at the first batch of several.
-        self.prepare_processes = prepare_processes
-        self._preparing: dict[str, tuple[Specialisation, PrepareProcesses | None]] = {}
-        self._preparing_lock = threading.Lock()
+        self.preparing = ModelsPreparing(prepare_processes)  # prepare processes, per loaded model
         # Celery's thread pool enforces no time limit: the batcher does. Past the soft limit a step
         # leaves its batch with SoftTimeLimitExceeded (the pass stops when no step is left in it);
         # a pass still running past the hard limit has hung, and only ending the process frees
@@ -226,65 +222,24 @@ class Batcher(Executor):
 
     def close(self) -> None:
         self._waiting.put(None)
-        with self._preparing_lock:
-            preparing, self._preparing = self._preparing, {}
-        for _, processes in preparing.values():
-            if processes is not None:
-                processes.close()
+        self.preparing.close()
 
     def _count_arriving(self, key: tuple[str, str], change: int) -> None:
         with self._arriving_lock:
             self._arriving[key] += change
 
     def _prepare_here(self, waiting: _Waiting) -> None:
-        """Prepare the step in its own thread, while the model's thread runs the batch before: the
-        input's read from storage and its decoding overlap the forward pass instead of preceding
-        it. Only for a loaded model whose `prepare()` may run beside `infer()`; a bad input raises
-        here, and the step fails alone, at once."""
-        if waiting.task not in self.batchable:
-            return
-        specialisation = self.models.peek(waiting.model)
+        """Prepare the step in its own thread (or, through it, in a prepare process), while the
+        model's thread runs the batch before: the input's read from storage and its decoding overlap
+        the forward pass instead of preceding it. Only for a loaded model whose `prepare()` may run
+        beside `infer()`; a bad input raises here, and the step fails alone, at once."""
+        specialisation = self.models.peek(waiting.model) if waiting.task in self.batchable else None
         if specialisation is None or not specialisation.concurrent_prepare:
             return
-        processes = self._processes_for(waiting.model, specialisation)
+        processes = self.preparing.for_model(waiting.model, specialisation)
         done, prepared = processes.prepare(waiting.task, waiting.inputs) if processes else (False, None)
         waiting.prepared = prepared if done else specialisation.prepare(waiting.task, waiting.inputs)
         waiting.ready = True
-
-    def _processes_for(self, model: str, specialisation: Specialisation) -> PrepareProcesses | None:
-        """The prepare processes of this loaded model (made, not started, on first use)."""
-        if not self.prepare_processes:
-            return None
-        with self._preparing_lock:
-            owner, processes = self._preparing.get(model, (None, None))
-            if owner is specialisation:
-                return processes
-            stale = processes
-            preparer = specialisation.preparer()
-            processes = (PrepareProcesses(preparer, self.prepare_processes, name=model)
-                         if preparer is not None else None)
-            self._preparing[model] = (specialisation, processes)
-        if stale is not None:  # the model was unloaded and loaded again since
-            stale.close()
-        return processes
-
-    def preparing(self) -> dict[str, int]:
-        """Prepare processes up now, by model (for the heartbeat)."""
-        with self._preparing_lock:
-            return {model: processes.up for model, (_, processes) in self._preparing.items() if processes is not None}
-
-    def _start_preparing(self, model: str) -> None:
-        """At a batch of several: start this model's prepare processes (once), and stop those of
-        models no longer loaded."""
-        loaded = set(self.models.loaded())
-        with self._preparing_lock:
-            gone = [self._preparing.pop(m)[1] for m in list(self._preparing) if m not in loaded]
-            processes = self._preparing.get(model, (None, None))[1]
-        for stale in gone:
-            if stale is not None:
-                stale.close()
-        if processes is not None:
-            processes.start()
 
     def _dispatch(self) -> None:
         while True:
@@ -293,8 +248,8 @@ class Batcher(Executor):
                 return
             batch = self._gather(first) if first.task in self.batchable else [first]
             self.batch_sizes[len(batch)] += 1
-            if len(batch) > 1 and self.prepare_processes:
-                self._start_preparing(first.model)
+            if len(batch) > 1:
+                self.preparing.start(first.model, loaded=self.models.loaded())
             try:
                 self.on_batch(first.task, len(batch))
             except Exception:  # metrics are best effort

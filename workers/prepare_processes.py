@@ -35,7 +35,7 @@ from typing import Any
 from mmq.tasks.errors import MMQError
 from mmq.tasks.processes import die_with_parent
 
-from .specialisation_base import Prepared, Preparer
+from .specialisation_base import Prepared, Preparer, Specialisation
 
 log = logging.getLogger(__name__)
 _START = multiprocessing.get_context("spawn")  # never fork: the worker runs threads (Celery's, ours)
@@ -169,6 +169,56 @@ class PrepareProcesses:
             if process in self._processes:
                 self._processes.remove(process)
         process.stop()
+
+
+class ModelsPreparing:
+    """A batching worker's prepare processes, `count` per loaded model whose specialisation offers
+    a `Preparer`: made at the model's first step, started at its first batch of several, closed
+    once the model is unloaded."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._by_model: dict[str, tuple[Specialisation, PrepareProcesses | None]] = {}
+        self._lock = threading.Lock()
+
+    def for_model(self, model: str, specialisation: Specialisation) -> PrepareProcesses | None:
+        """This loaded model's prepare processes (None: it prepares in the worker's threads)."""
+        if not self.count:
+            return None
+        with self._lock:
+            owner, processes = self._by_model.get(model, (None, None))
+            if owner is specialisation:
+                return processes
+            stale = processes  # of the same model id, unloaded and loaded again since
+            preparer = specialisation.preparer()
+            processes = PrepareProcesses(preparer, self.count, name=model) if preparer is not None else None
+            self._by_model[model] = (specialisation, processes)
+        if stale is not None:
+            stale.close()
+        return processes
+
+    def start(self, model: str, *, loaded: list[str]) -> None:
+        """Start this model's processes (once), and close those of models no longer `loaded`."""
+        with self._lock:
+            gone = [self._by_model.pop(m)[1] for m in list(self._by_model) if m not in loaded]
+            processes = self._by_model.get(model, (None, None))[1]
+        for stale in gone:
+            if stale is not None:
+                stale.close()
+        if processes is not None:
+            processes.start()
+
+    def up(self) -> dict[str, int]:
+        """Processes up now, by model (for the heartbeat)."""
+        with self._lock:
+            return {model: processes.up for model, (_, processes) in self._by_model.items() if processes is not None}
+
+    def close(self) -> None:
+        with self._lock:
+            by_model, self._by_model = self._by_model, {}
+        for _, processes in by_model.values():
+            if processes is not None:
+                processes.close()
 
 
 class _Process:
