@@ -161,8 +161,8 @@ class _MmqSide:
 
 
 def _cpu_s(pid: int, *, children: bool = True) -> float:
-    """CPU seconds of a process and (by default) its children: the worker with its pool child,
-    where the model runs."""
+    """CPU seconds of a process and (by default) its children: the worker (where the model runs)
+    with its prepare processes."""
     import psutil
 
     process = psutil.Process(pid)
