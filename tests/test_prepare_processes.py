@@ -18,7 +18,7 @@ import pytest
 
 from mmq.tasks import JobStatus, heartbeats
 from mmq.tasks.errors import InvalidInput
-from mmq.workers.prepare_processes import PrepareProcessDied, PrepareProcesses
+from mmq.workers.prepare_processes import ModelsPreparing, PrepareProcessDied, PrepareProcesses
 from mmq.workers.specialisation_base import ArtifactInput
 from tests.stand_in_preparers import CannotSetUp, Digests
 
@@ -153,3 +153,35 @@ def test_a_caption_worker_prepares_in_its_processes_and_says_so(make_stack, star
             assert time.monotonic() < deadline, "a prepare process outlived its worker"
             time.sleep(0.2)
     assert captions["2"] == captions["0"]
+
+
+class _Loaded:
+    """A loaded model's specialisation, as `ModelsPreparing` sees it: something with a preparer."""
+
+    def __init__(self, preparer) -> None:
+        self._preparer = preparer
+
+    def preparer(self):
+        return self._preparer
+
+
+def test_a_models_processes_are_closed_once_it_is_unloaded_or_loaded_again():
+    preparing = ModelsPreparing(1)
+    first, other = _Loaded(Digests()), _Loaded(Digests())
+    processes = preparing.for_model("blip", first)
+    assert preparing.for_model("blip", first) is processes  # the same loaded model: the same processes
+    assert ModelsPreparing(0).for_model("blip", first) is None and preparing.for_model("x", _Loaded(None)) is None
+    preparing.start("blip", loaded=["blip"])
+    deadline = time.monotonic() + 60
+    while preparing.up() != {"blip": 1}:
+        assert time.monotonic() < deadline, preparing.up()
+        time.sleep(0.05)
+    [pid] = [p.process.pid for p in processes._processes]
+    large = preparing.for_model("blip-large", other)
+    preparing.start("blip-large", loaded=["blip-large"])  # blip was unloaded to make room
+    assert "blip" not in preparing.up() and processes.up == 0
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    reloaded = preparing.for_model("blip-large", _Loaded(Digests()))  # unloaded and loaded again since
+    assert reloaded is not large and large._closed  # the old one's processes are gone
+    preparing.close()
+    assert preparing.up() == {}
