@@ -90,7 +90,7 @@ class PrepareProcesses:
             reply = process.connection.recv_bytes()
         except (EOFError, OSError) as lost:
             how = process.ended()
-            self._lost(process)
+            self._lost(process, how)
             if self._closed:  # stopped under it (its model unloaded, the worker stopping): prepare here
                 return False, None
             raise PrepareProcessDied(f"{task}: the process preparing this step's inputs died ({how}) before it "
@@ -155,12 +155,12 @@ class PrepareProcesses:
             self._up += 1
         self._idle.put(process)
 
-    def _lost(self, process: _Process) -> None:
-        """A process died while preparing: forget it and start another in its place."""
+    def _lost(self, process: _Process, how: str) -> None:
+        """A process died (`how`) while preparing: forget it and start another in its place."""
         with self._lock:
             self._up = max(0, self._up - 1)
         self._forget(process)
-        log.warning("%s: a prepare process died (%s); starting another", self.name, process.ended())
+        log.warning("%s: a prepare process died (%s); starting another", self.name, how)
         if not self._closed:
             self._bring_up()
 
