@@ -67,10 +67,7 @@ class DirectTransport:
         # Pipelines of the pipelines folder (YAML/JSON), beside the built-in ones.
         self.extra_pipelines = dict(pipelines if pipelines is not None
                                     else load_pipeline_folder(settings.pipelines_dir, TASKS))
-        self._celery = make_celery(settings)
-        # Producers never wait on Celery results (the job record is the truth), so they need not
-        # subscribe to each task's result channel, as the Redis result backend does on every send.
-        self._celery.backend.on_task_call = lambda producer, task_id: None
+        self._celery = make_celery(settings)  # subscribes to no result channel (MmqCelery)
 
     # -- submitting --------------------------------------------------------------------------
 

@@ -40,8 +40,26 @@ class SlimMessages(AMQP):
         return send_task_message
 
 
+class MmqCelery(Celery):
+    """Celery, less the result subscription it opens on every send. The Redis result backend
+    SUBSCRIBEs to each sent task's result channel, so that a later `.get()` would hear it; nothing
+    here waits on Celery results (the job record is the truth). Celery keeps one backend per thread,
+    so patching the first thread's left every other sending thread (the gateway's pool, a bulk
+    submission's) subscribing, job after job, and each AsyncResult's garbage collection then
+    unsubscribed, retrying for 20 s when its Redis was gone."""
+
+    def _get_backend(self) -> Any:
+        backend = super()._get_backend()
+        backend.on_task_call = _subscribe_to_nothing
+        return backend
+
+
+def _subscribe_to_nothing(producer: Any, task_id: str) -> None:
+    return None
+
+
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("mmq", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False,
+    app = MmqCelery("mmq", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False,
                  amqp=SlimMessages)
     app.conf.update(celery_config(settings))
     return app

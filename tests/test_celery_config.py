@@ -1,5 +1,7 @@
 """The Celery app's configuration: the settings that make Celery safe for GPU jobs."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 from mmq.tasks import SPECIALISATIONS, Settings
 from mmq.tasks.celery_app import make_celery
 
@@ -34,3 +36,23 @@ def test_a_message_lands_on_its_specialisation_queue_only(make_stack):
     client.submit("text2image", prompt="a house", steps=1, width=64, height=64)
     redis = stack.redis_client()
     assert (redis.llen("diffusion"), redis.llen("caption")) == (1, 0)
+
+
+
+def test_sending_from_any_thread_subscribes_to_no_result_channel(make_stack):
+    """The Redis result backend SUBSCRIBEs to each sent task's result channel, one backend (and one
+    pub/sub connection) per thread. Nothing here reads Celery results, and each result's garbage
+    collection unsubscribed again: once its Redis was gone, for 20 s of retries (CI, 2026-12-06)."""
+    stack = make_stack()  # no workers: only the sending is looked at
+    app, redis = make_celery(stack.settings), stack.redis_client()
+    sent = []
+
+    def send() -> None:
+        sent.append(app.signature("mmq.text2image", kwargs={}).set(queue="diffusion").apply_async())
+
+    send()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda _: send(), range(4)))
+        listening = redis.client_list(_type="pubsub")  # while the sending threads are alive
+    assert redis.llen("diffusion") == len({result.id for result in sent}) == 5
+    assert listening == []
