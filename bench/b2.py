@@ -1,11 +1,12 @@
 """B2: caption throughput of mmq with dynamic batching, against Ray Serve with `@serve.batch` and
 a direct in-process loop: the same model, the same distinct photos, the same batch size and torch
-threads, all three in one stack (Redis, SeaweedFS, the idle mmq worker beside the other two), their
-runs taken in turns."""
+threads, in one stack (Redis, SeaweedFS, the idle mmq worker beside the others), their runs taken
+in turns, in two phases each with the direct loop as its yardstick."""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -65,10 +66,21 @@ def histogram(batches: dict[int, int]) -> str:
 
 def b2_batching(jobs: int = 96) -> list[Row]:
     """The tiny BLIP of the tests (per-job costs dominate), then one whose forward pass dominates."""
-    rows = _compare("tiny BLIP", None, jobs, first_seed=0)
+    label = f"BLIP {Path(os.environ['MMQ_CAPTION_MODEL']).name}" if real_models() else "tiny BLIP"
+    rows = _compare(label, None, jobs, first_seed=0)
     if not real_models():  # bench/gpu.sh's real checkpoint is already a model that dominates
         rows += _compare("BLIP ~8 M params, 224 px", build_dominant_blip, jobs // 2, first_seed=10_000)
     return rows
+
+
+def b2_peers() -> tuple[str, ...]:
+    """`MMQ_BENCH_B2_PEERS`: the sides beside mmq, `direct,ray` unless told (a GPU machine without
+    Ray installed runs `direct` alone); the direct loop is always one of them."""
+    chosen = tuple(p.strip() for p in os.environ.get("MMQ_BENCH_B2_PEERS", "direct,ray").split(",") if p.strip())
+    unknown = set(chosen) - {"direct", "ray"}
+    if unknown or "direct" not in chosen:
+        raise SystemExit(f"MMQ_BENCH_B2_PEERS: 'direct' or 'direct,ray', got {','.join(chosen)!r}")
+    return chosen
 
 
 def _compare(label: str, build, jobs: int, *, first_seed: int) -> list[Row]:
@@ -79,28 +91,43 @@ def _compare(label: str, build, jobs: int, *, first_seed: int) -> list[Row]:
         if build is not None:
             stack.env["MMQ_CAPTION_MODEL"] = str(build(Path(stack.logs) / "blip-dominant"))
         stack.start_worker("caption")
-        # All three sides up at once, each run in turns (in a new order each time), so that a
-        # shared machine that speeds up or slows down does so for all of them alike.
-        with stack.client() as client, _Peer(stack, "direct") as direct, _Peer(stack, "ray") as ray:
-            sides = {"mmq": _MmqSide(stack, client), "direct": direct, "ray": ray}
-            order = list(sides)
-            results: dict[str, list[dict]] = {name: [] for name in sides}
-            for index, paths in enumerate(runs):
-                for name in order[index % 3:] + order[:index % 3]:
-                    results[name].append(sides[name].run(paths))
+        # Two phases, each with the direct loop as its yardstick: mmq's turns and the direct loop's,
+        # then Ray's and the direct loop's. Ray's processes are up only for its own phase: idle, they
+        # took enough of two cores to cost mmq's many processes 5% (0.99x the direct loop with Ray
+        # up and idle, 1.04x before it started, 1.07x after it stopped, on one stack).
+        with stack.client() as client, _Peer(stack, "direct") as direct:
+            phases = {"mmq": _turns({"mmq": _MmqSide(stack, client), "direct": direct}, runs)}
+            if "ray" in b2_peers():
+                with _Peer(stack, "ray") as ray:
+                    phases["ray"] = _turns({"ray": ray, "direct": direct}, runs)
     size = sum(p.stat().st_size for p in runs[1]) / len(runs[1]) / 1000
     what = f"{jobs} distinct {size:.0f} KB photos, batch {BATCH}, median of {REPEATS}"
-    mmq, direct, ray = (_side(name, results[key][1:]) for key, name in
-                        (("mmq", "mmq"), ("direct", "direct loop"), ("ray", "Ray Serve")))  # [0]: warm-up
-    notes = [f"B2 {label}: {side.note()}" for side in (mmq, ray, direct)]
-    to_direct, to_ray = mmq.median / direct.median, mmq.median / ray.median
+    mmq, direct = _side("mmq", phases["mmq"]["mmq"]), _side("direct loop", phases["mmq"]["direct"])
     target = 0.95 if build is not None else 0.85
-    return [
-        Row(f"B2 {label} vs direct", what, mmq.cell(), f"{direct.cell()} direct loop", to_direct,
-            f"≥ {target:.2f}×", to_direct >= target, notes),
-        Row(f"B2 {label} vs Ray Serve", what, mmq.cell(), f"{ray.cell()} Ray Serve @serve.batch", to_ray,
-            "> 1.00× (ahead)" if build is None else "—", to_ray > 1.0 if build is None else None),
-    ]
+    to_direct = mmq.median / direct.median
+    rows = [Row(f"B2 {label} vs direct", what, mmq.cell(), f"{direct.cell()} direct loop", to_direct,
+                f"≥ {target:.2f}×", to_direct >= target, [f"B2 {label}: {mmq.note()}", f"B2 {label}: {direct.note()}"])]
+    if "ray" in phases:
+        ray, yardstick = _side("Ray Serve", phases["ray"]["ray"]), _side("direct loop", phases["ray"]["direct"])
+        # Each against the direct loop of its own phase, so that a machine that drifts between the
+        # phases moves neither: (mmq / direct) / (Ray / direct).
+        to_ray = to_direct / (ray.median / yardstick.median)
+        rows.append(Row(f"B2 {label} vs Ray Serve", f"{what}; each / the direct loop of its phase", mmq.cell(),
+                        f"{ray.cell()} Ray Serve @serve.batch (its phase's direct loop {yardstick.median:.1f})",
+                        to_ray, "> 1.00× (ahead)" if build is None else "—", to_ray > 1.0 if build is None else None,
+                        [f"B2 {label}: {ray.note()}", f"B2 {label}, Ray's phase: {yardstick.note()}"]))
+    return rows
+
+
+def _turns(sides: dict, runs: list[list[Path]]) -> dict[str, list[dict]]:
+    """Every side runs every run's photos, in turns (a new order each time), so that a shared
+    machine that speeds up or slows down does so for all of them alike; the first run warms up."""
+    order = list(sides)
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for index, paths in enumerate(runs):
+        for name in order[index % len(order):] + order[:index % len(order)]:
+            results[name].append(sides[name].run(paths))
+    return {name: taken[1:] for name, taken in results.items()}  # [0]: the warm-up
 
 
 def _side(name: str, runs: list[dict]) -> Side:

@@ -92,6 +92,9 @@ def base_env(tmp: Path, redis_port: int, s3_port: int, **extra: str) -> dict[str
         **{spec.model_env_var: "tiny" for spec in SPECIALISATIONS.values()},
         "MMQ_TORCH_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
+        # bench/gpu_checks.sh runs tests with MMQ_TEST_DEVICE=cuda, so that a worker without a GPU
+        # fails rather than quietly computing on the CPU; otherwise each worker picks (auto).
+        **({"MMQ_DEVICE": os.environ["MMQ_TEST_DEVICE"]} if os.environ.get("MMQ_TEST_DEVICE") else {}),
         **extra,
     })
     return env
