@@ -37,12 +37,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PY" -c "import sys, torch, transformers, diffusers; print(sys.version.split()[0], 'torch', torch.__version__, \
 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'diffusers', diffusers.__version__)" || exit 1
 parallel=""
-"$PY" -c "import xdist" 2>/dev/null && parallel="-n ${GPU_CHECKS_TEST_PROCESSES:-8}"
+"$PY" -c "import xdist" 2>/dev/null && parallel="-n ${GPU_CHECKS_TEST_PROCESSES:-3}"
 
 part plan 60 "$PY" -m mmq.clients plan
 # shellcheck disable=SC2086 # word splitting wanted: the file list and the xdist option
 part tests "${GPU_CHECKS_TESTS_S:-200}" env MMQ_TEST_DEVICE=cuda "$PY" -m pytest -q -p no:cacheprovider \
-  --timeout 200 -k "$DESELECT" $parallel $TEST_FILES
+  --timeout 120 -k "$DESELECT" $parallel $TEST_FILES
 part oom "${GPU_CHECKS_OOM_S:-100}" "$PY" -m bench.gpu_checks oom
 part prepare "${GPU_CHECKS_PREPARE_S:-100}" "$PY" -m bench.gpu_checks prepare
 model="${MMQ_CAPTION_MODEL:-$PWD/.mmq/blip-base-random}"

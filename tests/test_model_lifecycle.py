@@ -247,3 +247,28 @@ def test_what_is_loaded_can_be_read_while_another_model_loads():
     [(loaded, loading)] = seen
     assert loaded == [] and loading[0] == "m"
     assert pool.loaded() == ["m"] and pool.loading is None
+
+
+FORKING_PARENT = """
+import os, sys
+from mmq.tasks import Settings
+from mmq.workers.app import build_worker_app
+from mmq.workers.launcher import prepare_cuda_environment
+prepare_cuda_environment(None)
+build_worker_app(Settings.from_env({"MMQ_DATA_DIR": sys.argv[1]}), sys.argv[2], hostname="parent")
+print(os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"], sorted(
+    m for m in ("diffusers", "transformers", "accelerate", "torchvision") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("specialisation", ["diffusion", "depth", "segment"])
+def test_the_celery_parent_of_a_prefork_worker_imports_no_model_library(specialisation, tmp_path):
+    """On an H100 (2026-12-06) every prefork worker's pool process failed its load: "Cannot
+    re-initialize CUDA in forked subprocess", CUDA having been touched in the Celery parent before
+    the fork. A CPU cannot show what touched it there; it can show that the parent, up to the fork,
+    imports none of the model libraries (which may ask CUDA as they import) and that CUDA's
+    availability is asked of NVML, which leaves a forked process free to use CUDA."""
+    shown = subprocess.run([sys.executable, "-c", FORKING_PARENT, str(tmp_path), specialisation],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert shown.stdout.split(None, 1) == ["1", "[]\n"], shown.stdout

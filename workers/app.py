@@ -53,7 +53,7 @@ from .heartbeat import Heartbeat
 from .load_errors import describe_load_error
 from .loadgate import LOAD_WITHOUT_LIMIT_S, LoadReports, gate_step, load_in_pool_process
 from .multiplex import ModelPool
-from .registry import specialisation_class
+from .registry import known_specialisation, specialisation_class
 from .specialisation_base import ModelContext, Specialisation
 from .steps import DeadLettered, Expansion, FanOut, StepAborted, StepMessage, StepRunner
 
@@ -79,7 +79,7 @@ class _ProcessState:
 def build_worker_app(settings: Settings, specialisation: str, *, hostname: str) -> Celery:
     """The Celery app with the bodies of `specialisation`'s tasks, loading its model per process.
     With batching the model loads here, and `ModelLoadFailed` says it could not."""
-    specialisation_class(specialisation)  # fail now on an unknown name, not in the child
+    known_specialisation(specialisation)  # fail now on an unknown name, importing nothing (registry)
     app = make_celery(settings)
     app.conf.worker_proc_alive_timeout = LOAD_WITHOUT_LIMIT_S  # no pool process killed for loading slowly
     _bound_the_warm_shutdown(settings.shutdown_timeout_s)

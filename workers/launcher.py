@@ -78,13 +78,21 @@ def physical_gpu(index: str, inherited: str | None) -> str:
     return allowed[int(index)]
 
 
-def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
-    # CUDA's own order is fastest first; nvidia-smi's, which people and `mmq plan` read, is the
-    # PCI bus's. Both before anything could initialise CUDA.
+def prepare_cuda_environment(gpu: str | None) -> None:
+    """What CUDA must be told before anything in this process (or a pool process forked from it)
+    could initialise it. CUDA's own order is fastest first; nvidia-smi's, which people and
+    `mmq plan` read, is the PCI bus's. `torch.cuda.is_available()` asks the CUDA runtime, which
+    makes every process forked afterwards unable to use CUDA, unless told to ask NVML instead
+    (any library may ask at import)."""
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = physical_gpu(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
         os.environ["MMQ_PINNED_GPU"] = gpu  # the device: this GPU (see devices.pick_device)
+
+
+def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
+    prepare_cuda_environment(gpu)
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     from celery.signals import worker_init
 

@@ -147,8 +147,10 @@ class PrepareProcesses:
             self._processes.append(process)
         failure = process.wait_ready()
         if failure is not None:
-            log.warning("%s: a prepare process could not set up (%s); steps prepare in the worker's threads",
-                        self.name, failure)
+            # Closed while it set up (the worker shutting down, its model unloaded): nothing failed.
+            (log.debug if self._closed else log.warning)(
+                "%s: a prepare process could not set up (%s); steps prepare in the worker's threads",
+                self.name, failure)
             self._forget(process)
             return
         with self._lock:

@@ -31,8 +31,16 @@ _CLASSES = {
 }
 
 
-def specialisation_class(name: str) -> type[Specialisation]:
+def known_specialisation(name: str) -> str:
+    """`name`, if a worker can serve it, else `ConfigurationError`; nothing imported. The Celery
+    parent of a prefork worker checks with this: its model libraries may touch CUDA as they import,
+    and a pool process forked from a parent that did cannot use CUDA at all ("Cannot re-initialize
+    CUDA in forked subprocess": every prefork worker on an H100, 2026-12-06)."""
     if name not in SPECIALISATIONS or name not in _CLASSES:
         raise ConfigurationError(f"unknown specialisation {name!r}; known: {', '.join(sorted(_CLASSES))}")
-    module_name, _, class_name = _CLASSES[name].partition(":")
+    return name
+
+
+def specialisation_class(name: str) -> type[Specialisation]:
+    module_name, _, class_name = _CLASSES[known_specialisation(name)].partition(":")
     return getattr(importlib.import_module(module_name), class_name)
