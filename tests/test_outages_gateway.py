@@ -220,12 +220,14 @@ def test_presigned_urls_read_by_the_sdk_expired_or_with_s3_down(redis_down):
     settings = Settings.from_env(env)
     store = store_at(settings.s3_endpoint_url, settings)
     ref = store.put_bytes(PNG)
-    expiring = _PresignedSource({ref.uri: store.presigned_url(ref, expiry_s=1)})
+    # 3 s, not 1: a 2-core CI machine stalled past one second between signing and the first read.
+    signed_at = time.monotonic()
+    expiring = _PresignedSource({ref.uri: store.presigned_url(ref, expiry_s=3)})
     assert expiring.get_bytes(ref) == PNG
     port = free_port()
     s3_away = _PresignedSource({ref.uri: store_at(f"http://127.0.0.1:{port}", settings).presigned_url(ref)})
     with pytest.raises(StorageUnavailable, match=f"artifact store unreachable at http://127.0.0.1:{port}"):
         s3_away.get_bytes(ref)
-    time.sleep(2.1)
+    time.sleep(max(0.0, signed_at + 4.1 - time.monotonic()))  # past the expiry, whole seconds on S3's clock
     with pytest.raises(ArtifactAccessDenied, match="expired"):
         expiring.get_bytes(ref)
