@@ -333,13 +333,13 @@ def minilm() -> str:
 
 
 def test_two_models_alternate_with_one_loaded(make_stack, start_worker):
-    MINILM = minilm()  # noqa: N806 - the model's name, as the other tests spell it
-    stack = make_stack(MMQ_SENTENCE_MODELS=MINILM, MMQ_SENTENCE_MAX_LOADED="1")
+    minilm_path = minilm()
+    stack = make_stack(MMQ_SENTENCE_MODELS=minilm_path, MMQ_SENTENCE_MAX_LOADED="1")
     worker = start_worker(stack, "sentence")
     texts = ["A man is playing a guitar on stage.", "Someone performs music with a guitar in front of an audience."]
     with stack.client() as client:
         widths = []
-        for model in ("", MINILM, "", MINILM):
+        for model in ("", minilm_path, "", minilm_path):
             record = client.submit("embed_text", texts=texts, model=model).wait(timeout_s=120)
             assert record.status is JobStatus.SUCCEEDED, record.error
             rows = np.array(record.outputs["embeddings"])
@@ -355,7 +355,7 @@ def test_two_models_alternate_with_one_loaded(make_stack, start_worker):
     [heartbeat] = [heartbeats.beat_key(w["hostname"]) for w in heartbeats.workers(redis)
                    if w["specialisation"] == "sentence" and w["host"] == socket.gethostname()]
     deadline = time.monotonic() + 30  # the heartbeat says what is loaded at its next beat
-    while json.loads(redis.get(heartbeat))["models_loaded"] != [MINILM]:
+    while json.loads(redis.get(heartbeat))["models_loaded"] != [minilm_path]:
         assert time.monotonic() < deadline, redis.get(heartbeat)
         time.sleep(0.5)
 

@@ -269,6 +269,6 @@ def test_the_celery_parent_of_a_prefork_worker_imports_no_model_library(speciali
     imports none of the model libraries (which may ask CUDA as they import) and that CUDA's
     availability is asked of NVML, which leaves a forked process free to use CUDA."""
     shown = subprocess.run([sys.executable, "-c", FORKING_PARENT, str(tmp_path), specialisation],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, check=False)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert shown.stdout.split(None, 1) == ["1", "[]\n"], shown.stdout
