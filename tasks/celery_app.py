@@ -41,21 +41,28 @@ class SlimMessages(AMQP):
 
 
 class MmqCelery(Celery):
-    """Celery, less the result subscription it opens on every send. The Redis result backend
-    SUBSCRIBEs to each sent task's result channel, so that a later `.get()` would hear it; nothing
-    here waits on Celery results (the job record is the truth). Celery keeps one backend per thread,
-    so patching the first thread's left every other sending thread (the gateway's pool, a bulk
-    submission's) subscribing, job after job, and each AsyncResult's garbage collection then
-    unsubscribed, retrying for 20 s when its Redis was gone."""
+    """Celery, less the result subscriptions it opens. The Redis result backend SUBSCRIBEs to each
+    sent task's result channel, and a group to each member's (its ready barrier), so that a later
+    `.get()` would hear them; nothing here waits on Celery results (the job record is the truth).
+    Celery keeps one backend per thread, so patching the first thread's left every other sending
+    thread (the gateway's pool, a bulk submission's) subscribing, job after job, and each
+    AsyncResult's garbage collection then unsubscribed, retrying for 20 s when its Redis was gone.
+    (A `.get()` on a result of this app would wait in vain: none is made.)"""
 
     def _get_backend(self) -> Any:
         backend = super()._get_backend()
         backend.on_task_call = _subscribe_to_nothing
+        if hasattr(backend, "add_pending_result"):  # the pub/sub (asynchronous) backends
+            backend.add_pending_result = _wait_on_nothing
         return backend
 
 
 def _subscribe_to_nothing(producer: Any, task_id: str) -> None:
     return None
+
+
+def _wait_on_nothing(result: Any, weak: bool = False, start_drainer: bool = True) -> Any:
+    return result
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -2,6 +2,8 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import group
+
 from mmq.tasks import SPECIALISATIONS, Settings
 from mmq.tasks.celery_app import make_celery
 
@@ -49,10 +51,13 @@ def test_sending_from_any_thread_subscribes_to_no_result_channel(make_stack):
 
     def send() -> None:
         sent.append(app.signature("mmq.text2image", kwargs={}).set(queue="diffusion").apply_async())
+        # A group (parallel steps; a fan-out) subscribes to each member for its ready barrier.
+        both = group(app.signature("mmq.text2image", kwargs={}).set(queue="diffusion") for _ in range(2))
+        sent.extend(both.apply_async().results)
 
     send()
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda _: send(), range(4)))
         listening = redis.client_list(_type="pubsub")  # while the sending threads are alive
-    assert redis.llen("diffusion") == len({result.id for result in sent}) == 5
+    assert redis.llen("diffusion") == len({result.id for result in sent}) == 15
     assert listening == []
