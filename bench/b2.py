@@ -150,25 +150,9 @@ class _MmqSide:
         if not self.warm:  # the warm-up run: its batches start the worker's prepare processes
             self.warm = True
             result = self._run(paths)
-            self._await_prepare_processes()
+            self.stack.await_prepare_processes("caption")
             return result
         return self._run(paths)
-
-    def _await_prepare_processes(self, timeout_s: float = 120) -> None:
-        """Until the caption worker's heartbeat counts its prepare processes up, as many as it has
-        (a one-time start, like loading the model: not what the timed runs measure)."""
-        import time
-
-        from mmq.tasks import Settings, heartbeats
-
-        wanted = Settings.from_env(self.stack.env).serving_for("caption").prepare_processes
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            beats = [w for w in heartbeats.workers(self.redis) if w["specialisation"] == "caption"]
-            if beats and sum(beats[0].get("prepare_processes", {}).values()) >= wanted:
-                return
-            time.sleep(0.25)
-        raise RuntimeError(f"B2: the caption worker's {wanted} prepare processes did not come up in {timeout_s} s")
 
     def _run(self, paths: list[Path]) -> dict:
         import time

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -34,7 +33,7 @@ def check_out_of_memory() -> list[str]:
 
     failures = []
     with BenchStack() as stack:
-        worker = stack.start_worker("diffusion", MMQ_DEVICE="cuda")
+        stack.start_worker("diffusion", MMQ_DEVICE="cuda")
         client = stack.client()
         warm = client.submit("text2image", prompt="warm up", width=64, height=64, steps=2).wait(timeout_s=300)
         _expect(warm.status is JobStatus.SUCCEEDED, f"warm-up 64x64: {warm.status} {warm.error}", failures)
@@ -45,7 +44,7 @@ def check_out_of_memory() -> list[str]:
         big = client.submit("text2image", prompt="a large house", width=2048, height=2048, steps=2).wait(timeout_s=300)
         small = client.submit("text2image", prompt="a small house", width=64, height=64, steps=2).wait(timeout_s=300)
         del hog
-        log = _worker_log(stack, worker)
+        log = _worker_logs(stack)
     print(f"oom: big -> {big.status.value}: {big.error}", flush=True)
     print(f"oom: small after it -> {small.status.value}: {small.error}", flush=True)
     _expect(big.status is JobStatus.FAILED and (big.error or {}).get("type") == "OutOfMemory",
@@ -72,7 +71,7 @@ def check_prepare_processes_stay_off_the_gpu() -> list[str]:
                 _expect(all(r.status is JobStatus.SUCCEEDED for r in records),
                         f"run {run}: {[r.error for r in records if r.status is not JobStatus.SUCCEEDED][:2]}", failures)
                 if run == 0:
-                    _await_prepare_processes(redis, wanted)
+                    stack.await_prepare_processes("caption")
         beat = next(w for w in heartbeats.workers(redis) if w["specialisation"] == "caption")
         tree = psutil.Process(worker.pid).children(recursive=True)
         preparing = [p for p in tree if "spawn_main" in " ".join(p.cmdline())]
@@ -97,16 +96,6 @@ def check_prepare_processes_stay_off_the_gpu() -> list[str]:
     return failures
 
 
-def _await_prepare_processes(redis, wanted: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        beats = [w for w in heartbeats.workers(redis) if w["specialisation"] == "caption"]
-        if beats and sum(beats[0].get("prepare_processes", {}).values()) >= wanted:
-            return
-        time.sleep(0.25)
-    raise RuntimeError(f"the caption worker's {wanted} prepare processes did not come up in {timeout_s} s")
-
-
 def _cuda_pids() -> set[int]:
     try:
         listed = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
@@ -124,7 +113,7 @@ def _maps_cuda(pid: int) -> bool:
         return False
 
 
-def _worker_log(stack: BenchStack, worker) -> str:
+def _worker_logs(stack: BenchStack) -> str:
     return "\n".join(path.read_text(errors="replace") for path in Path(stack.logs).glob("worker-*.log"))
 
 

@@ -83,6 +83,21 @@ class BenchStack:
                 raise RuntimeError(f"{specialisation} worker did not start; see {self.logs}")
             time.sleep(0.05)
 
+    def await_prepare_processes(self, specialisation: str, timeout_s: float = 120) -> None:
+        """Until the worker's heartbeat counts its prepare processes up, as many as it has (they
+        start at its first batch of several steps, once, like loading the model: not what a timed
+        run measures)."""
+        from mmq.tasks.settings import Settings
+
+        wanted = Settings.from_env(self.env).serving_for(specialisation).prepare_processes
+        redis, deadline = self.redis_client(), time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            beats = [w for w in heartbeats.workers(redis) if w["specialisation"] == specialisation]
+            if beats and sum(beats[0].get("prepare_processes", {}).values()) >= wanted:
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"the {specialisation} worker's {wanted} prepare processes did not come up in {timeout_s} s")
+
     def stop_workers(self) -> None:
         for worker in self.workers:
             stop(worker.pid, timeout_s=20)
