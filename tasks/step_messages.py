@@ -27,7 +27,7 @@ _KOMBU_OWN = ("global_keyprefix", "sep", "priority_steps", "queue_order_strategy
 
 def first_step_message(app: Celery, record: JobRecord) -> tuple[str, str] | None:
     """(queue, message) that starts `record`'s job, when the job is one plain step; else None."""
-    if len(record.steps) != 1 or record.steps[0].each or not _plain_transport(app):
+    if len(record.steps) != 1 or record.steps[0].each or not plain_transport(app):
         return None
     [step] = record.steps
     signature = step_signature(app, record.id, step, final=True)
@@ -46,7 +46,9 @@ def first_step_message(app: Celery, record: JobRecord) -> tuple[str, str] | None
     return step.queue, json.dumps(envelope)
 
 
-def _plain_transport(app: Celery) -> bool:
+def plain_transport(app: Celery) -> bool:
+    """Whether kombu keeps messages as this module writes them: JSON bodies in UTF-8, under the
+    queue's own name (no key prefix, no priority lists)."""
     options: dict[str, Any] = app.conf.broker_transport_options or {}
     return (options.get("body_encoding") == "utf-8" and app.conf.task_serializer == "json"
             and app.conf.task_protocol == 2 and not any(name in options for name in _KOMBU_OWN))

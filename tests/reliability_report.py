@@ -26,17 +26,19 @@ outputs are content-addressed, so a second run writes the same objects), a step 
 succeeded is not run again, and a step that keeps killing its worker is dead-lettered after
 `MMQ_MAX_DELIVERIES` deliveries.
 
-One window is not covered: a step message that a worker has just taken off its queue (kombu's
-Redis transport pops it with BRPOP, then records it as unacknowledged in a second command) when
-Redis stops, its reply lost with the connection, is gone: its job stays queued. The Redis restart
-below stops Redis while a step runs (the worker, holding that step unacknowledged, is not popping
-the next); a fresh-clone run of 2026-12-06 that stopped it just after a step ended lost one job of
-20 this way. A worker killed in that instant loses the message the same way: a batching worker
-killed as it took a burst of eight messages lost one of them in 4 of 13 runs of
-`test_a_worker_killed_mid_batch_loses_no_job` on 2026-12-06 (in the one whose Redis log was read,
-the pop of the lost message has no record after it), which now kills its worker only once it
-holds every message. A sweeper that requeues the first step of jobs queued longer than the visibility
-timeout with no message anywhere would close it.
+One window is covered by a sweep rather than by kombu: a step message that a worker has just
+taken off its queue (kombu's Redis transport pops it with BRPOP, then records it as
+unacknowledged in a second command) when Redis stops, fails over, or the worker is killed, is in
+neither place. A fresh-clone run of 2026-12-06 lost one job of 20 this way in the Redis restart
+below, a batching worker killed as it took a burst of eight lost one of them in 4 of 13 runs of
+`test_a_worker_killed_mid_batch_loses_no_job` (which now kills its worker only once it holds every
+message), and CI's Sentinel failover test of 2026-12-06 left one job of 36 queued (no worker log
+was kept to confirm the cause; this window is the one that fits). Every worker now
+runs the lost-job sweep (`mmq.tasks.lost_jobs`, one at a time across the cluster, every
+`MMQ_RESTORE_INTERVAL_S`): a job that never started, queued longer than the visibility timeout
+ago, whose first step's message is neither unacknowledged nor in its queue, is queued again
+(`tests/test_lost_jobs.py`). A job lost after its first step started is not covered: its later
+steps' messages are published by workers, and kombu restores what a worker held.
 """
 
 

@@ -94,9 +94,10 @@ def prepare_cuda_environment(gpu: str | None) -> None:
 def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
     prepare_cuda_environment(gpu)
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    from celery.signals import worker_init
+    from celery.signals import worker_init, worker_ready
 
     from .app import build_worker_app, uses_threads
+    from .lost_job_sweeper import LostJobSweeper
 
     settings = Settings.from_env()
     hostname = worker_name(specialisation, gpu, os.getpid(), socket.gethostname())
@@ -112,6 +113,9 @@ def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
             if uses_threads(settings, specialisation) else ["--pool", "prefork", "--concurrency", "1"])
     started: list[Any] = []  # the WorkController, whose exit status `worker_main` does not return
     worker_init.connect(lambda sender=None, **_: started.append(sender), weak=False)
+    # Jobs whose first message a Redis failover or restart lost, queued again (one sweep at a time).
+    sweeper = LostJobSweeper(app, settings)
+    worker_ready.connect(lambda sender=None, **_: sweeper.start(), weak=False)
     app.worker_main([
         "worker", "--queues", specialisation, *pool, "--hostname", hostname, "--loglevel", loglevel,
         "--task-events", "--without-gossip", "--without-mingle",

@@ -1,0 +1,101 @@
+"""Jobs whose first step's message was lost between kombu's BRPOP and its record of the message
+as unacknowledged (a Redis restart or failover, a worker killed there) are found and queued again
+by the workers' sweep (`mmq.tasks.lost_jobs`); jobs whose message is waiting or held are left alone.
+
+A real Redis and real Celery messages. Faked: the loss itself (the message popped off its queue
+with nothing recorded, as BRPOP leaves it when its reply dies with the connection) and, in the
+first test, the jobs' ages (records made as if submitted minutes ago).
+"""
+
+import json
+import time
+
+from mmq.tasks import SPECIALISATIONS, ArtifactRef, JobStatus
+from mmq.tasks.catalogue import lookup
+from mmq.tasks.canvas import build_canvas
+from mmq.tasks.celery_app import make_celery
+from mmq.tasks.lost_jobs import Broker, LostJobSweep
+from mmq.tasks.records import JobStore, new_record
+from mmq.tasks.step_messages import first_step_message
+
+TIMEOUT_S = 6  # the visibility timeout: above every step's hard time limit, as the settings insist
+SHORT_LIMITS = {
+    "MMQ_VISIBILITY_TIMEOUT_S": str(TIMEOUT_S), "MMQ_RESTORE_INTERVAL_S": "1",
+    **{f"MMQ_{name.upper()}_SOFT_TIME_LIMIT_S": "4" for name in SPECIALISATIONS},
+    **{f"MMQ_{name.upper()}_TIME_LIMIT_S": "5" for name in SPECIALISATIONS},
+}
+IMAGE = ArtifactRef(uri="s3://mmq-test/blobs/a.png", media_type="image/png", sha256="0" * 64, size=10)
+
+
+def queue_caption_job(app, jobs, age_s):
+    """A one-step caption job queued as if submitted `age_s` seconds ago (faked: its creation time)."""
+    record = new_record(lookup("caption"), {"image": IMAGE})
+    record.created_at = time.time() - age_s
+    jobs.create(record, message=first_step_message(app, record))
+    return record.id
+
+
+def test_only_a_job_whose_message_is_nowhere_is_queued_again(make_stack):
+    stack = make_stack(**SHORT_LIMITS)
+    app, redis = make_celery(stack.settings), stack.redis_client()
+    jobs = JobStore(redis, ttl_s=600)
+    lost = queue_caption_job(app, jobs, age_s=200)  # its message is next to be taken
+    held = queue_caption_job(app, jobs, age_s=150)
+    waiting = queue_caption_job(app, jobs, age_s=100)  # overdue, but its message is still queued
+    lost_but_recent = queue_caption_job(app, jobs, age_s=0)
+    broker = Broker(redis)
+
+    redis.rpop("caption")  # faked: the loss. Taken off the queue, recorded nowhere.
+    held_message = json.loads(redis.rpop("caption"))  # taken and held unacknowledged, as kombu does
+    redis.hset("unacked", held_message["properties"]["delivery_tag"],
+               json.dumps([held_message, "", "caption"]))
+    redis.lrem("caption", 1, redis.lindex("caption", 0))  # the newest message, lost too
+    assert broker.jobs_queued("caption") == {waiting}
+
+    sweep = LostJobSweep(app, redis, visibility_timeout_s=TIMEOUT_S, interval_s=1)
+    requeued = sweep.run()
+
+    assert requeued == [lost]
+    assert broker.jobs_queued("caption") == {waiting, lost}  # queued at the back, as Celery queues
+    assert broker.in_flight() == {f"{held}-0"}
+    assert sweep.run() == []  # another sweep within the interval: the lock says no
+    time.sleep(4.5)  # the lock expires. The queue has not moved past the newest job: its loss is not seen yet
+    assert sweep.run() == []
+    assert jobs.get(lost_but_recent).status is JobStatus.QUEUED
+    assert {jobs.get(job).status for job in (lost, held, waiting)} == {JobStatus.QUEUED}
+
+
+def test_a_worker_queues_again_a_job_whose_message_was_lost_and_runs_it(make_stack, start_worker, sample_image):
+    stack = make_stack(**SHORT_LIMITS)
+    client = stack.client()
+    job = client.submit("caption", image=sample_image)
+    redis = stack.redis_client()
+    assert redis.rpop("caption") is not None  # faked: the loss, before any worker runs
+    worker = start_worker(stack, "caption")
+
+    record = job.wait(timeout_s=60)
+
+    assert record.status is JobStatus.SUCCEEDED, record.error
+    assert record.step_states["caption"].attempts == 1
+    assert f"job {job.id}: its first step's message was lost" in worker.log()
+    assert worker.process.poll() is None
+    client.close()
+
+
+def test_a_pipeline_whose_first_message_was_lost_is_queued_again_through_celery(make_stack):
+    stack = make_stack(**SHORT_LIMITS)
+    app, redis = make_celery(stack.settings), stack.redis_client()
+    jobs = JobStore(redis, ttl_s=600)
+    record = new_record(lookup("remix"), {"image": IMAGE})  # caption, then text2image
+    record.created_at = time.time() - 60  # faked: submitted a minute ago
+    jobs.create(record)
+    build_canvas(app, record).apply_async()
+    assert Broker(redis).jobs_queued("caption") == {record.id}
+    redis.rpop("caption")  # faked: the loss
+
+    assert LostJobSweep(app, redis, visibility_timeout_s=TIMEOUT_S, interval_s=1).run() == [record.id]
+    [message] = redis.lrange("caption", 0, -1)
+    envelope = json.loads(message)
+    _args, kwargs, embed = json.loads(envelope["body"])
+    assert envelope["headers"]["id"] == f"{record.id}-0" and kwargs["job_id"] == record.id
+    assert [s["options"]["task_id"] for s in embed["chain"]] == [f"{record.id}-1"]  # the rest of the chain after it
