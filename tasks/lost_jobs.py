@@ -60,7 +60,9 @@ class Broker:
             held = self.redis.hvals(self.unacked_key)
         for raw in held:
             payload, _exchange, _routing_key = json.loads(raw)
-            ids.add(payload["headers"]["id"])
+            task_id = (payload.get("headers") or {}).get("id")  # (a message of another app has none)
+            if task_id:
+                ids.add(task_id)
         return ids
 
     def next_job(self, queue: str) -> str | None:

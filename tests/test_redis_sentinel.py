@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from mmq.tasks import SPECIALISATIONS, BrokerUnavailable, JobNotFound, JobStatus
+from mmq.tasks import SPECIALISATIONS, BrokerUnavailable, JobNotFound, JobStatus, JobTimeout
 from mmq.tasks.records.layout import ALL_JOBS_KEY, record_key
 
 from .redis_servers import MASTER_NAME, start_sentinel_group
@@ -86,6 +86,8 @@ def test_every_acknowledged_job_succeeds_across_a_failover(sentinels, make_stack
             records.append(job.wait(timeout_s=WAIT_BOUND_S))
         except JobNotFound:
             missing.append(job.id)
+        except JobTimeout as exc:  # what the worker saw goes with the failure (CI keeps no logs)
+            raise AssertionError(f"{exc}\nworker log (end):\n{worker.log()[-6000:]}") from None
     failed = [(r.id, r.status.value, r.error) for r in records if r.status is not JobStatus.SUCCEEDED]
 
     assert not missing, f"acknowledged jobs lost in the failover: {missing}"
