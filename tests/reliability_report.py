@@ -35,10 +35,11 @@ below, a batching worker killed as it took a burst of eight lost one of them in 
 message), and CI's Sentinel failover test of 2026-12-06 left one job of 36 queued (no worker log
 was kept to confirm the cause; this window is the one that fits). Every worker now
 runs the lost-job sweep (`mmq.tasks.lost_jobs`, one at a time across the cluster, every
-`MMQ_RESTORE_INTERVAL_S`): a job that never started, queued longer than the visibility timeout
-ago, whose first step's message is neither unacknowledged nor in its queue, is queued again
-(`tests/test_lost_jobs.py`). A job lost after its first step started is not covered: its later
-steps' messages are published by workers, and kombu restores what a worker held.
+`MMQ_RESTORE_INTERVAL_S`): a job that has waited longer than the visibility timeout on its next
+steps (a queued job on its first, a running one on the steps after those that succeeded), none
+of whose messages is unacknowledged or in those steps' queues, has them queued again, from the
+outputs it has (`tests/test_lost_jobs.py`). Not covered: the items of a fan-out and the step that
+joins the last parallel steps.
 """
 
 

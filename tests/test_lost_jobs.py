@@ -1,6 +1,6 @@
-"""Jobs whose first step's message was lost between kombu's BRPOP and its record of the message
-as unacknowledged (a Redis restart or failover, a worker killed there) are found and queued again
-by the workers' sweep (`mmq.tasks.lost_jobs`); jobs whose message is waiting or held are left alone.
+"""Jobs whose next step's message was lost between kombu's BRPOP and its record of the message as
+unacknowledged (a Redis restart or failover, a worker killed there) are found and queued again by
+the workers' sweep (`mmq.tasks.lost_jobs`); jobs whose message is waiting or held are left alone.
 
 A real Redis and real Celery messages. Faked: the loss itself (the message popped off its queue
 with nothing recorded, as BRPOP leaves it when its reply dies with the connection) and, in the
@@ -11,11 +11,11 @@ import json
 import time
 
 from mmq.tasks import SPECIALISATIONS, ArtifactRef, JobStatus
-from mmq.tasks.catalogue import lookup
 from mmq.tasks.canvas import build_canvas
+from mmq.tasks.catalogue import lookup
 from mmq.tasks.celery_app import make_celery
 from mmq.tasks.lost_jobs import Broker, LostJobSweep
-from mmq.tasks.records import JobStore, new_record
+from mmq.tasks.records import JobStore, StepState, new_record
 from mmq.tasks.step_messages import first_step_message
 
 TIMEOUT_S = 6  # the visibility timeout: above every step's hard time limit, as the settings insist
@@ -57,7 +57,7 @@ def test_only_a_job_whose_message_is_nowhere_is_queued_again(make_stack):
 
     assert requeued == [lost]
     assert broker.jobs_queued("caption") == {waiting, lost}  # queued at the back, as Celery queues
-    assert broker.in_flight() == {f"{held}-0"}
+    assert broker.in_flight() == {held}
     assert sweep.run() == []  # another sweep within the interval: the lock says no
     time.sleep(4.5)  # the lock expires. The queue has not moved past the newest job: its loss is not seen yet
     assert sweep.run() == []
@@ -77,7 +77,7 @@ def test_a_worker_queues_again_a_job_whose_message_was_lost_and_runs_it(make_sta
 
     assert record.status is JobStatus.SUCCEEDED, record.error
     assert record.step_states["caption"].attempts == 1
-    assert f"job {job.id}: its first step's message was lost" in worker.log()
+    assert f"job {job.id}: the message of its step caption was lost" in worker.log()
     assert worker.process.poll() is None
     client.close()
 
@@ -99,3 +99,57 @@ def test_a_pipeline_whose_first_message_was_lost_is_queued_again_through_celery(
     _args, kwargs, embed = json.loads(envelope["body"])
     assert envelope["headers"]["id"] == f"{record.id}-0" and kwargs["job_id"] == record.id
     assert [s["options"]["task_id"] for s in embed["chain"]] == [f"{record.id}-1"]  # the rest of the chain after it
+
+
+def test_a_running_pipeline_whose_next_message_was_lost_goes_on_from_what_it_finished(make_stack):
+    stack = make_stack(**SHORT_LIMITS)
+    app, redis = make_celery(stack.settings), stack.redis_client()
+    jobs = JobStore(redis, ttl_s=600)
+    record = new_record(lookup("remix"), {"image": IMAGE})  # caption, then text2image
+    record.created_at = time.time() - 60  # faked: submitted a minute ago, its caption done 50 s ago
+    jobs.create(record)
+    caption = StepState(status=JobStatus.RUNNING, started_at=record.created_at + 5)
+    jobs.start_step(record.id, "caption", caption, max_deliveries=3)
+    caption.status, caption.finished_at = JobStatus.SUCCEEDED, record.created_at + 10
+    caption.outputs = {"text": "a kite"}
+    jobs.save_step(record.id, "caption", caption)
+    # Faked: the loss. The caption step's worker queued text2image; it was taken and never held.
+    sweep = LostJobSweep(app, redis, visibility_timeout_s=TIMEOUT_S, interval_s=1)
+
+    assert sweep.run() == [record.id]
+    [message] = redis.lrange("diffusion", 0, -1)  # text2image's queue
+    envelope = json.loads(message)
+    [context], kwargs, _embed = json.loads(envelope["body"])
+    assert envelope["headers"]["id"] == f"{record.id}-1" and kwargs == {"job_id": record.id, "step": "text2image",
+                                                                        "final": True}
+    assert context == {"input": record.inputs, "caption": {"text": "a kite"}}  # its inputs, and what it finished
+    assert jobs.get(record.id).status is JobStatus.RUNNING
+
+
+def test_a_pipeline_goes_on_after_the_message_of_its_second_step_was_lost(make_stack, start_worker, sample_image):
+    stack = make_stack(**SHORT_LIMITS)
+    client = stack.client()
+    describe_then_summarize = {
+        "name": "describe-then-summarize", "inputs": {"image": {"kind": "image"}},
+        "steps": [{"name": "caption", "task": "caption", "bind": {"image": "input.image"}},
+                  {"name": "summary", "task": "summarize", "bind": {"text": "caption.text"}}],
+        "outputs": {"summary": "summary.summary"},
+    }
+    start_worker(stack, "caption")
+    job = client.submit_pipeline(describe_then_summarize, image=sample_image)
+    redis = stack.redis_client()
+    deadline = time.monotonic() + 60
+    while redis.llen("summarize") == 0:  # the caption ran and queued the summary (no summarize worker yet)
+        assert time.monotonic() < deadline, job.record()
+        time.sleep(0.1)
+    assert redis.rpop("summarize") is not None  # faked: the loss
+    summarizer = start_worker(stack, "summarize")
+
+    record = job.wait(timeout_s=60)
+
+    assert record.status is JobStatus.SUCCEEDED, record.error
+    assert record.step_states["caption"].attempts == 1 and record.step_states["summary"].attempts == 1
+    assert isinstance(record.outputs["summary"], str)
+    assert "the message of its step summary was lost" in "".join(w.log() for w in stack.workers)
+    assert summarizer.process.poll() is None
+    client.close()

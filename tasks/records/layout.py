@@ -13,7 +13,7 @@ uses this module: every other one goes through `JobStore` or `AsyncJobStore`.
   items_done:<name>  fan-out items finished so far
   webhook_events  the event names the job's webhook wants (matched in Redis as events are written)
   end_event    "<stream id> <event JSON>": the job's last event, kept once it ended
-  requeued_at  when the lost-job sweep last queued the job's first step again (see `unstarted.py`)
+  requeued_at  when the lost-job sweep last queued the job's next steps again (see `unfinished.py`)
 
 and `mmq:job:<id>:events`, a capped stream of status and progress events (also expiring), gone
 `ENDED_STREAM_GRACE_MS` after the job ends (a stream costs over 4 KB: a finished job keeps only its
@@ -22,7 +22,7 @@ end event, in the record); a finished job's keys expire after the finished TTL i
 `mmq:jobs:owner:<tenant>`, sorted sets of job ids by creation time (the job lists, pruned as
 records expire); `mmq:idempotency:<owner>:<key>`, the job an idempotency key named; and the
 webhook outbox stream `mmq:webhooks:outbox`, written in the same step as each event a webhook wants.
-The lost-job sweep keeps `mmq:sweep:lost:cursor`, `:lock` and `:watch` (see `unstarted.py`).
+The lost-job sweep keeps `mmq:sweep:lost:cursor`, `:lock` and `:watch` (see `unfinished.py`).
 
 These names and values are what running workers and stored records share: change none of them.
 """
