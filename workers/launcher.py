@@ -113,7 +113,7 @@ def _serve(specialisation: str, gpu: str | None, loglevel: str) -> int:
             if uses_threads(settings, specialisation) else ["--pool", "prefork", "--concurrency", "1"])
     started: list[Any] = []  # the WorkController, whose exit status `worker_main` does not return
     worker_init.connect(lambda sender=None, **_: started.append(sender), weak=False)
-    # Jobs whose first message a Redis failover or restart lost, queued again (one sweep at a time).
+    # Jobs whose next step's message a Redis failover or restart lost, queued again.
     sweeper = LostJobSweeper(app, settings)
     worker_ready.connect(lambda sender=None, **_: sweeper.start(), weak=False)
     app.worker_main([

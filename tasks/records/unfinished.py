@@ -1,11 +1,11 @@
 """Jobs not yet ended (queued or running), oldest first: what the lost-message sweep reads (see
 `mmq.tasks.lost_jobs`), and its mark on a job whose next steps it queued again.
 
-The sweep reads the job list (`mmq:jobs:all`, by
-creation time) from a cursor it keeps in Redis, so each sweep reads only the jobs created since
-the last; the unfinished among them go on a watch list that each sweep reads again until they end
-(empty while all is well: the sweep reads only jobs older than the visibility timeout). One
-sweep runs at a time across the cluster (a lock that expires by itself).
+The sweep reads the job list (`mmq:jobs:all`, by creation time) from a cursor it keeps in Redis,
+so each sweep reads only the jobs created since the last; the unfinished among them go on a watch
+list that each sweep reads again until they end (empty while all is well: the sweep reads only
+jobs older than the visibility timeout). One sweep runs at a time across the cluster (a lock that
+expires by itself).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..translation import redis_errors
 from . import layout
 from .model import JobRecord, JobStatus
 
-_CURSOR_KEY = "mmq:sweep:lost:cursor"  # creation time of the oldest job the sweep has not settled
+_CURSOR_KEY = "mmq:sweep:lost:cursor"  # creation time of the last job the sweep read
 _LOCK_KEY = "mmq:sweep:lost:lock"
 # Unfinished jobs read before, by creation time (empty while all is well).
 _WATCH_KEY = "mmq:sweep:lost:watch"
@@ -112,7 +112,8 @@ class UnfinishedJobs:
         for raw in hashes:
             if raw.get(b"status") in _UNFINISHED and b"spec" in raw:
                 requeued = raw.get(_REQUEUED.encode())
-                found.append(Unfinished(layout.record_from_hash(raw, []), float(requeued) if requeued else None))
+                record = layout.record_from_hash(raw, [])
+                found.append(Unfinished(record, float(requeued) if requeued else None))
         return found
 
     def created_at(self, job_ids: list[str]) -> dict[str, float]:
