@@ -193,9 +193,8 @@ class LostJobSweep:
         if not self._jobs.mark_requeued(record, [step.name for step in job.next_level], at=now,
                                         unless_since=job.since, message=message):
             return False
-        if message is None:
-            whole = job.context is None
-            build_canvas(self._app, record, steps=None if whole else job.steps, context=job.context).apply_async()
+        if message is None:  # (a queued job's steps are all of them: its whole canvas)
+            build_canvas(self._app, record, steps=job.steps, context=job.context).apply_async()
         log.warning("job %s: the message of its step %s was lost (taken off queue %s and never held by a "
                     "worker: a Redis restart or failover, or a worker killed as it took it); queued it again, "
                     "%.0f s after it was queued", record.id, ", ".join(step.name for step in job.next_level),
