@@ -12,6 +12,8 @@ Redis's errors come out as mmq's (BrokerUnavailable when it cannot be reached).
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,11 +34,11 @@ def count_job(pipe: Any, outcome: str, jobs: int = 1) -> None:
     pipe.expire(JOBS_KEY, STATS_TTL_S)
 
 
-def record_step(redis: Any, task: str, duration_s: float, *, failed: bool) -> None:
-    """One more step of `task` that took `duration_s` (succeeded, or failed)."""
+def count_step(pipe: Any, task: str, duration_s: float, *, failed: bool) -> None:
+    """Add to a Redis pipeline: one more step of `task` that took `duration_s` (a worker's step
+    counted in the same round trip as its last write, as `count_job` is in the job's end)."""
     key = STEP_KEY_PREFIX + task
     bucket = next((bound for bound in STEP_BUCKETS_S if duration_s <= bound), None)
-    pipe = redis.pipeline()
     if bucket is not None:
         pipe.hincrby(key, f"le:{bucket}", 1)
     pipe.hincrby(key, "count", 1)
@@ -44,8 +46,6 @@ def record_step(redis: Any, task: str, duration_s: float, *, failed: bool) -> No
     if failed:
         pipe.hincrby(key, "failed", 1)
     pipe.expire(key, STATS_TTL_S)
-    with redis_errors(redis):
-        pipe.execute()
 
 
 def read_jobs(redis: Any) -> dict[str, int]:
@@ -67,16 +67,33 @@ def read_steps(redis: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def record_batch(redis: Any, task: str, size: int) -> None:
-    """One more forward pass of `task` that served `size` steps together."""
+def _count_batches(pipe: Any, task: str, size: int, batches: int) -> None:
     key = BATCH_KEY_PREFIX + task
-    pipe = redis.pipeline()
-    pipe.hincrby(key, f"size:{size}", 1)
-    pipe.hincrby(key, "count", 1)
-    pipe.hincrby(key, "sum", size)
+    pipe.hincrby(key, f"size:{size}", batches)
+    pipe.hincrby(key, "count", batches)
+    pipe.hincrby(key, "sum", size * batches)
     pipe.expire(key, STATS_TTL_S)
-    with redis_errors(redis):
-        pipe.execute()
+
+
+class BatchCounts:
+    """Forward passes counted in memory until a step's last write takes them to Redis in its own
+    round trip (`drain_into`): the model's thread never waits on Redis to count a batch. Every
+    batch is followed by the ends of its steps, so none waits longer than its own steps."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: Counter[tuple[str, int]] = Counter()  # (task, size): forward passes
+
+    def add(self, task: str, size: int) -> None:
+        with self._lock:
+            self._batches[(task, size)] += 1
+
+    def drain_into(self, pipe: Any) -> None:
+        """Add the batches counted so far to a Redis pipeline (and forget them here)."""
+        with self._lock:
+            taken, self._batches = self._batches, Counter()
+        for (task, size), batches in taken.items():
+            _count_batches(pipe, task, size, batches)
 
 
 def read_batches(redis: Any) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 from mmq.tasks import PIPELINES, ArtifactRef, InvalidInput, JobNotFound, JobStatus
 from mmq.tasks.errors import IdempotencyConflict
 from mmq.tasks.records import AsyncJobStore, JobStore, StepState, WebhookOutbox, new_record
+from mmq.tasks.stats import BatchCounts, count_step, read_batches, read_jobs, read_steps
 from mmq.tasks.webhooks import WebhookSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def test_an_idempotency_key_names_one_request(jobs):
         jobs.get(again.id)  # never created
 
 
-def test_a_job_ends_in_one_round_trip_even_after_redis_lost_its_scripts(tmp_path):
+def test_a_job_ends_in_one_round_trip_with_its_metrics_even_after_redis_lost_its_scripts(tmp_path):
     # A Redis of its own: its command counts are this test's alone.
     from mmq.clients.servers import start_redis, stop
     from mmq.tasks.settings import Settings
@@ -80,15 +81,82 @@ def test_a_job_ends_in_one_round_trip_even_after_redis_lost_its_scripts(tmp_path
         redis.script_flush()  # as after a restart: no script is loaded
         before = redis.info("commandstats")
         state = StepState(status=JobStatus.SUCCEEDED, outputs={"image": "done"}, finished_at=time.time())
-        assert jobs.save_step(record.id, step, state, job_outputs={"image": "done"})
+        batches = BatchCounts()  # forward passes counted on a model's thread, not yet in Redis
+        batches.add("text2image", 2)
+
+        def counters(pipe):  # the metrics of the step's end go in the same round trip
+            count_step(pipe, "text2image", 0.2, failed=False)
+            batches.drain_into(pipe)
+
+        assert jobs.save_step(record.id, step, state, job_outputs={"image": "done"}, counters=counters)
         after = redis.info("commandstats")
         ended = jobs.get(record.id)
         assert ended.status is JobStatus.SUCCEEDED and ended.step_states[step].status is JobStatus.SUCCEEDED
         calls = {name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"] for name in after}
         assert calls.get("cmdstat_script|exists", 0) == 0 and calls["cmdstat_eval"] == 2, calls
+        assert read_steps(redis)["text2image"]["count"] == 1 and read_jobs(redis)["succeeded"] == 1
+        assert read_batches(redis)["text2image"]["sizes"] == {2: 1}
+        batches.drain_into(pipe := redis.pipeline())  # drained: counted once
+        assert pipe.execute() == [] and read_batches(redis)["text2image"]["count"] == 1
     finally:
         stop(server.pid)
 
+
+
+def test_a_follower_woken_by_events_reads_the_stream_alone_and_ends_if_the_stream_vanishes(jobs, stack):
+    """Only a follower's first read asks the record for the end event: the ones right after a read
+    that brought events go straight to the stream (which outlives the job's end, end event in it).
+    A stream gone anyway (deleted by hand) costs one blocking read, then the record's end event."""
+    from collections import Counter
+
+    from mmq.tasks.records.layout import events_key
+
+    class CountingRedis:  # the follower's client: what it asks Redis (scripts' own calls aside)
+        def __init__(self, redis):
+            self.redis, self.calls = redis, Counter()
+
+        def __getattr__(self, name):
+            self.calls[name] += 1
+            return getattr(self.redis, name)
+
+    def follow(record, advance):
+        counting = CountingRedis(stack.redis_client())
+        seen = []
+        for _, event in JobStore(counting, ttl_s=600).follow(record.id, deadline=time.monotonic() + 30):
+            seen.append((event["type"], event["status"], event.get("progress")))
+            advance(seen[-1])
+        return seen, counting.calls
+
+    record = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+    jobs.create(record)
+    jobs.mark_running(record.id, time.time())
+    step = record.steps[0].name
+
+    def advance(event):  # each write wakes the follower, who then writes the next
+        if event[:2] == ("job", "running"):
+            jobs.save_step(record.id, step, StepState(status=JobStatus.RUNNING, progress=(1, 2)))
+        elif event[2] == [1, 2]:
+            jobs.save_step(record.id, step, StepState(status=JobStatus.RUNNING, progress=(2, 2)))
+        elif event[2] == [2, 2]:
+            jobs.finish(record.id, JobStatus.SUCCEEDED, outputs={})
+
+    seen, calls = follow(record, advance)
+    assert [event[:2] for event in seen] == [("job", "queued"), ("job", "running"), ("step", "running"),
+                                             ("step", "running"), ("job", "succeeded")], seen
+    assert (calls["hget"], calls["xread"]) == (1, 4), calls  # 4 HGETs before
+
+    vanishing = new_record(PIPELINES["imagine"], {"prompt": "a kite"})
+    jobs.create(vanishing)
+    jobs.mark_running(vanishing.id, time.time())
+
+    def end_and_delete_the_stream(event):
+        if event[:2] == ("job", "running"):
+            jobs.finish(vanishing.id, JobStatus.CANCELLED)
+            stack.redis_client().delete(events_key(vanishing.id))
+
+    seen, calls = follow(vanishing, end_and_delete_the_stream)
+    assert [event[:2] for event in seen] == [("job", "queued"), ("job", "running"), ("job", "cancelled")]
+    assert (calls["hget"], calls["xread"]) == (2, 2), calls  # the read that found nothing, then the record
 
 # -- the asyncio store ---------------------------------------------------------------------------
 

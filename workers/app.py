@@ -44,7 +44,7 @@ from mmq.tasks.errors import (
 from mmq.tasks.heartbeats import Phase
 from mmq.tasks.records import JobStore
 from mmq.tasks.settings import Settings
-from mmq.tasks.stats import record_batch
+from mmq.tasks.stats import BatchCounts
 from mmq.tasks.taskspec import TaskSpec
 
 from .batching import Batcher, Executor
@@ -140,17 +140,17 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
         raise ModelLoadFailed(f"{name}: {reason}") from None
     load_s = models.load_seconds[models.default]
     log.info("%s: loaded %s on %s in %.1f s", name, models.default, models.device, load_s)
+    batches = BatchCounts()  # counted on the model's thread, written with the steps' last writes
     if serving.max_batch > 1:
         executor: Executor = Batcher(models, max_batch=serving.max_batch, max_wait_ms=serving.max_wait_ms,
-                                     batchable=specialisation_class(name).batchable,
-                                     on_batch=lambda task, size: record_batch(redis, task, size),
+                                     batchable=specialisation_class(name).batchable, on_batch=batches.add,
                                      batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}",
                                      limits=settings.limits_for(name),
                                      prepare_processes=serving.prepare_processes)
     else:
         executor = Executor(models)
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)
-    runner = StepRunner(executor, jobs=jobs, stats=redis,
+    runner = StepRunner(executor, jobs=jobs, stats=redis, batches=batches,
                         store=ArtifactStore.from_settings(settings), max_deliveries=settings.max_deliveries)
     preparing = executor.preparing.up if isinstance(executor, Batcher) else dict
     heartbeat.ready(lambda: {"gpu_memory": gpu_memory(models.device), "models_loaded": models.loaded(),

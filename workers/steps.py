@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from mmq.tasks.artifacts import ArtifactRef, ArtifactStore
 from mmq.tasks.errors import MMQError
 from mmq.tasks.fields import Field, Kind, is_matrix
 from mmq.tasks.records import JobRecord, JobStatus, JobStore, StepSpec, StepState
-from mmq.tasks.stats import record_step
+from mmq.tasks.stats import BatchCounts, count_step
 from mmq.tasks.taskspec import TaskSpec
 from mmq.tasks.tenants import artifact_prefix
 from mmq.tasks.wiring import Context, item_outputs, merge, resolve
@@ -89,10 +89,11 @@ class StepRunner:
     """Runs step messages for one loaded specialisation; built once per pool process."""
 
     def __init__(self, executor: Executor, *, jobs: JobStore, store: ArtifactStore, stats: Any,
-                 max_deliveries: int) -> None:
+                 max_deliveries: int, batches: BatchCounts | None = None) -> None:
         self.executor = executor  # runs a step's inputs on its model, alone or batched with others
         self.jobs = jobs
         self.stats = stats  # the redis-py client of the step-duration counters (tasks/stats)
+        self.batches = batches or BatchCounts()  # the executor's forward passes, not yet in Redis
         self.store = store
         self.max_deliveries = max_deliveries
 
@@ -118,12 +119,13 @@ class StepRunner:
             self._measure(task, state, failed=True)
             raise
         state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
-        self._measure(task, state, failed=False)
-        # The job's last step ends the job in the same round trip as its own state.
+        # The job's last step ends the job in the same round trip as its own state, and the step's
+        # duration (with the forward passes counted since the last write) goes with it.
         ends_job = message.final and message.item is None and not record.step(message.step).expands
         after = {**context, message.step: outputs}
         if not self.jobs.save_step(record.id, message.step, state, item=message.item,
-                                   job_outputs=self._job_outputs(record, after) if ends_job else None):
+                                   job_outputs=self._job_outputs(record, after) if ends_job else None,
+                                   counters=self._counters(task, state, failed=False)):
             raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
         if ends_job:
             return after
@@ -132,11 +134,23 @@ class StepRunner:
         return self._advance(record, message, context, outputs)
 
     def _measure(self, task: TaskSpec, state: StepState, *, failed: bool) -> None:
-        """The step's duration into its task's histogram: best effort, never the step's failure."""
+        """The step's duration into its task's histogram in a round trip of its own (a failed step's:
+        a succeeded one's goes with its last write): best effort, never the step's failure."""
         try:
-            record_step(self.stats, task.name, time.time() - (state.started_at or time.time()), failed=failed)
+            pipe = self.stats.pipeline()
+            self._counters(task, state, failed=failed)(pipe)
+            pipe.execute()
         except Exception:  # Redis away for a moment: a missing sample is no reason to fail the step
             log.warning("could not record the duration of a %s step", task.name, exc_info=True)
+
+    def _counters(self, task: TaskSpec, state: StepState, *, failed: bool) -> Callable[[Any], None]:
+        """What a step adds to the metrics when it ends: its duration, and the batches run since."""
+        def count(pipe: Any) -> None:
+            count_step(pipe, task.name, (state.finished_at or time.time()) - (state.started_at or time.time()),
+                       failed=failed)
+            self.batches.drain_into(pipe)
+
+        return count
 
     def collect(self, job_id: str, received: Any, *, final: bool) -> Context | None:
         """Join parallel branches into one context; with `final`, end the job."""

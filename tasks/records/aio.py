@@ -41,15 +41,17 @@ class AsyncJobStore:
             raise not_found(job_id)
         return JobStatus(raw.decode())
 
-    async def events(self, job_id: str, after: str = "0", block_ms: int = 1000) -> list[Event]:
+    async def events(self, job_id: str, after: str = "0", block_ms: int = 1000, *,
+                           stream_fresh: bool = False) -> list[Event]:
         """Events after the stream id `after`, waiting up to `block_ms` for the first one; from the
-        start (`after` "0"), the queued event comes first."""
+        start (`after` "0"), the queued event comes first. `stream_fresh`: the stream brought events a
+        moment ago, so the record need not be asked for the end event first (see `following`)."""
         if after == "0":
             return [layout.QUEUED_EVENT]
         with redis_errors(self._redis):
             # A finished job's stream is gone: its end event is in the record (checked again after
             # a read that brought nothing, since the job may have ended meanwhile).
-            ended = await self._redis.hget(layout.record_key(job_id), "end_event")
+            ended = None if stream_fresh else await self._redis.hget(layout.record_key(job_id), "end_event")
             if ended is None:
                 reply = await self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
                                                 count=layout.EVENTS_PER_READ)
@@ -66,7 +68,7 @@ class AsyncJobStore:
         for event in cursor.opening():
             yield event
         while not cursor.done:
-            batch = await self.events(job_id, cursor.after, block_ms=idle_ms)
+            batch = await self.events(job_id, cursor.after, block_ms=idle_ms, stream_fresh=cursor.stream_fresh)
             for event in cursor.take(batch):
                 yield event
             if not batch:

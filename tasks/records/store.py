@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import IdempotencyConflict, InvalidInput, JobNotFound
@@ -156,15 +156,17 @@ class JobStore:
         return JobPage(ids=[member.decode() for member, _ in page],
                        next_cursor=repr(page[-1][1]) if more and page else None)
 
-    def events(self, job_id: str, after: str = "0", block_ms: int = 1000) -> list[Event]:
+    def events(self, job_id: str, after: str = "0", block_ms: int = 1000, *,
+                     stream_fresh: bool = False) -> list[Event]:
         """Events after the stream id `after`, waiting up to `block_ms` for the first one; from the
-        start (`after` "0"), the queued event comes first."""
+        start (`after` "0"), the queued event comes first. `stream_fresh`: the stream brought events a
+        moment ago, so the record need not be asked for the end event first (see `following`)."""
         if after == "0":
             return [layout.QUEUED_EVENT]
         with redis_errors(self._redis):
             # A finished job's stream is gone: its end event is in the record (checked again after
             # a read that brought nothing, since the job may have ended meanwhile).
-            ended = self._redis.hget(layout.record_key(job_id), "end_event")
+            ended = None if stream_fresh else self._redis.hget(layout.record_key(job_id), "end_event")
             if ended is None:
                 reply = self._redis.xread({layout.events_key(job_id): after}, block=block_ms,
                                           count=layout.EVENTS_PER_READ)
@@ -179,7 +181,8 @@ class JobStore:
         cursor = EventCursor(after, deadline=deadline)
         yield from cursor.opening()
         while not cursor.done:
-            batch = self.events(job_id, cursor.after, block_ms=cursor.block_ms(FOLLOW_BLOCK_MS))
+            batch = self.events(job_id, cursor.after, block_ms=cursor.block_ms(FOLLOW_BLOCK_MS),
+                                stream_fresh=cursor.stream_fresh)
             yield from cursor.take(batch)
             if not batch and not cursor.done:
                 cursor.idle(self.status(job_id))
@@ -214,18 +217,28 @@ class JobStore:
         return state.attempts
 
     def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
-                  job_outputs: Mapping[str, Any] | None = None) -> bool:
+                  job_outputs: Mapping[str, Any] | None = None,
+                  counters: Callable[[Any], None] | None = None) -> bool:
         """Write a step's (or an item's) state unless the job already ended; emits an event. With
         `job_outputs` (the last step succeeded), the job ends too, succeeded with those outputs,
-        in the same round trip."""
-        field_name = layout.step_field("item" if item is not None else "step", step, item)
-        if job_outputs is None:
-            return self._set(job_id, {field_name: state.to_json()}, _step_event(step, state, item))
+        in the same round trip. `counters` adds the metrics that go with it (a pipeline's commands:
+        see `stats.count_step`) to that round trip too."""
+        fields = {layout.step_field("item" if item is not None else "step", step, item): state.to_json()}
+        event = _step_event(step, state, item)
+        if job_outputs is None and counters is None:
+            return self._set(job_id, fields, event)
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
-            _in_pipeline(pipe, self._guarded_hset, layout.event_keys(job_id),
-                         self._set_args(job_id, {field_name: state.to_json()}, _step_event(step, state, item)))
-            written, finished = self._end(job_id, self._succeeded(job_outputs), pipe)
+            _in_pipeline(pipe, self._guarded_hset, layout.event_keys(job_id), self._set_args(job_id, fields, event))
+            if counters is not None:
+                counters(pipe)
+            if job_outputs is None:
+                written, finished = pipe.execute()[0], True
+            else:
+                replies = self._end(job_id, self._succeeded(job_outputs), pipe)
+                written, finished = replies[0], replies[-1]
+        if written == -1:
+            raise not_found(job_id)
         return written == 1 and finished
 
     def expand(self, record: JobRecord) -> bool:
