@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ArtifactNotFound, InvalidInput, StorageError
 from .media_types import extension_for, sniff_media_type
+from .s3_signing import SigningKey, presign
 from .translation import storage_errors
 
 _PLAIN_REQUEST_EXPIRY_S = 60  # a URL that `get_bytes` or `put_bytes` signs for its own request, made at once
@@ -96,9 +97,12 @@ def _hex_checksum(header: str | None) -> str | None:
 class ArtifactStore:
     """Put, get and presign artifacts in one bucket, through a boto3 S3 client handed in."""
 
-    def __init__(self, s3: Any, *, bucket: str, presign_expiry_s: int = 3600, presigner: Any = None) -> None:
+    def __init__(self, s3: Any, *, bucket: str, presign_expiry_s: int = 3600, presigner: Any = None,
+                 signing: SigningKey | None = None) -> None:
         self._s3 = s3
         self._presigner = presigner or s3  # signs for the endpoint that callers see, when it differs
+        # Signs the store's own plain requests without botocore (s3_signing); None: botocore signs.
+        self._signing = signing
         self.bucket = bucket
         self.presign_expiry_s = presign_expiry_s
         self._bucket_checked = False
@@ -122,8 +126,14 @@ class ArtifactStore:
             )
 
         public = getattr(settings, "s3_public_url", None)
-        return cls(client(settings.s3_endpoint_url), bucket=settings.s3_bucket,
-                   presign_expiry_s=settings.presign_expiry_s, presigner=client(public) if public else None)
+        s3 = client(settings.s3_endpoint_url)
+        # Keys in the settings sign the store's own requests here; credentials that boto3 finds
+        # itself (a profile, an instance role: they may refresh) are left to botocore.
+        keys = settings.aws_access_key_id, settings.aws_secret_access_key
+        signing = SigningKey(*keys, token=None, endpoint_url=s3.meta.endpoint_url,
+                             region=s3.meta.region_name) if all(keys) else None
+        return cls(s3, bucket=settings.s3_bucket, presign_expiry_s=settings.presign_expiry_s,
+                   presigner=client(public) if public else None, signing=signing)
 
     def put_bytes(self, data: bytes, media_type: str | None = None, *, prefix: str = "") -> ArtifactRef:
         """Store `data` under `prefix` (once: an existing object with the same content is reused).
@@ -146,14 +156,17 @@ class ArtifactStore:
     def _plain_put(self, ref: ArtifactRef, data: bytes) -> bool:
         """True when S3 has the object now (stored by this PUT, or there before it)."""
         checksum = checksum_header(ref.sha256)
+        headers = {"Content-Type": ref.media_type, "x-amz-checksum-sha256": checksum, "If-None-Match": "*"}
         try:
-            url = self._s3.generate_presigned_url(
-                "put_object", ExpiresIn=_PLAIN_REQUEST_EXPIRY_S,
-                Params={"Bucket": self.bucket, "Key": ref.key, "ContentType": ref.media_type,
-                        "ChecksumSHA256": checksum, "IfNoneMatch": "*"})
-            response = self._plain_http().request(
-                "PUT", url, body=data,
-                headers={"Content-Type": ref.media_type, "x-amz-checksum-sha256": checksum, "If-None-Match": "*"})
+            if self._signing is not None:
+                url = presign(self._signing, "PUT", self.bucket, ref.key, expires_s=_PLAIN_REQUEST_EXPIRY_S,
+                              headers=headers)
+            else:
+                url = self._s3.generate_presigned_url(
+                    "put_object", ExpiresIn=_PLAIN_REQUEST_EXPIRY_S,
+                    Params={"Bucket": self.bucket, "Key": ref.key, "ContentType": ref.media_type,
+                            "ChecksumSHA256": checksum, "IfNoneMatch": "*"})
+            response = self._plain_http().request("PUT", url, body=data, headers=headers)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's call says
             return False
         return response.status in (200, 412)
@@ -195,8 +208,11 @@ class ArtifactStore:
 
     def _plain_get(self, ref: ArtifactRef) -> bytes | None:
         try:
-            url = self._s3.generate_presigned_url("get_object", Params={"Bucket": ref.bucket, "Key": ref.key},
-                                                  ExpiresIn=_PLAIN_REQUEST_EXPIRY_S)
+            if self._signing is not None:
+                url = presign(self._signing, "GET", ref.bucket, ref.key, expires_s=_PLAIN_REQUEST_EXPIRY_S)
+            else:
+                url = self._s3.generate_presigned_url("get_object", Params={"Bucket": ref.bucket, "Key": ref.key},
+                                                      ExpiresIn=_PLAIN_REQUEST_EXPIRY_S)
             response = self._plain_http().request("GET", url)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's read says
             return None

@@ -1,13 +1,18 @@
 """The artifact store against a real S3 server (SeaweedFS)."""
 
+import dataclasses
+import datetime
 import hashlib
 import urllib.request
+from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import TEST_CREDENTIALS
 from mmq.clients.servers import start_seaweed, stop
 from mmq.tasks import ArtifactNotFound, ArtifactRef, ArtifactStore, Settings, StorageError, StorageUnavailable
+from mmq.tasks.s3_signing import SigningKey, presign
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
@@ -54,10 +59,48 @@ def test_a_put_is_one_conditional_request_and_the_same_bytes_again_store_nothing
     assert store.stored_file(ref.key).sha256 == ref.sha256  # S3 has the checksum it verified
 
 
+def test_a_get_is_one_plain_request_signed_by_the_store(s3_server):
+    store = store_for(s3_server.port, "artifacts-plain-get")
+    ref = store.put_bytes(PNG)
+    requests = PlainRequests(store)
+    assert store.get_bytes(ref) == PNG
+    assert requests.seen == [("GET", 200)]  # S3 took the store's own signature: no second try by boto3
+
+
+@pytest.mark.parametrize("endpoint, token", [("http://127.0.0.1:8333", None), ("https://s3.example.com", "a/token+="),
+                                             ("https://s3.example.com:443/base", None)])
+def test_the_store_signs_its_urls_as_botocore_does(endpoint, token):
+    """The same URL, signature included, as botocore's presigner at the same instant: a key with
+    spaces, a plus and a non-ASCII letter; a PUT's signed headers; a session token; a default port."""
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3", aws_access_key_id="AK",
+                      aws_secret_access_key="S/K", aws_session_token=token,
+                      config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"))
+    signing = SigningKey("AK", "S/K", token, s3.meta.endpoint_url, s3.meta.region_name)
+    now = datetime.datetime(2026, 12, 6, 18, 5, 7, tzinfo=datetime.UTC)
+    put_headers = {"Content-Type": "image/png", "x-amz-checksum-sha256": "q83v=", "If-None-Match": "*"}
+    with mock.patch("botocore.auth.get_current_datetime", return_value=now.replace(tzinfo=None)):
+        botocore_urls = [
+            s3.generate_presigned_url("get_object", Params={"Bucket": "bkt", "Key": "tenants/a b+c~é/x.png"},
+                                      ExpiresIn=60),
+            s3.generate_presigned_url("put_object", ExpiresIn=60, Params={
+                "Bucket": "bkt", "Key": "blobs/k.png", "ContentType": "image/png", "ChecksumSHA256": "q83v=",
+                "IfNoneMatch": "*"})]
+    ours = [presign(signing, "GET", "bkt", "tenants/a b+c~é/x.png", expires_s=60, now=now),
+            presign(signing, "PUT", "bkt", "blobs/k.png", expires_s=60, headers=put_headers, now=now)]
+    for theirs, mine in zip(botocore_urls, ours):
+        theirs, mine = urlsplit(theirs), urlsplit(mine)
+        assert mine[:3] == theirs[:3] and parse_qs(mine.query) == parse_qs(theirs.query), (mine, theirs)
+
+
 def test_a_refused_put_is_made_again_through_boto3_whose_error_names_the_cause(s3_server):
     store = store_for(s3_server.port, "artifacts-plain-refused")
     store.ensure_bucket()
-    store._s3._request_signer._credentials.secret_key = "not-the-secret"  # signs wrongly from now on
+    # Both signers (its own, boto3's) sign wrongly from now on.
+    store._signing = dataclasses.replace(store._signing, secret_key="not-the-secret")
+    store._s3._request_signer._credentials.secret_key = "not-the-secret"
     requests = PlainRequests(store)
     with pytest.raises(StorageError, match=r"refused s3://artifacts-plain-refused/blobs/\w+\.png: 403"):
         store.put_bytes(PNG)
