@@ -118,7 +118,10 @@ def test_a_job_cancelled_inside_a_batch_stops_alone_and_the_others_run_once(make
 def test_a_progress_write_that_fails_neither_fails_nor_reruns_the_batch(make_stack, start_worker, tmp_path):
     stack, worker, probe = probed_batch_of(make_stack, start_worker, tmp_path, 4)
     with stack.client() as client:
-        jobs = [client.submit("caption", image=path) for path in pictures(tmp_path, 4)]
+        # Two token limits: two generate calls in the batch, so a progress report (1 of 2) is written
+        # in the forward pass (the last one, 2 of 2, would go with each step's end).
+        jobs = [client.submit("caption", image=path, max_new_tokens=5 + n % 2)
+                for n, path in enumerate(pictures(tmp_path, 4))]
         held = probe.wait_for_a_run()
         assert len(held) == 4, held
         # Job 1's record expires inside the forward pass, so writing its progress fails (JobNotFound).
@@ -219,7 +222,9 @@ def test_progress_writes_to_an_unreachable_redis_cost_the_batch_nothing_and_log_
     reporters = [steps.ProgressReporter(jobs, f"job-{n}", "caption", StepState(status=JobStatus.RUNNING), None)
                  for n in range(4)]
     with caplog.at_level(logging.WARNING, logger="mmq.workers.steps"):
-        runs, got = run_batch(reporters)
+        # A pause after each unit, so that the steps' threads write units 1 and 2 (the last one, 3 of
+        # 3, goes with each step's end, which this batcher alone never reaches).
+        runs, got = run_batch(reporters, after_unit=lambda: time.sleep(0.1))
     assert runs == [(4, 3)]  # one forward pass, to its end
     assert got == {n: {"text": f"caption of {n}"} for n in range(4)}
     warnings = [r.getMessage() for r in caplog.records if "could not write its progress" in r.getMessage()]

@@ -84,16 +84,20 @@ def test_a_job_ends_in_one_round_trip_with_its_metrics_even_after_redis_lost_its
         batches = BatchCounts()  # forward passes counted on a model's thread, not yet in Redis
         batches.add("text2image", 2)
 
-        def counters(pipe):  # the metrics of the step's end go in the same round trip
+        def also(pipe):  # the step's last progress and its metrics go in the same round trip
+            jobs.save_step_in(pipe, record.id, step, StepState(status=JobStatus.RUNNING, progress=(2, 2)))
             count_step(pipe, "text2image", 0.2, failed=False)
             batches.drain_into(pipe)
 
-        assert jobs.save_step(record.id, step, state, job_outputs={"image": "done"}, counters=counters)
+        assert jobs.save_step(record.id, step, state, job_outputs={"image": "done"}, also=also)
         after = redis.info("commandstats")
+        events = [event for _, event in jobs.events(record.id, "0-2", stream_fresh=True)]
+        assert [(e["type"], e["status"], e.get("progress")) for e in events] == [
+            ("step", "running", [2, 2]), ("step", "succeeded", None), ("job", "succeeded", None)], events
         ended = jobs.get(record.id)
         assert ended.status is JobStatus.SUCCEEDED and ended.step_states[step].status is JobStatus.SUCCEEDED
         calls = {name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"] for name in after}
-        assert calls.get("cmdstat_script|exists", 0) == 0 and calls["cmdstat_eval"] == 2, calls
+        assert calls.get("cmdstat_script|exists", 0) == 0 and calls["cmdstat_eval"] == 3, calls
         assert read_steps(redis)["text2image"]["count"] == 1 and read_jobs(redis)["succeeded"] == 1
         assert read_batches(redis)["text2image"]["sizes"] == {2: 1}
         batches.drain_into(pipe := redis.pipeline())  # drained: counted once

@@ -113,19 +113,25 @@ class StepRunner:
             # A redelivery of a step that finished before its worker died: reuse, don't recompute.
             return self._advance(record, message, context, done.outputs or {})
         state = self._start(record, message)
+        progress = ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
         try:
-            outputs = self._compute(task, message, context, state, owner=record.owner)
+            outputs = self._compute(task, message, context, progress, owner=record.owner)
         except Exception:
             self._measure(task, state, failed=True)
             raise
         state.status, state.finished_at, state.outputs = JobStatus.SUCCEEDED, time.time(), outputs
-        # The job's last step ends the job in the same round trip as its own state, and the step's
-        # duration (with the forward passes counted since the last write) goes with it.
+        # The job's last step ends the job in the same round trip as its own state; the step's last
+        # progress and its duration (with the forward passes counted since the last write) go with it.
         ends_job = message.final and message.item is None and not record.step(message.step).expands
         after = {**context, message.step: outputs}
+        counters = self._counters(task, state, failed=False)
+
+        def also(pipe: Any) -> None:
+            progress.last_report_in(pipe)
+            counters(pipe)
+
         if not self.jobs.save_step(record.id, message.step, state, item=message.item,
-                                   job_outputs=self._job_outputs(record, after) if ends_job else None,
-                                   counters=self._counters(task, state, failed=False)):
+                                   job_outputs=self._job_outputs(record, after) if ends_job else None, also=also):
             raise StepAborted(f"job {record.id} ended while step {message.step!r} ran")
         if ends_job:
             return after
@@ -215,7 +221,7 @@ class StepRunner:
         self.jobs.save_step(job_id, message.step, StepState(status=JobStatus.RUNNING,
                                                             progress=(min(done, message.count), message.count)))
 
-    def _compute(self, task: TaskSpec, message: StepMessage, context: Context, state: StepState, *,
+    def _compute(self, task: TaskSpec, message: StepMessage, context: Context, progress: ProgressReporter, *,
                  owner: str | None) -> dict[str, Any]:
         raw = {target: resolve(binding, context) for target, binding in message.bind.items()}
         for target, ref in message.each.items():
@@ -225,13 +231,12 @@ class StepRunner:
         inputs = task.check_inputs(raw, where=f"{where} ({task.name})")
         fetching = _Stopwatch()
         prepared = {name: self._prepare(value, fetching) for name, value in inputs.items()}
-        progress = ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
         outputs = self.executor.run(task.name, prepared, progress)
         storing = _Stopwatch()
         with storing:
             stored = self._store_outputs(task, outputs, artifact_prefix(owner))
         # What moving artifacts cost this step, apart from computing: the hop between steps.
-        state.fetch_s, state.store_s = round(fetching.seconds, 6), round(storing.seconds, 6)
+        progress.state.fetch_s, progress.state.store_s = round(fetching.seconds, 6), round(storing.seconds, 6)
         return stored
 
     def _prepare(self, value: Any, fetching: _Stopwatch) -> Any:
@@ -330,26 +335,41 @@ class ProgressReporter:
     Progress is best effort: a write that fails (Redis away for a moment, the record expired) is
     logged once per step and never fails the step, nor the batch it shares a forward pass with; the
     step's final write is the one that counts, and it is checked. Only a job that ended raises.
+    The last report (done == total) is not written at once: it goes ahead of the step's end, in
+    the same round trip (`last_report_in`), its event still before the step's.
     """
 
     def __init__(self, jobs: JobStore, job_id: str, step: str, state: StepState, item: int | None) -> None:
-        self._jobs, self._job_id, self._step, self._state, self._item = jobs, job_id, step, state, item
+        self._jobs, self._job_id, self._step, self.state, self._item = jobs, job_id, step, state, item
         self._last_write = 0.0
         self._write_failed = False
+        self._unwritten: tuple[int, int] | None = None  # the last report, for the step's end to write
 
     def __call__(self, done: int, total: int) -> None:
-        self._state.progress = (done, total)
+        self.state.progress = (done, total)
+        if done >= total:
+            self._unwritten = (done, total)
+            return
+        self._unwritten = None
         now = time.monotonic()
-        if done < total and now - self._last_write < PROGRESS_INTERVAL_S:
+        if now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write = now
         try:
-            written = self._jobs.save_step(self._job_id, self._step, self._state, item=self._item)
+            written = self._jobs.save_step(self._job_id, self._step, self.state, item=self._item)
         except (MMQError, RedisError) as error:
             self._note_failed_write(error)
             return
         if not written:
             raise StepAborted(f"job {self._job_id} ended while step {self._step!r} ran")
+
+    def last_report_in(self, pipe: Any) -> None:
+        """The last report not yet written, added to the pipeline of the step's end (a running
+        state, as when it was reported)."""
+        if self._unwritten is not None:
+            running = replace(self.state, status=JobStatus.RUNNING, progress=self._unwritten, finished_at=None,
+                              outputs=None)
+            self._jobs.save_step_in(pipe, self._job_id, self._step, running, self._item)
 
     def _note_failed_write(self, error: Exception) -> None:
         if not self._write_failed:  # once per step: a Redis outage would otherwise log every token

@@ -217,29 +217,37 @@ class JobStore:
         return state.attempts
 
     def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
-                  job_outputs: Mapping[str, Any] | None = None,
-                  counters: Callable[[Any], None] | None = None) -> bool:
+                  job_outputs: Mapping[str, Any] | None = None, also: Callable[[Any], None] | None = None) -> bool:
         """Write a step's (or an item's) state unless the job already ended; emits an event. With
         `job_outputs` (the last step succeeded), the job ends too, succeeded with those outputs,
-        in the same round trip. `counters` adds the metrics that go with it (a pipeline's commands:
-        see `stats.count_step`) to that round trip too."""
-        fields = {layout.step_field("item" if item is not None else "step", step, item): state.to_json()}
-        event = _step_event(step, state, item)
-        if job_outputs is None and counters is None:
-            return self._set(job_id, fields, event)
+        in the same round trip. `also` adds commands to that round trip, ahead of the state: the
+        step's last progress (`save_step_in`), its metrics (`stats.count_step`)."""
+        if job_outputs is None and also is None:
+            return self._set(job_id, *self._step_write(step, state, item))
         with redis_errors(self._redis):
             pipe = self._redis.pipeline(transaction=False)
-            _in_pipeline(pipe, self._guarded_hset, layout.event_keys(job_id), self._set_args(job_id, fields, event))
-            if counters is not None:
-                counters(pipe)
+            if also is not None:
+                also(pipe)
+            ahead = len(pipe)  # the replies of `also`'s commands come first
+            self.save_step_in(pipe, job_id, step, state, item)
             if job_outputs is None:
-                written, finished = pipe.execute()[0], True
+                written, finished = pipe.execute()[ahead], True
             else:
                 replies = self._end(job_id, self._succeeded(job_outputs), pipe)
-                written, finished = replies[0], replies[-1]
+                written, finished = replies[ahead], replies[-1]
         if written == -1:
             raise not_found(job_id)
         return written == 1 and finished
+
+    def save_step_in(self, pipe: Any, job_id: str, step: str, state: StepState, item: int | None = None) -> None:
+        """`save_step`'s write, added to a pipeline (its reply: 1 written, 0 the job ended, -1 no job)."""
+        fields, event = self._step_write(step, state, item)
+        _in_pipeline(pipe, self._guarded_hset, layout.event_keys(job_id), self._set_args(job_id, fields, event))
+
+    @staticmethod
+    def _step_write(step: str, state: StepState, item: int | None) -> tuple[dict[str, str], dict[str, Any]]:
+        return ({layout.step_field("item" if item is not None else "step", step, item): state.to_json()},
+                _step_event(step, state, item))
 
     def expand(self, record: JobRecord) -> bool:
         """Store `record`'s steps, inputs and outputs as submitted (an ask's planned steps added
