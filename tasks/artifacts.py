@@ -158,14 +158,8 @@ class ArtifactStore:
         checksum = checksum_header(ref.sha256)
         headers = {"Content-Type": ref.media_type, "x-amz-checksum-sha256": checksum, "If-None-Match": "*"}
         try:
-            if self._signing is not None:
-                url = presign(self._signing, "PUT", self.bucket, ref.key, expires_s=_PLAIN_REQUEST_EXPIRY_S,
-                              headers=headers)
-            else:
-                url = self._s3.generate_presigned_url(
-                    "put_object", ExpiresIn=_PLAIN_REQUEST_EXPIRY_S,
-                    Params={"Bucket": self.bucket, "Key": ref.key, "ContentType": ref.media_type,
-                            "ChecksumSHA256": checksum, "IfNoneMatch": "*"})
+            url = self._plain_url("PUT", self.bucket, ref.key, headers,
+                                  ContentType=ref.media_type, ChecksumSHA256=checksum, IfNoneMatch="*")
             response = self._plain_http().request("PUT", url, body=data, headers=headers)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's call says
             return False
@@ -208,15 +202,21 @@ class ArtifactStore:
 
     def _plain_get(self, ref: ArtifactRef) -> bytes | None:
         try:
-            if self._signing is not None:
-                url = presign(self._signing, "GET", ref.bucket, ref.key, expires_s=_PLAIN_REQUEST_EXPIRY_S)
-            else:
-                url = self._s3.generate_presigned_url("get_object", Params={"Bucket": ref.bucket, "Key": ref.key},
-                                                      ExpiresIn=_PLAIN_REQUEST_EXPIRY_S)
+            url = self._plain_url("GET", ref.bucket, ref.key)
             response = self._plain_http().request("GET", url)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's read says
             return None
         return response.data if response.status == 200 else None
+
+    def _plain_url(self, method: str, bucket: str, key: str, headers: Mapping[str, str] | None = None,
+                   **params: str) -> str:
+        """The URL of one of the store's own requests, made at once: signed here when the settings
+        hold the keys, else by botocore (`params`: the same headers, as its operation's parameters)."""
+        if self._signing is not None:
+            return presign(self._signing, method, bucket, key, expires_s=_PLAIN_REQUEST_EXPIRY_S, headers=headers)
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        return self._s3.generate_presigned_url(operation, ExpiresIn=_PLAIN_REQUEST_EXPIRY_S,
+                                               Params={"Bucket": bucket, "Key": key, **params})
 
     def _plain_http(self) -> Any:
         """The urllib3 pool of the plain GETs and PUTs, made on first use; no retries of its own
