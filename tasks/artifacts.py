@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ArtifactNotFound, InvalidInput, StorageError
 from .media_types import extension_for, sniff_media_type
+from .plain_http import KeepAlive
 from .s3_signing import SigningKey, presign
 from .translation import storage_errors
 
@@ -106,7 +107,7 @@ class ArtifactStore:
         self.bucket = bucket
         self.presign_expiry_s = presign_expiry_s
         self._bucket_checked = False
-        self._http: Any = None  # a urllib3 pool for plain requests (see `get_bytes`, `put_bytes`)
+        self._http = KeepAlive()  # the connections of the plain requests (see `get_bytes`, `put_bytes`)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ArtifactStore:
@@ -160,7 +161,7 @@ class ArtifactStore:
         try:
             url = self._plain_url("PUT", self.bucket, ref.key, headers,
                                   ContentType=ref.media_type, ChecksumSHA256=checksum, IfNoneMatch="*")
-            response = self._plain_http().request("PUT", url, body=data, headers=headers)
+            response = self._http.request("PUT", url, body=data, headers=headers)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's call says
             return False
         return response.status in (200, 412)
@@ -203,7 +204,7 @@ class ArtifactStore:
     def _plain_get(self, ref: ArtifactRef) -> bytes | None:
         try:
             url = self._plain_url("GET", ref.bucket, ref.key)
-            response = self._plain_http().request("GET", url)
+            response = self._http.request("GET", url)
         except Exception:  # noqa: BLE001 - unreachable, refused, a CA it does not know: boto3's read says
             return None
         return response.data if response.status == 200 else None
@@ -217,15 +218,6 @@ class ArtifactStore:
         operation = {"GET": "get_object", "PUT": "put_object"}[method]
         return self._s3.generate_presigned_url(operation, ExpiresIn=_PLAIN_REQUEST_EXPIRY_S,
                                                Params={"Bucket": bucket, "Key": key, **params})
-
-    def _plain_http(self) -> Any:
-        """The urllib3 pool of the plain GETs and PUTs, made on first use; no retries of its own
-        (a failed plain request is made again through boto3, which retries)."""
-        if self._http is None:
-            import urllib3
-
-            self._http = urllib3.PoolManager(maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=60))
-        return self._http
 
     def download(self, ref: ArtifactRef, path: Path | str) -> Path:
         path = Path(path)

@@ -38,15 +38,14 @@ class PlainRequests:
 
     def __init__(self, store: ArtifactStore) -> None:
         self.seen: list[tuple[str, int]] = []
-        pool = store._plain_http()
-        request = pool.request
+        request = store._http.request
 
         def counted(method: str, url: str, **kwargs):
             response = request(method, url, **kwargs)
             self.seen.append((method, response.status))
             return response
 
-        pool.request = counted
+        store._http.request = counted
 
 
 def test_a_put_is_one_conditional_request_and_the_same_bytes_again_store_nothing(s3_server):
