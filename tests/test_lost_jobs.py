@@ -91,7 +91,7 @@ def test_a_running_pipeline_whose_next_message_was_lost_goes_on_from_what_it_fin
     record.created_at = time.time() - 60  # faked: submitted a minute ago, its caption done 50 s ago
     jobs.create(record)
     caption = StepState(status=JobStatus.RUNNING, started_at=record.created_at + 5)
-    jobs.start_step(record.id, "caption", caption, max_deliveries=3)
+    jobs.begin_step(record.id, "caption", caption, max_deliveries=3)
     caption.status, caption.finished_at = JobStatus.SUCCEEDED, record.created_at + 10
     caption.outputs = {"text": "a kite"}
     jobs.save_step(record.id, "caption", caption)

@@ -66,6 +66,52 @@ def test_an_idempotency_key_names_one_request(jobs):
         jobs.get(again.id)  # never created
 
 
+def running(**fields):
+    return StepState(status=JobStatus.RUNNING, started_at=time.time(), **fields)
+
+
+def test_a_step_is_begun_with_its_record_in_one_round_trip_only_when_it_must_run(jobs):
+    """`begin_step` reads the record and starts the step in one script: the record as it was, the
+    deliveries counted; nothing written for a job that ended, a step that succeeded already (its
+    redelivery reuses the outputs), a fan-out's parent (by the record, or by its message) and,
+    past the bound, nothing but the count."""
+    image = ArtifactRef(uri="s3://mmq-test/blobs/i.png", media_type="image/png", sha256="1" * 64, size=10)
+    record = new_record(PIPELINES["image-search"], {"query": "a kite", "images": [image, image]})
+    jobs.create(record)
+
+    before, deliveries = jobs.begin_step(record.id, "embed_query", state := running(), max_deliveries=3)
+    assert (before.status, before.step_states, deliveries, state.attempts) == (JobStatus.QUEUED, {}, 1, 1)
+    now = jobs.get(record.id)
+    assert now.status is JobStatus.RUNNING and now.step_states["embed_query"].status is JobStatus.RUNNING
+
+    for fans_out in (None, True):  # the record's spec says so; the message says so
+        seen, deliveries = jobs.begin_step(record.id, "embed_images", running(), max_deliveries=3,
+                                           fans_out=fans_out)
+        assert deliveries is None and "embed_images" not in seen.step_states
+    assert "embed_images" not in jobs.get(record.id).step_states  # nothing written, nothing counted
+    _, deliveries = jobs.begin_step(record.id, "embed_images", running(), item=1, max_deliveries=3)
+    assert deliveries == 1 and jobs.get(record.id).item_states["embed_images"][1].attempts == 1
+
+    done = StepState(status=JobStatus.SUCCEEDED, outputs={"text_embeddings": [[1.0]], "space": "s"})
+    jobs.save_step(record.id, "embed_query", done)
+    seen, deliveries = jobs.begin_step(record.id, "embed_query", running(), max_deliveries=3)
+    assert deliveries is None and seen.step_states["embed_query"].outputs == done.outputs
+    assert jobs.get(record.id).step_states["embed_query"].status is JobStatus.SUCCEEDED  # as it was
+
+    for expected in (2, 3):
+        _, deliveries = jobs.begin_step(record.id, "embed_images", running(), item=1, max_deliveries=2)
+        assert deliveries == expected
+    state = jobs.get(record.id).item_states["embed_images"][1]
+    assert state.attempts == 3 and state.status is JobStatus.RUNNING  # the third: counted, not written
+
+    jobs.finish(record.id, JobStatus.CANCELLED)
+    seen, deliveries = jobs.begin_step(record.id, "rank", running(), max_deliveries=3)
+    assert seen.status is JobStatus.CANCELLED and deliveries is None
+    assert "rank" not in jobs.get(record.id).step_states
+    with pytest.raises(JobNotFound):
+        jobs.begin_step("0" * 32, "rank", running(), max_deliveries=3)
+
+
 def test_a_job_ends_in_one_round_trip_with_its_metrics_even_after_redis_lost_its_scripts(tmp_path):
     # A Redis of its own: its command counts are this test's alone.
     from mmq.clients.servers import start_redis, stop

@@ -99,7 +99,13 @@ class StepRunner:
 
     def run(self, task: TaskSpec, message: StepMessage) -> Context | FanOut | Expansion | None:
         """The context for what follows, a fan-out to perform, or None when the job must stop."""
-        record = self.jobs.get(message.job_id, deliveries=False)
+        # The record read and the step started in one round trip: unless the job ended, the step
+        # succeeded already or it fans out, which the script decides as below from the same record.
+        state = StepState(status=JobStatus.RUNNING, started_at=time.time())
+        fans_out = None if message.each is None else bool(message.each)
+        record, deliveries = self.jobs.begin_step(message.job_id, message.step, state, item=message.item,
+                                                  max_deliveries=self.max_deliveries + message.retries,
+                                                  fans_out=fans_out)
         if record.status.terminal:
             log.info("job %s is %s: step %s not started", record.id, record.status.value, message.step)
             return None
@@ -112,7 +118,7 @@ class StepRunner:
         if done is not None:
             # A redelivery of a step that finished before its worker died: reuse, don't recompute.
             return self._advance(record, message, context, done.outputs or {})
-        state = self._start(record, message)
+        self._check_started(record, message, deliveries)
         progress = ProgressReporter(self.jobs, message.job_id, message.step, state, message.item)
         try:
             outputs = self._compute(task, message, context, progress, owner=record.owner)
@@ -183,20 +189,16 @@ class StepRunner:
         except MMQError:
             log.exception("could not record the failure of job %s step %s", job_id, where)
 
-    def _start(self, record: JobRecord, message: StepMessage) -> StepState:
-        """One more delivery counted, the job running (before any of its steps is) and the step
-        too, in one round trip; dead-lettered instead when its worker keeps dying on it."""
-        state = StepState(status=JobStatus.RUNNING, started_at=time.time())
-        deliveries = self.jobs.start_step(record.id, message.step, state, item=message.item,
-                                          max_deliveries=self.max_deliveries + message.retries)
-        if deliveries is None:
+    def _check_started(self, record: JobRecord, message: StepMessage, deliveries: int | None) -> None:
+        """The step started: one more delivery counted, the job running (before any of its steps is)
+        and the step too; dead-lettered instead when its worker keeps dying on it."""
+        if deliveries is None:  # (the script found the job ended, or the step done, as this record did not)
             raise StepAborted(f"job {record.id} ended before step {message.step!r} started")
         if deliveries - message.retries > self.max_deliveries:
             raise DeadLettered(
                 f"step {message.step!r} was delivered {deliveries} times and its worker died each "
                 f"time (bound: {self.max_deliveries}); dead-lettered"
             )
-        return state
 
     def _fan_out(self, task: TaskSpec, record: JobRecord, message: StepMessage, context: Context) -> Context | FanOut:
         [(target, ref)] = message.each.items()

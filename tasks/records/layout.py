@@ -140,22 +140,47 @@ redis.call('EXPIRE', KEYS[4], %d)
 return 1
 """ % (ENDED_STREAM_GRACE_MS, STATS_TTL_S)
 
-# A step's start, in one step: one more delivery counted (field ARGV[6]); unless that makes more
-# than ARGV[7] (its worker keeps dying on it: nothing more is written), the job marked running on
-# its first step (`started_at` ARGV[8], event ARGV[9] named ARGV[10]) and the step's state written
-# (field ARGV[11], value ARGV[12]) with its event (ARGV[2] named ARGV[4]). Returns {deliveries, 1}
-# when started, {deliveries, 0} over the bound, and {-1, 0} or {0, 0} as GUARDED_HSET.
-START_STEP = _EMIT + _ended_guard("{-1, 0}", "{0, 0}") + """
+# A step opened, in one step: the record as it stood (HGETALL, returned) and, unless the job ended,
+# the step (item) succeeded already (a redelivery after its worker died: its outputs are reused,
+# not made again) or the step fans out into items (ARGV[13]: '1' the message says so; '?' the
+# record's spec says, for step ARGV[14]; '0' an item), the step's start: one more delivery counted
+# (field ARGV[6]); unless that makes more than ARGV[7] (its worker keeps dying on it: nothing more
+# is written), the job marked running on its first step (`started_at` ARGV[8], event ARGV[9] named
+# ARGV[10]) and the step's state written (field ARGV[11], value ARGV[12]) with its event (ARGV[2]
+# named ARGV[4]). Returns {deliveries, 1, record} when started, {deliveries, 0, record} over the
+# bound, {0, 0, record} when nothing was started and {-1, 0, {}} without a record. The worker
+# decides the same from the same record (see `StepRunner.run`).
+BEGIN_STEP = _EMIT + """
+local record = redis.call('HGETALL', KEYS[1])
+if #record == 0 then return {-1, 0, record} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {0, 0, record} end
+local before = redis.call('HGET', KEYS[1], ARGV[11])
+if before and string.find(before, '"status": "succeeded"', 1, true) then
+  local outputs = cjson.decode(before).outputs
+  if outputs ~= nil and outputs ~= cjson.null then return {0, 0, record} end
+end
+if ARGV[13] == '1' then return {0, 0, record} end
+if ARGV[13] == '?' then
+  local spec = redis.call('HGET', KEYS[1], 'spec')
+  if string.find(spec, '"each"', 1, true) then
+    for _, step in ipairs(cjson.decode(spec).steps) do
+      if step.name == ARGV[14] and type(step.each) == 'table' and next(step.each) ~= nil then
+        return {0, 0, record}
+      end
+    end
+  end
+end
 local deliveries = redis.call('HINCRBY', KEYS[1], ARGV[6], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-if deliveries > tonumber(ARGV[7]) then return {deliveries, 0} end
+if deliveries > tonumber(ARGV[7]) then return {deliveries, 0, record} end
 if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[8]) == 1 then
   redis.call('HSET', KEYS[1], 'status', 'running')
   emit(ARGV[1], ARGV[9], ARGV[3], ARGV[10], ARGV[5])
 end
 redis.call('HSET', KEYS[1], ARGV[11], ARGV[12])
 emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-return {deliveries, 1}
+return {deliveries, 1, record}
 """
 
 # Create a job record, its first event, its places in the job lists (KEYS[6..]) and, with an
@@ -235,7 +260,7 @@ def record_from_hash(raw: Mapping[bytes, bytes], deliveries: list[bytes]) -> Job
         if key.startswith("item:"):
             _, step, index = key.rsplit(":", 2)
             state = items.setdefault(step, {})[int(index)] = StepState.from_json(value)
-            if f"attempts:{step}:{index}" in fields:  # the count is the truth (see START_STEP)
+            if f"attempts:{step}:{index}" in fields:  # the count is the truth (see BEGIN_STEP)
                 state.attempts = int(fields[f"attempts:{step}:{index}"])
     return JobRecord(
         id=spec["id"], name=spec["name"], inputs=spec["inputs"], steps=steps,

@@ -43,7 +43,7 @@ class JobStore:
         self.finished_ttl_s = ttl_s if finished_ttl_s is None else finished_ttl_s
         self._guarded_hset = redis.register_script(layout.GUARDED_HSET)
         self._finish = redis.register_script(layout.FINISH)
-        self._start_step = redis.register_script(layout.START_STEP)
+        self._begin_step = redis.register_script(layout.BEGIN_STEP)
         self._create = redis.register_script(layout.CREATE)
         self._barrier = ReplicaBarrier(redis)
 
@@ -196,25 +196,31 @@ class JobStore:
     def count_item_done(self, job_id: str, step: str) -> int:
         return self._increment(job_id, layout.step_field("items_done", step))
 
-    def start_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
-                   max_deliveries: int) -> int | None:
-        """In one round trip: one more delivery of `step` (or of one item of it) counted and, unless
-        that makes more than `max_deliveries`, the job marked running (on its first step) and the
-        step's `state` written. Returns the deliveries so far (`state.attempts` set to them); over
-        the bound nothing else was written. None when the job has ended."""
+    def begin_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
+                   max_deliveries: int, fans_out: bool | None = None) -> tuple[JobRecord, int | None]:
+        """The record, and the step (or one item of it) started, in one round trip: one more
+        delivery counted and, unless that makes more than `max_deliveries`, the job marked running
+        (on its first step) and the step's `state` written. Nothing is started for a job that
+        ended, a step that succeeded already (a redelivery: its outputs stand) or a step that fans
+        out into items (`fans_out`; None: as the record's spec says). Returns the record as it was
+        before, and the deliveries so far (`state.attempts` set to them; over the bound nothing
+        else was written), or None when nothing was started."""
         event = _step_event(step, state, item)
+        fan = "0" if item is not None else "?" if fans_out is None else "1" if fans_out else "0"
         args = [*self._set_args(job_id, {}, event),
                 layout.step_field("attempts", step, item), max_deliveries, json.dumps(state.started_at),
                 json.dumps(_RUNNING), event_name(_RUNNING),
-                layout.step_field("item" if item is not None else "step", step, item), state.to_json()]
+                layout.step_field("item" if item is not None else "step", step, item), state.to_json(),
+                fan, step]
         with redis_errors(self._redis):
-            deliveries, _started = self._start_step(keys=layout.event_keys(job_id), args=args)
+            deliveries, _started, raw = self._begin_step(keys=layout.event_keys(job_id), args=args)
         if deliveries == -1:
             raise not_found(job_id)
+        record = layout.record_from_hash(dict(zip(raw[::2], raw[1::2])), [])
         if deliveries == 0:
-            return None
+            return record, None
         state.attempts = int(deliveries)  # (the record's reader takes the count from the counter)
-        return state.attempts
+        return record, state.attempts
 
     def save_step(self, job_id: str, step: str, state: StepState, item: int | None = None, *,
                   job_outputs: Mapping[str, Any] | None = None, also: Callable[[Any], None] | None = None) -> bool:
