@@ -156,9 +156,9 @@ if #record == 0 then return {-1, 0, record} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {0, 0, record} end
 local before = redis.call('HGET', KEYS[1], ARGV[11])
-if before and string.find(before, '"status": "succeeded"', 1, true) then
-  local outputs = cjson.decode(before).outputs
-  if outputs ~= nil and outputs ~= cjson.null then return {0, 0, record} end
+if before and string.find(before, 'succeeded', 1, true) then
+  local done = cjson.decode(before)
+  if done.status == 'succeeded' and done.outputs ~= nil and done.outputs ~= cjson.null then return {0, 0, record} end
 end
 if ARGV[13] == '1' then return {0, 0, record} end
 if ARGV[13] == '?' then
