@@ -3,8 +3,8 @@ over connections kept alive between them.
 
 Plain `http.client`, not urllib3's pool manager: the same GET of a small object costs about
 0.6 ms less with it on this kind of machine when the connection has sat idle for a few tens of
-milliseconds (urllib3: 4.3-4.5 ms, here 3.7-3.8 ms, against SeaweedFS; the wire is the same one
-send and one receive), which is every input of every step. Nothing here retries a request that
+milliseconds (urllib3 3.9-4.5 ms, here 3.3-3.8 ms, against SeaweedFS, six runs; the wire is the
+same, one send and one receive), which is every input of every step (docs/benchmarks.md, B1). Nothing here retries a request that
 reached the server and was answered: a connection found closed by the server before it answered
 (its keep-alive ran out) is replaced once; every other failure is the caller's to handle.
 """

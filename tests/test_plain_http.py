@@ -5,12 +5,15 @@ once, a refused connection the caller's to handle, and none shared with a forked
 import http.server
 import os
 import socket
+import ssl
 import threading
 import time
 
 import pytest
 
 from mmq.tasks.plain_http import KeepAlive
+
+from .redis_servers import make_certificates
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -62,6 +65,33 @@ def server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    certificates = make_certificates(tmp_path / "tls")
+    server = Server()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificates.cert_file, certificates.key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, certificates
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_is_verified_against_the_systems_authorities(tls_server, monkeypatch):
+    """As urllib3 did: the system's CAs (OpenSSL's, which SSL_CERT_FILE names); a certificate
+    they did not sign is refused, and the caller (the store) reads through boto3 instead."""
+    server, certificates = tls_server
+    url = server.url.replace("http:", "https:") + "/secret"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        KeepAlive().request("GET", url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_file))
+    http = KeepAlive()
+    assert [http.request("GET", url).data for _ in range(2)] == [b"GET /secret "] * 2
+    assert len(set(server.peers)) == 1  # kept alive over TLS too
 
 
 def test_requests_share_one_kept_alive_connection_whatever_their_answer(server):
