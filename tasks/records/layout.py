@@ -152,9 +152,7 @@ return 1
 # decides the same from the same record (see `StepRunner.run`).
 BEGIN_STEP = _EMIT + """
 local record = redis.call('HGETALL', KEYS[1])
-if #record == 0 then return {-1, 0, record} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {0, 0, record} end
+""" + _ended_guard("{-1, 0, record}", "{0, 0, record}") + """
 local before = redis.call('HGET', KEYS[1], ARGV[11])
 if before and string.find(before, 'succeeded', 1, true) then
   local done = cjson.decode(before)

@@ -210,8 +210,7 @@ class JobStore:
         args = [*self._set_args(job_id, {}, event),
                 layout.step_field("attempts", step, item), max_deliveries, json.dumps(state.started_at),
                 json.dumps(_RUNNING), event_name(_RUNNING),
-                layout.step_field("item" if item is not None else "step", step, item), state.to_json(),
-                fan, step]
+                _state_field(step, item), state.to_json(), fan, step]
         with redis_errors(self._redis):
             deliveries, _started, raw = self._begin_step(keys=layout.event_keys(job_id), args=args)
         if deliveries == -1:
@@ -252,8 +251,7 @@ class JobStore:
 
     @staticmethod
     def _step_write(step: str, state: StepState, item: int | None) -> tuple[dict[str, str], dict[str, Any]]:
-        return ({layout.step_field("item" if item is not None else "step", step, item): state.to_json()},
-                _step_event(step, state, item))
+        return {_state_field(step, item): state.to_json()}, _step_event(step, state, item)
 
     def expand(self, record: JobRecord) -> bool:
         """Store `record`'s steps, inputs and outputs as submitted (an ask's planned steps added
@@ -370,6 +368,11 @@ def _in_pipeline(pipe: Any, script: Any, keys: Sequence[str], args: Sequence[Any
     are loaded (SCRIPT EXISTS), one more round trip for each job's end. A bulk pipeline of many
     calls (`create_many`) keeps the script object: one such question for a thousand jobs."""
     pipe.eval(script.script, len(keys), *keys, *args)
+
+
+def _state_field(step: str, item: int | None) -> str:
+    """The record's field of a step's (or an item's) state."""
+    return layout.step_field("item" if item is not None else "step", step, item)
 
 
 def _step_event(step: str, state: StepState, item: int | None) -> dict[str, Any]:
