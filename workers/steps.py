@@ -166,7 +166,7 @@ class StepRunner:
 
     def collect(self, job_id: str, received: Any, *, final: bool) -> Context | None:
         """Join parallel branches into one context; with `final`, end the job."""
-        record = self.jobs.get(job_id)
+        record = self.jobs.get(job_id, deliveries=False)
         if record.status.terminal:
             return None
         context = merge(received)
@@ -180,7 +180,7 @@ class StepRunner:
         where = step if item is None else f"{step}[{item}]"
         detail = {"step": where, "type": type(error).__name__, "message": str(error)}
         try:
-            record = self.jobs.get(job_id)
+            record = self.jobs.get(job_id, deliveries=False)
             state = (record.item_states.get(step, {}).get(item) if item is not None
                      else record.step_states.get(step)) or StepState()
             state.status, state.finished_at, state.error = JobStatus.FAILED, time.time(), detail
