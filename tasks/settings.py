@@ -46,6 +46,9 @@ class Serving:
     # Processes that prepare a batching worker's inputs beside the model's (decode, process: see
     # mmq.workers.prepare_processes), for specialisations that offer it; 0: in the worker's threads.
     prepare_processes: int = 2
+    # How many steps of niceness below the model's thread a batching worker runs the work that
+    # feeds it (its steps' threads, its prepare processes: mmq.workers.cpu_priority); 0: the same.
+    prepare_nice: int = 10
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,8 @@ def _serving(env: Mapping[str, str], specialisation: str) -> Serving:
     return Serving(max_batch=_positive_int(env, f"{prefix}_MAX_BATCH", Serving.max_batch),
                    max_wait_ms=_positive_int(env, f"{prefix}_MAX_WAIT_MS", Serving.max_wait_ms),
                    models=models, max_loaded=_positive_int(env, f"{prefix}_MAX_LOADED", Serving.max_loaded),
-                   prepare_processes=_count(env, f"{prefix}_PREPARE_PROCESSES", Serving.prepare_processes))
+                   prepare_processes=_count(env, f"{prefix}_PREPARE_PROCESSES", Serving.prepare_processes),
+                   prepare_nice=_niceness(env, f"{prefix}_PREPARE_NICE", Serving.prepare_nice))
 
 
 def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:
@@ -246,6 +250,14 @@ def _time_limits(env: Mapping[str, str], specialisation: str) -> TimeLimits:
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return _positive(env, name, default, int, "an integer")
+
+
+def _niceness(env: Mapping[str, str], name: str, default: int) -> int:
+    """Steps of niceness, 0 to 19 (the range of a Unix process's niceness)."""
+    steps = _count(env, name, default)
+    if steps > 19:
+        raise ConfigurationError(f"{name} must be 0 to 19 (steps of niceness), got {steps}")
+    return steps
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

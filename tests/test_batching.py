@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mmq.clients.servers import free_port
@@ -184,6 +186,42 @@ def run_batch(reporters: list[steps.ProgressReporter], after_unit: Callable[[], 
     batcher._thread.join(timeout=60)  # steps that left a batch return before its forward pass stops
     assert batcher.batch_sizes == {len(reporters): 1}
     return runs, got
+
+
+def niceness() -> int:
+    """The calling thread's own niceness (per thread on Linux)."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own priority is Linux's alone")
+def test_the_steps_threads_run_below_the_models_thread():
+    # Each step's thread feeds the model (its record, its input's read and decoding); the thread
+    # that runs the forward passes keeps the worker's priority (mmq.workers.cpu_priority).
+    base, model_thread = niceness(), []
+
+    class _Recorded(_ThreeUnits):
+        def infer(self, task, batch, progress):
+            model_thread.append(niceness())
+            return super().infer(task, batch, progress)
+
+    batcher = Batcher(ModelPool(lambda name: _Recorded([], lambda: None), default="stand-in", device="cpu"),
+                      max_batch=2, max_wait_ms=60000, batchable=_ThreeUnits.batchable, prepare_nice=3)
+    steps_threads: dict[int, list[int]] = {}
+
+    def step(n: int) -> None:
+        before = niceness()
+        batcher.run("caption", {"n": n}, lambda done, total: None)
+        batcher._lower_step_thread()  # its next step: a pool thread is lowered once, not per step
+        steps_threads[n] = [before, niceness()]
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    batcher.close()
+    assert steps_threads == {0: [base, min(19, base + 3)], 1: [base, min(19, base + 3)]}
+    assert model_thread and set(model_thread) == {base}
 
 
 def test_steps_already_in_line_when_the_window_closes_join_the_batch():

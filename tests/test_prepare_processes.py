@@ -32,8 +32,8 @@ def image(data: bytes) -> ArtifactInput:
     return ArtifactInput(media_type="image/png", sha256=hashlib.sha256(data).hexdigest(), size=len(data), fetch=fetch)
 
 
-def started(preparer, count=2) -> PrepareProcesses:
-    processes = PrepareProcesses(preparer, count, name="test")
+def started(preparer, count=2, nice=0) -> PrepareProcesses:
+    processes = PrepareProcesses(preparer, count, name="test", nice=nice)
     processes.start()
     deadline = time.monotonic() + 60
     while processes.up < count:
@@ -58,6 +58,17 @@ def test_steps_are_prepared_in_processes_set_up_once_each():
         pids = {p["pid"] for p in prepared}
         assert os.getpid() not in pids and len(pids) <= 2
         assert all(p["set_up_in"] == p["pid"] for p in prepared)  # setup ran there, once per process
+    finally:
+        processes.close()
+
+
+def test_the_processes_run_below_the_worker_that_started_them():
+    # They feed the model: its thread, at the worker's priority, goes first (mmq.workers.cpu_priority).
+    processes = started(Digests(), count=2, nice=4)
+    try:
+        assert processes.prepare("caption", {"image": image(b"x")})[0]
+        niceness = [psutil.Process(p.process.pid).nice() for p in processes._processes]
+        assert niceness == [min(19, psutil.Process().nice() + 4)] * 2
     finally:
         processes.close()
 
@@ -138,7 +149,11 @@ def test_a_caption_worker_prepares_in_its_processes_and_says_so(make_stack, star
                 assert time.monotonic() < deadline, "the heartbeat never counted the prepare processes"
                 time.sleep(0.5)
             children = psutil.Process(worker.process.pid).children(recursive=True)
-            assert sum("multiprocessing.spawn" in " ".join(c.cmdline()) for c in children) == int(processes)
+            preparing = [c for c in children if "multiprocessing.spawn" in " ".join(c.cmdline())]
+            assert len(preparing) == int(processes)
+            worker_nice = psutil.Process(worker.process.pid).nice()  # its main thread's
+            # MMQ_CAPTION_PREPARE_NICE's default: ten steps below the worker
+            assert [c.nice() for c in preparing] == [min(19, worker_nice + 10)] * len(preparing)
             jobs = [client.submit("caption", image=path, max_new_tokens=12) for path in images]
             records = [job.wait(timeout_s=120) for job in jobs]
         assert all(r.status is JobStatus.SUCCEEDED for r in records), [r.error for r in records]

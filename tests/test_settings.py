@@ -64,3 +64,17 @@ def test_prepare_processes_are_a_whole_number_per_specialisation(tmp_path):
     for bad in ("-1", "two", "1.5", "²"):
         with pytest.raises(ConfigurationError, match=f"MMQ_CAPTION_PREPARE_PROCESSES must be a whole number.*{bad!r}"):
             serving(MMQ_CAPTION_PREPARE_PROCESSES=bad)
+
+
+def test_the_work_that_feeds_the_model_runs_ten_steps_of_niceness_lower_unless_told(tmp_path):
+    def serving(**env):
+        return Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env}).serving_for("caption")
+
+    assert serving().prepare_nice == 10
+    assert serving(MMQ_CAPTION_PREPARE_NICE="0").prepare_nice == 0  # off: the model's priority
+    assert serving(MMQ_CAPTION_PREPARE_NICE="19").prepare_nice == 19
+    with pytest.raises(ConfigurationError, match="MMQ_CAPTION_PREPARE_NICE must be 0 to 19.*got 20"):
+        serving(MMQ_CAPTION_PREPARE_NICE="20")
+    for bad in ("-5", "high"):
+        with pytest.raises(ConfigurationError, match=f"_PREPARE_NICE must be a whole number.*{bad!r}"):
+            serving(MMQ_CAPTION_PREPARE_NICE=bad)

@@ -146,7 +146,8 @@ def load_runner(settings: Settings, name: str, hostname: str) -> StepRunner:
                                      batchable=specialisation_class(name).batchable, on_batch=batches.add,
                                      batch_setting=f"MMQ_{name.upper()}_MAX_BATCH={serving.max_batch}",
                                      limits=settings.limits_for(name),
-                                     prepare_processes=serving.prepare_processes)
+                                     prepare_processes=serving.prepare_processes,
+                                     prepare_nice=serving.prepare_nice)
     else:
         executor = Executor(models)
     jobs = JobStore(redis, ttl_s=settings.record_ttl_s, finished_ttl_s=settings.finished_ttl_s)

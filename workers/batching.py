@@ -39,6 +39,7 @@ from mmq.tasks.settings import TimeLimits
 
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
+from .cpu_priority import LowersEachThreadOnce
 from .prepare_processes import ModelsPreparing
 from .specialisation_base import Prepared, Progress, Specialisation
 
@@ -174,9 +175,12 @@ class Batcher(Executor):
     def __init__(self, models: ModelPool, *, max_batch: int, max_wait_ms: int, batchable: frozenset[str],
                  on_batch: Callable[[str, int], None] = lambda task, size: None,
                  batch_setting: str | None = None, limits: TimeLimits | None = None,
-                 past_hard_limit: Callable[[str], None] = _exit_worker, prepare_processes: int = 0) -> None:
+                 past_hard_limit: Callable[[str], None] = _exit_worker, prepare_processes: int = 0,
+                 prepare_nice: int = 0) -> None:
         super().__init__(models)
-        self.preparing = ModelsPreparing(prepare_processes)  # prepare processes, per loaded model
+        self.preparing = ModelsPreparing(prepare_processes, nice=prepare_nice)  # per loaded model
+        # The steps' threads feed the model: they run below its thread (mmq.workers.cpu_priority).
+        self._lower_step_thread = LowersEachThreadOnce(prepare_nice)
         # Celery's thread pool enforces no time limit: the batcher does. Past the soft limit a step
         # leaves its batch with SoftTimeLimitExceeded (the pass stops when no step is left in it);
         # a pass still running past the hard limit has hung, and only ending the process frees
@@ -206,6 +210,7 @@ class Batcher(Executor):
         inputs = dict(inputs)
         model = inputs.pop("model", None) or self.models.default
         waiting = _Waiting(task, model, inputs, progress)
+        self._lower_step_thread()
         self._count_arriving(waiting.key, +1)  # until it is in line: a batch being gathered waits for it
         try:
             self._prepare_here(waiting)

@@ -49,8 +49,9 @@ class PrepareProcessDied(MMQError):
 class PrepareProcesses:
     """`count` processes running one `Preparer`, each preparing one job at a time."""
 
-    def __init__(self, preparer: Preparer, count: int, *, name: str) -> None:
+    def __init__(self, preparer: Preparer, count: int, *, name: str, nice: int = 0) -> None:
         self.preparer, self.count, self.name = preparer, count, name
+        self.nice = nice  # steps of niceness below the worker (mmq.workers.cpu_priority)
         self._idle: queue.Queue[_Process] = queue.Queue()
         self._lock = threading.Lock()
         self._up = 0  # processes set up and serving (idle or preparing)
@@ -135,7 +136,7 @@ class PrepareProcesses:
     def _serve_one(self) -> None:
         """Start one process and wait for its setup; then it is idle, ready for a step."""
         try:
-            process = _Process.start(self.preparer, self.name)
+            process = _Process.start(self.preparer, self.name, self.nice)
         except Exception:  # steps prepare in their threads instead
             log.warning("%s: could not start a prepare process; steps prepare in the worker's threads",
                         self.name, exc_info=True)
@@ -178,8 +179,8 @@ class ModelsPreparing:
     a `Preparer`: made at the model's first step, started at its first batch of several, closed
     once the model is unloaded."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, count: int, *, nice: int = 0) -> None:
+        self.count, self.nice = count, nice
         self._by_model: dict[str, tuple[Specialisation, PrepareProcesses | None]] = {}
         self._lock = threading.Lock()
 
@@ -193,7 +194,8 @@ class ModelsPreparing:
                 return processes
             stale = processes  # of the same model id, unloaded and loaded again since
             preparer = specialisation.preparer()
-            processes = PrepareProcesses(preparer, self.count, name=model) if preparer is not None else None
+            processes = (PrepareProcesses(preparer, self.count, name=model, nice=self.nice)
+                         if preparer is not None else None)
             self._by_model[model] = (specialisation, processes)
         if stale is not None:
             stale.close()
@@ -230,9 +232,10 @@ class _Process:
         self.process, self.connection = process, connection
 
     @classmethod
-    def start(cls, preparer: Preparer, name: str) -> _Process:
+    def start(cls, preparer: Preparer, name: str, nice: int = 0) -> _Process:
         ours, theirs = _START.Pipe(duplex=True)
-        process = _START.Process(target=_serve, args=(theirs, preparer, os.getpid()), name=f"{name}-prepare", daemon=True)
+        process = _START.Process(target=_serve, args=(theirs, preparer, os.getpid(), nice),
+                                 name=f"{name}-prepare", daemon=True)
         process.start()
         theirs.close()  # theirs alone now: when the process dies, reading ours ends (EOFError)
         return cls(process, ours)
@@ -269,15 +272,17 @@ class _Process:
         self.connection.close()
 
 
-def _serve(connection: Connection, preparer: Preparer, parent: int) -> None:
+def _serve(connection: Connection, preparer: Preparer, parent: int, nice: int = 0) -> None:
     """The prepare process: set up, say so, then prepare one request at a time until told to stop."""
     die_with_parent(signal.SIGKILL)  # never outlives its worker, however that ends
     if os.getppid() != parent:  # the worker ended before the line above: nobody to prepare for
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the worker's to handle
+    from .cpu_priority import lower_this_process
     from .devices import limit_cpu_threads
 
     limit_cpu_threads()  # the worker's MMQ_TORCH_THREADS: each process is one more core's work
+    lower_this_process(nice)  # it feeds the model: below the thread that runs it
     try:
         preparer.setup()
     except BaseException as error:  # noqa: BLE001 - said to the worker, which prepares in its threads
