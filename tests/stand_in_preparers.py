@@ -33,6 +33,22 @@ class Digests(Preparer):
         return {"sha256": hashlib.sha256(data).hexdigest(), "pid": os.getpid(), "set_up_in": self.set_up_in}
 
 
+class Pixels(Preparer):
+    """Prepares an image input into pixel values as a caption's are (a float32 tensor of 3 x side x
+    side), every value the input's first byte, beside a small numpy array of the same."""
+
+    def __init__(self, side: int = 384) -> None:
+        self.side = side
+
+    def prepare(self, task: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        value = inputs["image"].read()[0]
+        return {"pixel_values": torch.full((3, self.side, self.side), float(value)),
+                "small": np.full(4, value, dtype=np.int64), "pid": os.getpid()}
+
+
 class CannotSetUp(Preparer):
     """A preparer whose setup fails (its processor's files missing, say)."""
 

@@ -20,7 +20,7 @@ from mmq.tasks import JobStatus, heartbeats
 from mmq.tasks.errors import InvalidInput
 from mmq.workers.prepare_processes import ModelsPreparing, PrepareProcessDied, PrepareProcesses
 from mmq.workers.specialisation_base import ArtifactInput
-from tests.stand_in_preparers import CannotSetUp, Digests
+from tests.stand_in_preparers import CannotSetUp, Digests, Pixels
 
 
 def image(data: bytes) -> ArtifactInput:
@@ -69,6 +69,59 @@ def test_the_processes_run_below_the_worker_that_started_them():
         assert processes.prepare("caption", {"image": image(b"x")})[0]
         niceness = [psutil.Process(p.process.pid).nice() for p in processes._processes]
         assert niceness == [min(19, psutil.Process().nice() + 4)] * 2
+    finally:
+        processes.close()
+
+
+class _Received:
+    """Counts the bytes the worker's end of a process's pipe receives."""
+
+    def __init__(self, connection) -> None:
+        self.connection, self.sizes = connection, []
+
+    def __call__(self) -> bytes:
+        data = self.connection.__class__.recv_bytes(self.connection)
+        self.sizes.append(len(data))
+        return data
+
+
+def prepare_pixels(processes, first_byte: int):
+    done, prepared = processes.prepare("caption", {"image": image(bytes([first_byte]) * 10)})
+    assert done
+    return prepared
+
+
+def test_pixel_values_come_back_through_shared_memory_not_the_pipe():
+    processes = started(Pixels(), count=1)
+    try:
+        [process] = processes._processes
+        received = process.connection.recv_bytes = _Received(process.connection)
+        first = prepare_pixels(processes, 7)
+        second = prepare_pixels(processes, 9)  # the same process's memory, written again
+        assert received.sizes and max(received.sizes) < 4096  # 1.8 MB of pixels, a small pickle
+        for prepared, value in ((first, 7), (second, 9)):  # each copied out before the next reply
+            pixels = prepared["pixel_values"]
+            assert pixels.shape == (3, 384, 384) and pixels.dtype.is_floating_point
+            assert bool((pixels == value).all()) and prepared["small"].tolist() == [value] * 4
+            pixels += 1  # the worker's own memory: writable, as from the pipe
+        assert prepared["pid"] != os.getpid()
+    finally:
+        processes.close()
+
+
+def test_a_reply_larger_than_the_shared_memory_comes_through_the_pipe(monkeypatch):
+    import mmq.workers.prepare_processes as prepare_processes
+
+    monkeypatch.setattr(prepare_processes, "SHARED_BYTES", 1 << 20)  # a 384 px image's pixels do not fit
+    processes = started(Pixels(), count=1)
+    try:
+        [process] = processes._processes
+        received = process.connection.recv_bytes = _Received(process.connection)
+        prepared = prepare_pixels(processes, 5)
+        assert bool((prepared["pixel_values"] == 5).all()) and prepared["small"].tolist() == [5] * 4
+        assert max(received.sizes) > 3 * 384 * 384 * 4  # in the pickle
+        small = prepare_pixels(processes, 6)  # the process serves on
+        assert bool((small["pixel_values"] == 6).all())
     finally:
         processes.close()
 

@@ -7,7 +7,8 @@ the C calls) and the model's generate loop (Python between the kernels) take tur
 worker uses little more than one core however many it has. Prepare processes take that work off
 the lock, as a data loader's worker processes do for training: each is started with the
 specialisation's `Preparer` (its processor, never the weights), gets one job's inputs at a time
-(artifacts already read: the bytes go, not a way to the store) and sends back the prepared value.
+(artifacts already read: the bytes go, not a way to the store) and sends back the prepared value,
+its arrays through memory it shares with the worker (`mmq.workers.shared_replies`).
 
 What can go wrong stays with one step: a bad input's `InvalidInput` comes back and fails its step
 alone, as in the worker's own process; a process that dies while preparing (a decoder that crashes,
@@ -29,12 +30,14 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
 from mmq.tasks.errors import MMQError
 from mmq.tasks.processes import die_with_parent
 
+from .shared_replies import SHARED_BYTES, SharedReplies
 from .specialisation_base import Prepared, Preparer, Specialisation
 
 log = logging.getLogger(__name__)
@@ -96,9 +99,12 @@ class PrepareProcesses:
                 return False, None
             raise PrepareProcessDied(f"{task}: the process preparing this step's inputs died ({how}) before it "
                                      f"answered; only this step failed ({type(lost).__name__})") from None
-        self._idle.put(process)
         try:
-            kind, value = pickle.loads(reply)
+            pickled, buffers = process.take(reply)  # out of its shared memory before its next job
+        finally:
+            self._idle.put(process)
+        try:
+            kind, value = pickle.loads(pickled, buffers=buffers)
         except Exception as error:  # noqa: BLE001 - e.g. an exception class that cannot be rebuilt here
             raise MMQError(f"{task}: the prepare process's answer could not be read: {type(error).__name__}: "
                            f"{error}") from None
@@ -226,19 +232,39 @@ class ModelsPreparing:
 
 
 class _Process:
-    """One prepare process and the worker's end of its pipe."""
+    """One prepare process, the worker's end of its pipe, and the memory its replies come through
+    (`mmq.workers.shared_replies`; None: through the pipe)."""
 
-    def __init__(self, process: Any, connection: Connection) -> None:
-        self.process, self.connection = process, connection
+    def __init__(self, process: Any, connection: Connection, shared: SharedReplies | None = None) -> None:
+        self.process, self.connection, self.shared = process, connection, shared
 
     @classmethod
     def start(cls, preparer: Preparer, name: str, nice: int = 0) -> _Process:
-        ours, theirs = _START.Pipe(duplex=True)
-        process = _START.Process(target=_serve, args=(theirs, preparer, os.getpid(), nice),
+        ours, theirs = _START.Pipe(duplex=True)  # a socket pair: it can carry the memory's descriptor
+        shared, fd = _shared_memory(name)
+        process = _START.Process(target=_serve, args=(theirs, preparer, os.getpid(), nice,
+                                                      SHARED_BYTES if shared else 0),
                                  name=f"{name}-prepare", daemon=True)
-        process.start()
-        theirs.close()  # theirs alone now: when the process dies, reading ours ends (EOFError)
-        return cls(process, ours)
+        try:
+            process.start()
+            theirs.close()  # theirs alone now: when the process dies, reading ours ends (EOFError)
+            if fd is not None:
+                reduction.send_handle(ours, fd, process.pid)
+        except BaseException:
+            if process.pid is not None:
+                process.kill()
+            ours.close()
+            if shared is not None:
+                shared.close()
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)  # the process holds its own descriptor now
+        return cls(process, ours, shared)
+
+    def take(self, reply: bytes) -> tuple[bytes, list[bytearray]]:
+        """A reply's pickle and its out-of-band buffers."""
+        return self.shared.take(reply) if self.shared is not None else (reply, [])
 
     def wait_ready(self) -> str | None:
         """None once the process is set up; else why it is not."""
@@ -270,12 +296,30 @@ class _Process:
             self.process.kill()
             self.process.join(timeout=2)
         self.connection.close()
+        if self.shared is not None:
+            self.shared.close()
 
 
-def _serve(connection: Connection, preparer: Preparer, parent: int, nice: int = 0) -> None:
+def _shared_memory(name: str) -> tuple[SharedReplies | None, int | None]:
+    try:
+        made = SharedReplies.create(SHARED_BYTES)
+    except OSError as error:  # out of memory, a sandbox without memfd: through the pipe
+        log.warning("%s: a prepare process's replies go through its pipe (no shared memory: %s)", name, error)
+        return None, None
+    return made if made is not None else (None, None)
+
+
+def _serve(connection: Connection, preparer: Preparer, parent: int, nice: int = 0,
+           shared_bytes: int = 0) -> None:
     """The prepare process: set up, say so, then prepare one request at a time until told to stop."""
     die_with_parent(signal.SIGKILL)  # never outlives its worker, however that ends
     if os.getppid() != parent:  # the worker ended before the line above: nobody to prepare for
+        return
+    shared = None  # shared_bytes 0: no memory was made, the replies go through the pipe
+    try:
+        if shared_bytes:
+            shared = SharedReplies.attach(reduction.recv_handle(connection), shared_bytes)
+    except (EOFError, OSError):  # the worker is gone, or gave up on this process
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the worker's to handle
     from .cpu_priority import lower_this_process
@@ -298,9 +342,9 @@ def _serve(connection: Connection, preparer: Preparer, parent: int, nice: int = 
             return
         task, inputs = request
         try:
-            reply = _dumps(("ok", preparer.prepare(task, inputs)))
+            reply = _dumps(("ok", preparer.prepare(task, inputs)), shared)
         except Exception as error:  # noqa: BLE001 - the step's error, raised in its own thread
-            reply = _error_reply(task, error)
+            reply = _error_reply(task, error, shared)
         connection.send_bytes(reply)
 
 
@@ -320,14 +364,17 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(value: Any, shared: SharedReplies | None = None) -> bytes:
+    if shared is not None:
+        return shared.dumps(value, _Pickler)
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     return buffer.getvalue()
 
 
-def _error_reply(task: str, error: Exception) -> bytes:
+def _error_reply(task: str, error: Exception, shared: SharedReplies | None = None) -> bytes:
     try:
-        return pickle.dumps(("error", error))
+        return _dumps(("error", error), shared)
     except Exception:  # noqa: BLE001 - an exception that does not pickle: its type and message
-        return pickle.dumps(("error", MMQError(f"{task}: preparing the inputs failed: {type(error).__name__}: {error}")))
+        failed = MMQError(f"{task}: preparing the inputs failed: {type(error).__name__}: {error}")
+        return _dumps(("error", failed), shared)
