@@ -126,6 +126,19 @@ def test_a_reply_larger_than_the_shared_memory_comes_through_the_pipe(monkeypatc
         processes.close()
 
 
+def test_a_process_stopped_as_its_answer_is_read_leaves_the_step_to_prepare_here():
+    processes = started(Pixels(), count=1)
+    [process] = processes._processes
+    read = process.take
+
+    def stopped_meanwhile(reply):
+        processes.close()  # its model unloaded as the answer arrived: its shared memory is gone
+        return read(reply)
+
+    process.take = stopped_meanwhile
+    assert processes.prepare("caption", {"image": image(b"\x05")}) == (False, None)
+
+
 def test_a_bad_input_fails_its_step_with_the_same_error_as_in_the_worker():
     processes = started(Digests(), count=1)
     try:

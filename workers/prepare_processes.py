@@ -101,6 +101,8 @@ class PrepareProcesses:
                                      f"answered; only this step failed ({type(lost).__name__})") from None
         try:
             pickled, buffers = process.take(reply)  # out of its shared memory before its next job
+        except ValueError:  # its memory closed under it: stopped meanwhile (the model unloaded)
+            return False, None  # prepared here
         finally:
             self._idle.put(process)
         try:

@@ -85,4 +85,7 @@ class SharedReplies:
             view.release()
 
     def close(self) -> None:
-        self.memory.close()
+        try:
+            self.memory.close()
+        except BufferError:  # a reply being copied out right now: unmapped once its view is gone
+            pass
