@@ -188,6 +188,15 @@ def run_batch(reporters: list[steps.ProgressReporter], after_unit: Callable[[], 
     return runs, got
 
 
+def in_threads(step: Callable[[int], None], count: int) -> None:
+    """step(0) ... step(count - 1), each in a thread of its own as a worker's steps are; all ended."""
+    threads = [threading.Thread(target=step, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+
 def niceness() -> int:
     """The calling thread's own niceness (per thread on Linux)."""
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -214,11 +223,7 @@ def test_the_steps_threads_run_below_the_models_thread():
         batcher._lower_step_thread()  # its next step: a pool thread is lowered once, not per step
         steps_threads[n] = [before, niceness()]
 
-    threads = [threading.Thread(target=step, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    in_threads(step, 2)
     batcher.close()
     assert steps_threads == {0: [base, min(19, base + 3)], 1: [base, min(19, base + 3)]}
     assert model_thread and set(model_thread) == {base}

@@ -8,7 +8,6 @@ process, standing in for a GPU's fixed memory) and, in-process, CUDA's own error
 """
 
 import gc
-import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +21,7 @@ from mmq.workers.batching import Batcher, Executor, run_in_memory
 from mmq.workers.memory import is_out_of_memory
 from mmq.workers.multiplex import ModelPool
 from mmq.workers.specialisation_base import ModelContext, Specialisation
+from tests.test_batching import in_threads
 
 HEADROOM = 150 * 1024 * 1024  # above what the pool process uses when idle: a 64x64 image fits, 1024x1024 not
 
@@ -99,11 +99,7 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_every_step_gets_its_own_ou
     def step(n: int) -> None:
         results[n] = batcher.run("caption", {"n": n}, lambda done, total: None)
 
-    threads = [threading.Thread(target=step, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    in_threads(step, 8)
     batcher.close()
 
     assert results == {n: {"text": f"caption of {n}"} for n in range(8)}

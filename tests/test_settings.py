@@ -1,5 +1,6 @@
 """Settings come from the environment at start-up, over the local stack's file."""
 
+import functools
 import json
 
 import pytest
@@ -54,10 +55,12 @@ def test_bad_settings_are_refused_with_the_variable_named(tmp_path, env, message
         Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env})
 
 
-def test_prepare_processes_are_a_whole_number_per_specialisation(tmp_path):
-    def serving(**env):
-        return Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env}).serving_for("caption")
+def caption_serving(tmp_path, **env):
+    return Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env}).serving_for("caption")
 
+
+def test_prepare_processes_are_a_whole_number_per_specialisation(tmp_path):
+    serving = functools.partial(caption_serving, tmp_path)
     assert serving().prepare_processes == 2
     assert serving(MMQ_CAPTION_PREPARE_PROCESSES="0").prepare_processes == 0  # off: the worker's threads
     assert serving(MMQ_CAPTION_PREPARE_PROCESSES="4").prepare_processes == 4
@@ -67,9 +70,7 @@ def test_prepare_processes_are_a_whole_number_per_specialisation(tmp_path):
 
 
 def test_the_work_that_feeds_the_model_runs_ten_steps_of_niceness_lower_unless_told(tmp_path):
-    def serving(**env):
-        return Settings.from_env({"MMQ_DATA_DIR": str(tmp_path), **env}).serving_for("caption")
-
+    serving = functools.partial(caption_serving, tmp_path)
     assert serving().prepare_nice == 10
     assert serving(MMQ_CAPTION_PREPARE_NICE="0").prepare_nice == 0  # off: the model's priority
     assert serving(MMQ_CAPTION_PREPARE_NICE="19").prepare_nice == 19
