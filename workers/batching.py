@@ -37,9 +37,9 @@ from mmq.tasks.catalogue import TASKS
 from mmq.tasks.errors import MMQError
 from mmq.tasks.settings import TimeLimits
 
+from .cpu_priority import LowersEachThreadOnce
 from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
 from .multiplex import ModelPool
-from .cpu_priority import LowersEachThreadOnce
 from .prepare_processes import ModelsPreparing
 from .specialisation_base import Prepared, Progress, Specialisation
 
