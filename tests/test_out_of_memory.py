@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from mmq.tasks import JobStatus, OutOfMemory
-from mmq.workers.batching import Batcher, Executor, run_in_memory
-from mmq.workers.memory import is_out_of_memory
+from mmq.workers.batching import Batcher, Executor
+from mmq.workers.memory import is_out_of_memory, run_in_memory
 from mmq.workers.multiplex import ModelPool
 from mmq.workers.specialisation_base import ModelContext, Specialisation
 from tests.test_batching import in_threads

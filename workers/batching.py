@@ -33,12 +33,11 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from mmq.tasks.catalogue import TASKS
 from mmq.tasks.errors import MMQError
 from mmq.tasks.settings import TimeLimits
 
 from .cpu_priority import LowersEachThreadOnce
-from .memory import first_line, free_memory, is_out_of_memory, out_of_memory
+from .memory import first_line, free_memory, infer_in_memory, is_out_of_memory, run_in_memory
 from .multiplex import ModelPool
 from .prepare_processes import ModelsPreparing
 from .specialisation_base import Prepared, Progress, Specialisation
@@ -111,38 +110,6 @@ class _Waiting:
                     self.end(error=error)
             if self.done.is_set() and self.pending is None:
                 return True
-
-
-def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
-                  progress: Progress) -> list[dict[str, Any]]:
-    """`specialisation.run`, tried once more after freeing memory when it runs out; a second
-    failure is `OutOfMemory`, naming what to lower."""
-    return _twice_in_memory(specialisation, task, batch, lambda: specialisation.run(task, batch, progress))
-
-
-def infer_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
-                    prepared: list[Prepared], progress: Progress) -> list[dict[str, Any]]:
-    """`specialisation.infer` on jobs already prepared (from the inputs `batch`), tried as
-    `run_in_memory` tries `run`."""
-    return _twice_in_memory(specialisation, task, batch, lambda: specialisation.infer(task, prepared, progress))
-
-
-def _twice_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
-                     attempt: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    device = specialisation.context.device
-    cause = None
-    for _ in range(2):
-        if cause is not None:  # outside the `except`: the failed attempt's frames are gone
-            log.warning("%s ran out of memory on %s (%s); freeing memory and trying once more", task, device, cause)
-            free_memory(device)
-        try:
-            return attempt()
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            cause = first_line(error)
-    free_memory(device)
-    raise out_of_memory(task, device, batch, TASKS[task].memory_inputs, cause or "")
 
 
 def _exit_worker(reason: str) -> None:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mmq.tasks.catalogue import TASKS
 from mmq.tasks.errors import OutOfMemory
+
+from .specialisation_base import Prepared, Progress, Specialisation
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,35 @@ def _shown(value: Any) -> str:
         return f"a {value.media_type} file of {value.size} bytes"
     return repr(value) if isinstance(value, str) and len(value) < 40 else (
         f"{len(value)} characters" if isinstance(value, str) else str(value))
+
+
+def run_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
+                  progress: Progress) -> list[dict[str, Any]]:
+    """`specialisation.run`, tried once more after freeing memory when it runs out; a second
+    failure is `OutOfMemory`, naming what to lower."""
+    return _twice_in_memory(specialisation, task, batch, lambda: specialisation.run(task, batch, progress))
+
+
+def infer_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
+                    prepared: list[Prepared], progress: Progress) -> list[dict[str, Any]]:
+    """`specialisation.infer` on jobs already prepared (from the inputs `batch`), tried as
+    `run_in_memory` tries `run`."""
+    return _twice_in_memory(specialisation, task, batch, lambda: specialisation.infer(task, prepared, progress))
+
+
+def _twice_in_memory(specialisation: Specialisation, task: str, batch: list[Mapping[str, Any]],
+                     attempt: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    device = specialisation.context.device
+    cause = None
+    for _ in range(2):
+        if cause is not None:  # outside the `except`: the failed attempt's frames are gone
+            log.warning("%s ran out of memory on %s (%s); freeing memory and trying once more", task, device, cause)
+            free_memory(device)
+        try:
+            return attempt()
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            cause = first_line(error)
+    free_memory(device)
+    raise out_of_memory(task, device, batch, TASKS[task].memory_inputs, cause or "")
