@@ -36,19 +36,17 @@ def lower_this_process(increment: int) -> None:
         log.warning("could not lower the prepare process's priority by %d: %s", increment, error)
 
 
-def lower_this_thread(increment: int) -> bool:
-    """Lower the calling thread alone by `increment` steps of niceness (at most 19); False where a
-    thread's own priority cannot be set (not Linux) or setting it failed."""
+def lower_this_thread(increment: int) -> None:
+    """Lower the calling thread alone by `increment` steps of niceness (at most 19); nothing where a
+    thread's own priority cannot be set (not Linux)."""
     if increment <= 0 or sys.platform != "linux":
-        return False
+        return
     thread = threading.get_native_id()
     try:
         current = os.getpriority(os.PRIO_PROCESS, thread)
         os.setpriority(os.PRIO_PROCESS, thread, min(MAX_NICENESS, current + increment))
-    except OSError as error:
+    except OSError as error:  # a sandbox that forbids it: the step runs at the worker's priority
         log.warning("could not lower a step thread's priority by %d: %s", increment, error)
-        return False
-    return True
 
 
 class LowersEachThreadOnce:
