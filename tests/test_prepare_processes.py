@@ -120,8 +120,8 @@ def test_a_reply_larger_than_the_shared_memory_comes_through_the_pipe(monkeypatc
         prepared = prepare_pixels(processes, 5)
         assert bool((prepared["pixel_values"] == 5).all()) and prepared["small"].tolist() == [5] * 4
         assert max(received.sizes) > 3 * 384 * 384 * 4  # in the pickle
-        small = prepare_pixels(processes, 6)  # the process serves on
-        assert bool((small["pixel_values"] == 6).all())
+        again = prepare_pixels(processes, 6)  # the process serves on
+        assert bool((again["pixel_values"] == 6).all())
     finally:
         processes.close()
 
